@@ -1,0 +1,1 @@
+"""Data: original-format readers, long-tail subsets, tensor-resident loaders, downloads."""

@@ -1,0 +1,147 @@
+"""Input validation shared by every public entry point (scikit-learn style).
+
+Each checker returns the value the caller should use from then on and raises
+``TypeError`` for the wrong kind of object or ``ValueError`` for a wrong value or
+shape, with a message that says what was expected, what was received and how to fix it.
+"""
+
+from __future__ import annotations
+
+import math
+from numbers import Integral, Real
+
+import numpy as np
+import torch
+
+__all__ = [
+    "check_features",
+    "check_labels",
+    "check_features_labels",
+    "check_finite",
+    "check_scalar",
+    "check_counts",
+    "check_classifier",
+]
+
+
+def _as_tensor(x, name: str) -> torch.Tensor:
+    if isinstance(x, torch.Tensor):
+        return x
+    if isinstance(x, np.ndarray):
+        return torch.from_numpy(x)
+    if isinstance(x, (list, tuple)):
+        return torch.as_tensor(np.asarray(x))
+    raise TypeError(f"{name} must be a torch.Tensor or numpy array; got {type(x).__name__}")
+
+
+def check_finite(x: torch.Tensor, name: str) -> None:
+    """Raise if ``x`` holds NaN or Inf; the cheap sum test runs first, the precise scan only on failure."""
+    if x.numel() == 0 or torch.isfinite(x.sum()):
+        return
+    nan = torch.isnan(x)
+    bad = nan | torch.isinf(x)
+    count = int(bad.sum())
+    if count == 0:  # the sum overflowed although every entry is finite
+        return
+    kind = "NaN" if bool(nan.any()) else "Inf"
+    first = int(torch.nonzero(bad.reshape(x.shape[0], -1).any(1))[0]) if x.dim() > 0 else 0
+    raise ValueError(f"{name} contains {kind} ({count} of {x.numel()} entries, first in row {first})")
+
+
+def check_features(features, name: str = "features", finite: bool = True) -> torch.Tensor:
+    """Return ``features`` as a 2-D floating tensor (n_samples, dim)."""
+    x = _as_tensor(features, name)
+    if x.dim() != 2:
+        hint = ""
+        if x.dim() > 2:
+            hint = f"; flatten pooled features with {name}.flatten(1)"
+        elif x.dim() == 1:
+            hint = f"; use {name}.reshape(-1, 1) for one feature or {name}.reshape(1, -1) for one sample"
+        raise ValueError(f"{name} must be 2-D (n_samples, dim); got shape {tuple(x.shape)}{hint}")
+    if not x.is_floating_point():
+        x = x.to(torch.float64)
+    if finite:
+        check_finite(x, name)
+    return x
+
+
+def check_labels(labels, num_classes: int | None = None, name: str = "labels") -> torch.Tensor:
+    """Return ``labels`` as a 1-D int64 tensor with values in [0, num_classes)."""
+    y = _as_tensor(labels, name)
+    if y.dim() == 2 and y.shape[1] == 1:
+        y = y[:, 0]
+    if y.dim() != 1:
+        raise ValueError(f"{name} must be 1-D (n_samples,); got shape {tuple(y.shape)}")
+    if y.is_floating_point():
+        if y.numel() and not bool(torch.all(y == torch.round(y))):
+            raise ValueError(f"{name} must be integers; got non-integer values such as {float(y[y != torch.round(y)][0])}")
+        y = y.to(torch.int64)
+    elif y.dtype == torch.bool or y.is_complex():
+        raise TypeError(f"{name} must be an integer array; got dtype {y.dtype}")
+    else:
+        y = y.to(torch.int64)
+    if y.numel():
+        lo, hi = int(y.min()), int(y.max())
+        if lo < 0 or (num_classes is not None and hi >= num_classes):
+            bound = f"[0, {num_classes})" if num_classes is not None else "[0, inf)"
+            raise ValueError(f"{name} contain values outside {bound}: min={lo}, max={hi}")
+    return y
+
+
+def check_features_labels(features, labels, num_classes: int | None = None, finite: bool = True):
+    """Validate a (features, labels) pair; returns tensors on the features' device."""
+    x = check_features(features, finite=finite)
+    y = check_labels(labels, num_classes)
+    if x.shape[0] != y.shape[0]:
+        raise ValueError(
+            f"features and labels have inconsistent numbers of samples: {x.shape[0]} and {y.shape[0]}"
+        )
+    if y.device != x.device:
+        y = y.to(x.device)
+    return x, y
+
+
+def check_scalar(value, name: str, kind=Real, *, low=None, high=None, low_open=False, high_open=False):
+    """Check a scalar parameter's type and bounds, e.g. "lambda_h == -0.1, must be >= 0"."""
+    if isinstance(value, bool) or not isinstance(value, kind):
+        want = "an integer" if kind is Integral else "a number"
+        raise TypeError(f"{name} must be {want}; got {type(value).__name__} {value!r}")
+    if isinstance(value, float) and math.isnan(value):
+        raise ValueError(f"{name} is NaN, must be a number")
+    if low is not None and (value < low or (low_open and value == low)):
+        raise ValueError(f"{name} == {value}, must be {'>' if low_open else '>='} {low}")
+    if high is not None and (value > high or (high_open and value == high)):
+        raise ValueError(f"{name} == {value}, must be {'<' if high_open else '<='} {high}")
+    return value
+
+
+def check_counts(counts, name: str = "counts", allow_zero: bool = False) -> list[int]:
+    """Return per-class sample counts as a list of non-negative ints (positive unless ``allow_zero``)."""
+    values = counts.tolist() if isinstance(counts, (torch.Tensor, np.ndarray)) else list(counts)
+    if len(values) == 0:
+        raise ValueError(f"{name} is empty; give one count per class")
+    out = []
+    for i, v in enumerate(values):
+        if isinstance(v, bool) or not isinstance(v, (Integral, float)) or v != int(v):
+            raise TypeError(f"{name}[{i}] must be an integer; got {v!r}")
+        v = int(v)
+        if v < 0 or (v == 0 and not allow_zero):
+            raise ValueError(f"{name}[{i}] == {v}, every class needs at least one sample")
+        out.append(v)
+    return out
+
+
+def check_classifier(W, b=None, num_classes: int | None = None, dim: int | None = None):
+    """Validate a classifier W (K, d) and optional bias b (K,); returns float64 CPU tensors."""
+    W = _as_tensor(W, "W").detach().to("cpu", torch.float64)
+    if W.dim() != 2:
+        raise ValueError(f"W must be 2-D (num_classes, dim); got shape {tuple(W.shape)}")
+    if (num_classes is not None and W.shape[0] != num_classes) or (dim is not None and W.shape[1] != dim):
+        raise ValueError(f"W has shape {tuple(W.shape)}; expected ({num_classes}, {dim}) to match the features")
+    check_finite(W, "W")
+    if b is not None:
+        b = _as_tensor(b, "b").detach().to("cpu", torch.float64).reshape(-1)
+        if b.shape[0] != W.shape[0]:
+            raise ValueError(f"b has {b.shape[0]} entries; expected {W.shape[0]} (one per class)")
+        check_finite(b, "b")
+    return W, b

@@ -1,0 +1,43 @@
+"""Shared fixtures: the path of the real data beside the checkout, small synthetic feature sets."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+SHARED = Path(__file__).resolve().parents[2] / "shared"
+DATA = SHARED / "data"
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """The real data sets of ../shared/data; CI always has them, elsewhere the test skips with a reason."""
+    if not DATA.is_dir():
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"{DATA} is missing under CI; the suite must not skip there")
+        pytest.skip(f"real data not found at {DATA} (the checkout expects ../shared beside it)")
+    return DATA
+
+
+def make_features(counts, dim=12, spread=0.5, seed=0, mean_norm=3.0):
+    """Gaussian class clusters around random means; returns float64 features, int64 labels, means."""
+    rng = np.random.default_rng(seed)
+    means = rng.normal(size=(len(counts), dim))
+    means *= mean_norm / np.linalg.norm(means, axis=1, keepdims=True)
+    labels = np.repeat(np.arange(len(counts)), counts)
+    rng.shuffle(labels)
+    features = means[labels] + spread * rng.normal(size=(len(labels), dim))
+    return features, labels, means
+
+
+@pytest.fixture
+def balanced():
+    return make_features([30] * 6, seed=1)
+
+
+@pytest.fixture
+def longtailed():
+    return make_features([200, 120, 60, 25, 12, 5], seed=2)

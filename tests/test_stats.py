@@ -1,0 +1,128 @@
+import numpy as np
+import pytest
+import torch
+
+from ncollapse import ClassStats
+from ncollapse.stats import NCMCStats
+from ncollapse.geometry import center_angle_cos, multicenter_frame
+
+from conftest import make_features
+
+
+def _scatter_reference(x, y, k):
+    x = np.asarray(x, dtype=np.float64)
+    means = np.stack([x[y == c].mean(0) for c in range(k)])
+    centred = x - means[y]
+    return means, centred.T @ centred, np.array([np.sum(centred[y == c] ** 2) for c in range(k)])
+
+
+def _whole(x, y, k, **kw):
+    s = ClassStats(k, x.shape[1], **kw)
+    s.update(torch.from_numpy(x), torch.from_numpy(y))
+    return s
+
+
+@pytest.mark.parametrize("batch", [1, 7, 1024])
+def test_streaming_equals_one_batch(longtailed, batch):
+    x, y, _ = longtailed
+    whole = _whole(x, y, 6)
+    s = ClassStats(6, x.shape[1])
+    for i in range(0, len(y), batch):
+        s.update(torch.from_numpy(x[i:i + batch]), torch.from_numpy(y[i:i + batch]))
+    assert torch.equal(s.counts, whole.counts)
+    torch.testing.assert_close(s.means, whole.means, atol=1e-12, rtol=1e-12)
+    torch.testing.assert_close(s.scatter, whole.scatter, atol=1e-10, rtol=1e-11)
+    torch.testing.assert_close(s.sq_dev, whole.sq_dev, atol=1e-10, rtol=1e-11)
+
+
+def test_matches_float64_reference(longtailed):
+    x, y, _ = longtailed
+    s = _whole(x, y, 6)
+    means, scatter, sq_dev = _scatter_reference(x, y, 6)
+    np.testing.assert_allclose(s.means.numpy(), means, rtol=1e-12, atol=1e-13)
+    np.testing.assert_allclose(s.scatter.numpy(), scatter, rtol=1e-11, atol=1e-11)
+    np.testing.assert_allclose(s.sq_dev.numpy(), sq_dev, rtol=1e-12)
+
+
+def test_merge_of_shards_equals_whole(longtailed):
+    x, y, _ = longtailed
+    whole = _whole(x, y, 6, per_class_cov=True)
+    parts = [ClassStats(6, x.shape[1], per_class_cov=True) for _ in range(3)]
+    for i, part in enumerate(parts):
+        part.update(torch.from_numpy(x[i::3]), torch.from_numpy(y[i::3]))
+    merged = parts[0].merge(parts[1]).merge(parts[2])
+    assert torch.equal(merged.counts, whole.counts)
+    torch.testing.assert_close(merged.scatter, whole.scatter, atol=1e-10, rtol=1e-11)
+    torch.testing.assert_close(merged.class_scatter, whole.class_scatter, atol=1e-10, rtol=1e-11)
+    torch.testing.assert_close(merged.class_scatter.sum(0), whole.scatter, atol=1e-10, rtol=1e-11)
+
+
+def test_near_collapsed_features_keep_precision():
+    """Within-class std 1e-4 around means of norm 10: streamed float32 input, float64 state, vs reference."""
+    rng = np.random.default_rng(0)
+    k, d, n = 5, 16, 400
+    means = rng.normal(size=(k, d))
+    means *= 10 / np.linalg.norm(means, axis=1, keepdims=True)
+    y = np.repeat(np.arange(k), n)
+    x32 = (means[y] + 1e-4 * rng.normal(size=(k * n, d))).astype(np.float32)
+    s = ClassStats(k, d)
+    for i in range(0, len(y), 64):
+        s.update(torch.from_numpy(x32[i:i + 64]), torch.from_numpy(y[i:i + 64]))
+    _, scatter, sq_dev = _scatter_reference(x32.astype(np.float64), y, k)
+    np.testing.assert_allclose(s.scatter.numpy(), scatter, rtol=1e-9, atol=1e-9 * np.abs(scatter).max())
+    np.testing.assert_allclose(s.sq_dev.numpy(), sq_dev, rtol=1e-9)
+    # the naive raw-moment formula loses this in float32, the state must not
+    raw = x32.T.astype(np.float32) @ x32 - sum(n * np.outer(m, m) for m in s.means.numpy()).astype(np.float32)
+    assert np.abs(raw - scatter).max() > 100 * np.abs(s.scatter.numpy() - scatter).max()
+
+
+def test_state_dict_roundtrip(balanced):
+    x, y, _ = balanced
+    s = _whole(x, y, 6)
+    t = ClassStats(6, x.shape[1])
+    t.load_state_dict(s.state_dict())
+    torch.testing.assert_close(t.scatter, s.scatter)
+    assert torch.equal(t.counts, s.counts)
+    with pytest.raises(ValueError, match="expected"):
+        ClassStats(5, x.shape[1]).load_state_dict(s.state_dict())
+
+
+def test_update_bad_input():
+    s = ClassStats(3, 4)
+    with pytest.raises(ValueError, match="2-D"):
+        s.update(torch.zeros(2, 4, 1), torch.zeros(2, dtype=torch.int64))
+    with pytest.raises(ValueError, match="outside"):
+        s.update(torch.zeros(2, 4), torch.tensor([0, 3]))
+    with pytest.raises(ValueError, match="inconsistent"):
+        s.update(torch.zeros(2, 4), torch.tensor([0]))
+    with pytest.raises(ValueError, match="NaN"):
+        s.update(torch.tensor([[0.0, float("nan"), 0, 0]]), torch.tensor([1]))
+    with pytest.raises(ValueError, match="dim=4"):
+        s.update(torch.zeros(2, 5), torch.tensor([0, 1]))
+    with pytest.raises(ValueError, match="integers"):
+        s.update(torch.zeros(2, 4), torch.tensor([0.5, 1.0]))
+
+
+def test_float32_accumulation_is_allowed():
+    x, y, _ = make_features([10, 10], dim=3)
+    s = ClassStats(2, 3, dtype=torch.float32)
+    s.update(torch.from_numpy(x).float(), torch.from_numpy(y))
+    assert s.scatter.dtype == torch.float32
+    assert s.finalize().scatter.dtype == torch.float64
+
+
+def test_ncmc_stats_at_exact_collapse():
+    f, theta = [2, 3, 4], 0.2
+    frame = multicenter_frame(20, f, theta, seed=0)
+    y = torch.tensor([0, 1, 2, 2, 1, 0, 0])
+    h = 5.0 * frame.mean_centers()[y]
+    acc = NCMCStats(frame)
+    acc.update(h[:3], y[:3])
+    acc.update(h[3:], y[3:])
+    from ncollapse.metrics import measure_ncmc
+
+    out = measure_ncmc(acc)
+    assert out["ncmc_collapse_mean"] < 1e-24 and out["ncmc_collapse_std"] < 1e-12
+    # at NCMC the variability of class k is 1 − cos ρ*_k, cos ρ*_k = sin θ / cos α*_k (ncmc.md §1)
+    cos_rho = np.sin(theta) / center_angle_cos(f, theta).numpy()
+    assert abs(out["ncmc_variability"] - np.mean(1 - cos_rho[y.numpy()])) < 1e-12
