@@ -26,6 +26,7 @@ __all__ = [
     "multicenter_frame",
     "class_aware_centers",
     "center_angle_cos",
+    "check_theta",
 ]
 
 
@@ -135,7 +136,8 @@ class MultiCenterFrame:
         return sums / torch.tensor(self.centers_per_class, dtype=sums.dtype)[:, None]
 
 
-def _check_theta(theta) -> float:
+def check_theta(theta) -> float:
+    """Validate an NCMC center angle θ ∈ [0, π/2] (Yan et al. 2024, Def. 3.2)."""
     check_scalar(theta, "theta", Real)
     if not 0.0 <= float(theta) <= math.pi / 2:
         raise ValueError(f"theta == {theta}, must lie in [0, pi/2] radians (the paper uses 0.2)")
@@ -148,7 +150,7 @@ def multicenter_frame(dim: int, centers_per_class, theta: float = 0.2, seed: int
     Needs dim >= F + K with F = Σ f_k; the error says which extra-layer width would fit.
     """
     f = check_counts(centers_per_class, "centers_per_class")
-    theta = _check_theta(theta)
+    theta = check_theta(theta)
     check_scalar(dim, "dim", Integral, low=1)
     k, total = len(f), sum(f)
     if dim < total + k:

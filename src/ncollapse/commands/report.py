@@ -1,0 +1,58 @@
+"""``ncollapse report``: write the HTML report of a run, or a page comparing runs."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import warnings
+
+from ..cli import UsageError
+
+DESCRIPTION = """\
+Write one self-contained HTML page (figures embedded, no network) plus the PNGs beside it.
+
+examples:
+  ncollapse report --run runs/cifar10_lt_ce                 # -> runs/cifar10_lt_ce/report.html
+  ncollapse report --run runs/a --out /tmp/a.html
+  ncollapse report --compare runs/ce runs/cal --out runs/compare.html
+  ncollapse report --run runs/a --json                      # {"report": ..., "figures": [...], "notes": [...]}
+
+A run directory needs metrics.jsonl (exit 2 otherwise); missing run.json, config.toml or nc_state.pt
+only leave their sections out, with a note on the page and on stderr.
+"""
+
+
+def register(subparsers) -> None:
+    parser = subparsers.add_parser("report", help="HTML report of a run or a comparison of runs",
+                                   description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
+    what = parser.add_mutually_exclusive_group(required=True)
+    what.add_argument("--run", metavar="DIR", help="run directory to report on")
+    what.add_argument("--compare", metavar="DIR", nargs="+", help="run directories to overlay (needs --out)")
+    parser.add_argument("--out", metavar="FILE", help="HTML file to write (default DIR/report.html for --run)")
+    parser.add_argument("--labels", metavar="NAME", nargs="+", help="names of the compared runs (default: directory names)")
+    parser.add_argument("--json", action="store_true", help="print one JSON object instead of the path")
+    parser.set_defaults(func=run)
+
+
+def run(args) -> int:
+    from ..report.html import render_comparison, render_report
+
+    if args.compare and not args.out:
+        raise UsageError("--compare needs --out FILE (where to write the comparison page)")
+    if args.labels and not args.compare:
+        raise UsageError("--labels only applies to --compare")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        if args.run:
+            path, pngs = render_report(args.run, args.out)
+        else:
+            path, pngs = render_comparison(args.compare, args.out, labels=args.labels)
+    notes = list(dict.fromkeys(str(w.message) for w in caught))
+    for note in notes:
+        print(f"ncollapse report: note: {note}", file=sys.stderr)
+    if args.json:
+        print(json.dumps({"report": str(path), "figures": [str(p) for p in pngs], "notes": notes}))
+    else:
+        print(path)
+    return 0

@@ -1,0 +1,357 @@
+"""One self-contained HTML report per run, or one comparing runs: PNG figures embedded as base64 data URIs,
+inline CSS, no script and no network. Every figure is also written as a PNG beside the HTML file, named
+``<html stem>_<figure>.png``.
+
+Missing parts degrade to a note at the top of the page (and a ``warnings.warn``), never to a crash:
+no ``nc_state.pt`` → no Gram heatmaps; runs with different class counts → no per-class overlay.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import math
+import warnings
+from dataclasses import replace
+from os import PathLike
+from pathlib import Path
+
+import numpy as np
+from matplotlib.figure import Figure
+
+from .._io import atomic_write_bytes, atomic_write_text
+from ..metrics import measure
+from . import plots
+from .runs import Run, load_run
+
+__all__ = ["write_report", "write_comparison", "render_report", "render_comparison"]
+
+MAX_SPECTRA = 8
+CSS = """
+body{font-family:system-ui,-apple-system,'Segoe UI',sans-serif;margin:24px auto;max-width:1180px;color:#222;padding:0 16px}
+h1{font-size:1.5em;margin-bottom:.2em}h2{font-size:1.15em;border-bottom:1px solid #ddd;padding-bottom:3px;margin-top:1.8em}
+.sub{color:#555;margin-top:0}table{border-collapse:collapse;margin:.5em 0;font-size:.92em}
+td,th{border:1px solid #ddd;padding:3px 9px;text-align:left;vertical-align:top}th{background:#f4f4f4}
+td.num{text-align:right;font-variant-numeric:tabular-nums}.notes{background:#fff8e1;border:1px solid #f0d98c;padding:6px 14px}
+img{max-width:100%;height:auto}figure{margin:.6em 0}figcaption{color:#555;font-size:.88em}
+pre{background:#f7f7f7;border:1px solid #e3e3e3;padding:8px;overflow-x:auto;font-size:.85em}
+"""
+
+
+def _fmt(value, percent: bool = False) -> str:
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        return "—"
+    if percent:
+        return f"{100 * value:.2f} %"
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value)
+
+
+def _table(header: list[str] | None, rows: list[list], numeric_from: int = 1) -> str:
+    out = ["<table>"]
+    if header:
+        out.append("<tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in header) + "</tr>")
+    for row in rows:
+        cells = [f"<td{' class=num' if i >= numeric_from else ''}>{html.escape(str(c))}</td>" for i, c in enumerate(row)]
+        out.append("<tr>" + "".join(cells) + "</tr>")
+    out.append("</table>")
+    return "\n".join(out)
+
+
+class _Page:
+    """Collects HTML parts and figures; figures go to disk as PNG and into the page as data URIs."""
+
+    def __init__(self, out: Path):
+        self.out = out
+        self.parts: list[str] = []
+        self.notes: list[str] = []
+        self.pngs: list[Path] = []
+
+    def add(self, fragment: str) -> None:
+        self.parts.append(fragment)
+
+    def heading(self, title: str) -> None:
+        self.add(f"<h2>{html.escape(title)}</h2>")
+
+    def note(self, text: str) -> None:
+        self.notes.append(text)
+        warnings.warn(text, stacklevel=3)
+
+    def image(self, name: str, png: bytes, caption: str = "") -> None:
+        path = self.out.parent / f"{self.out.stem}_{name}.png"
+        atomic_write_bytes(path, png)
+        self.pngs.append(path)
+        data = base64.b64encode(png).decode("ascii")
+        cap = f"<figcaption>{html.escape(caption)}</figcaption>" if caption else ""
+        self.add(f'<figure><img alt="{html.escape(name)}" src="data:image/png;base64,{data}">{cap}</figure>')
+
+    def figure(self, name: str, fig, caption: str = "") -> None:
+        self.image(name, plots.png_bytes(fig), caption)
+
+    def write(self, title: str, subtitle: str) -> tuple[Path, list[Path]]:
+        notes = ""
+        if self.notes:
+            items = "".join(f"<li>{html.escape(n)}</li>" for n in self.notes)
+            notes = f'<div class="notes"><b>Notes</b><ul>{items}</ul></div>'
+        doc = (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><link rel="icon" href="data:,">'
+               f"<title>{html.escape(title)}</title><style>{CSS}</style></head><body>\n"
+               f"<h1>{html.escape(title)}</h1><p class=sub>{html.escape(subtitle)}</p>\n{notes}\n"
+               + "\n".join(self.parts) + "\n</body></html>\n")
+        return atomic_write_text(self.out, doc), self.pngs
+
+
+def _check_extra(extra_sections) -> list[tuple[str, str, object]]:
+    """Validate (title, content) pairs up front; returns (title, kind, value), kind "figure" | "png" | "html".
+
+    content is a matplotlib Figure, a PNG path (a Path, or a str ending in .png) or an HTML fragment (inserted as given).
+    """
+    checked = []
+    for i, item in enumerate(extra_sections or ()):
+        if not (isinstance(item, (tuple, list)) and len(item) == 2):
+            raise TypeError(f"extra_sections[{i}] must be a (title, content) pair; got {item!r:.80}")
+        title, content = str(item[0]), item[1]
+        if isinstance(content, Figure):
+            checked.append((title, "figure", content))
+        elif isinstance(content, PathLike) or (isinstance(content, str) and "<" not in content
+                                               and content.lower().endswith(".png")):
+            if not Path(content).is_file():
+                raise ValueError(f"extra section {title!r}: PNG file {content} not found")
+            checked.append((title, "png", Path(content)))
+        elif isinstance(content, str):
+            checked.append((title, "html", content))
+        else:
+            raise TypeError(f"extra section {title!r}: content must be a Figure, a PNG path or an HTML string; "
+                            f"got {type(content).__name__}")
+    return checked
+
+
+def _extra(page: _Page, extra: list[tuple[str, str, object]]) -> None:
+    for i, (title, kind, content) in enumerate(extra, 1):
+        page.heading(title)
+        if kind == "figure":
+            page.figure(f"extra{i}", content)
+        elif kind == "png":
+            page.image(f"extra{i}", content.read_bytes())
+        else:
+            page.add(content)
+
+
+def _best(run: Run) -> tuple[float, int | None]:
+    epochs, acc = run.series("test_acc")
+    if not np.isfinite(acc).any():
+        return math.nan, None
+    i = int(np.nanargmax(acc))
+    return float(acc[i]), int(epochs[i])
+
+
+def _last_value(run: Run, key: str):
+    """(value, epoch) of the last line that has ``key``."""
+    for m in reversed(run.metrics):
+        if key in m:
+            return m[key], m["epoch"]
+    return None, None
+
+
+def _subtitle(run: Run) -> str:
+    keys = ("dataset", "model", "loss", "head", "seed")
+    parts = [f"{k} {run.info[k]}" for k in keys if k in run.info]
+    return " · ".join(parts + [f"{len(run.metrics)} epochs logged", str(run.path)])
+
+
+def _summary_rows(run: Run) -> list[list]:
+    last = run.last
+    best, best_epoch = _best(run)
+    rows = [[f"final test accuracy (epoch {last['epoch']})", _fmt(last.get("test_acc"), True)],
+            [f"best test accuracy (epoch {best_epoch})", _fmt(best, True)],
+            [f"final train accuracy (epoch {last['epoch']})", _fmt(last.get("train_acc"), True)]]
+    for group in ("head", "medium", "tail"):
+        if f"test_acc_{group}" in last:
+            rows.append([f"final test accuracy, {group} classes", _fmt(last[f"test_acc_{group}"], True)])
+    for key in ("nc/nc1", "nc/cdnv", "nc/etf_error_means", "nc/self_duality", "nc/ncc_mismatch", "ncmc/collapse_mean"):
+        value, epoch = _last_value(run, key)
+        if epoch is not None:
+            rows.append([f"{key} (last NC pass, epoch {epoch})", _fmt(value)])
+    if run.summary and "wall_s" in run.summary:
+        rows.append(["wall time (s)", _fmt(run.summary["wall_s"])])
+    return rows
+
+
+def _spectra(run: Run) -> list[tuple[object, np.ndarray]]:
+    rows = [(m["epoch"], np.asarray([math.nan if v is None else v for v in m["nc/sigma_b_spectrum"]], float))
+            for m in run.metrics if isinstance(m.get("nc/sigma_b_spectrum"), list) and m["nc/sigma_b_spectrum"]]
+    if len(rows) > MAX_SPECTRA:
+        picks = np.unique(np.linspace(0, len(rows) - 1, MAX_SPECTRA).round().astype(int))
+        rows = [rows[i] for i in picks]
+    return rows
+
+
+def _state_section(page: _Page, run: Run) -> None:
+    """Gram heatmaps and (when the metrics lack it) the Σ_B spectrum from nc_state.pt."""
+    spectra = _spectra(run)
+    state = run.nc_state
+    if state is not None:
+        stats, weight = state["stats"], state["weight"]
+        final = stats.finalize()
+        present = final.counts > 0
+        if int(present.sum()) >= 2:
+            page.heading("Gram matrices of normalised class means and classifier")
+            w = None if weight is None else weight[present]
+            page.figure("gram", plots.gram_figure(final.means[present], w, state["epoch"]),
+                        f"from nc_state.pt (epoch {state['epoch']}): K = {int(present.sum())} classes with samples, "
+                        f"d = {stats.dim}, N = {final.num_samples} training samples")
+            if not spectra:
+                spectra = [(state["epoch"], np.asarray(measure(final)["sigma_b_spectrum"]))]
+        else:
+            page.note("nc_state.pt has fewer than two classes with samples: Gram heatmaps left out")
+    if spectra:
+        page.heading("Σ_B spectrum")
+        page.figure("sigma_b_spectrum", plots.spectrum_figure(spectra),
+                    "eigenvalues of the between-class covariance; NC drives them to K−1 equal values")
+
+
+def _env_rows(info: dict) -> list[list]:
+    rows = []
+    for key, value in info.items():
+        if key == "environment" and isinstance(value, dict):
+            rows += [[f"environment.{k}", v] for k, v in value.items()]
+        elif key in ("class_counts", "class_names") and isinstance(value, list) and len(value) > 12:
+            rows.append([key, f"{len(value)} entries: {value[:6]} … {value[-3:]}"])
+        elif key == "groups" and isinstance(value, dict):
+            rows.append([key, ", ".join(f"{g}: {len(c)} classes" for g, c in value.items())])
+        else:
+            rows.append([key, value])
+    return rows
+
+
+def _nc_sections(page: _Page, runs: list[Run]) -> None:
+    for prefix, title, name in (("nc/", "Neural-collapse metrics vs epoch (training features)", "nc_metrics"),
+                                ("ncmc/", "NCMC metrics vs epoch", "ncmc_metrics")):
+        keys = {}
+        for run in runs:
+            keys.update(dict.fromkeys(run.scalar_keys(prefix)))
+        keys = plots.ordered_nc_keys(list(keys), prefix)
+        if keys:
+            page.heading(title)
+            page.figure(name, plots.metric_grid(runs, keys, prefix, title))
+        elif prefix == "nc/":
+            page.note("no nc/ metrics in metrics.jsonl: NC curves left out")
+
+
+def write_report(run_dir, out=None, extra_sections=None) -> Path:
+    """Write the report of one run to ``out`` (default ``run_dir/report.html``), PNGs beside it; returns the path.
+
+    ``extra_sections``: (title, content) pairs appended after the figures; content is a matplotlib Figure,
+    a PNG path or an HTML fragment (inserted as given).
+    """
+    return render_report(run_dir, out, extra_sections)[0]
+
+
+def write_comparison(run_dirs, out, labels=None, extra_sections=None) -> Path:
+    """Write one HTML page overlaying several runs (accuracy, NC curves, per-group and per-class accuracy);
+    ``labels`` names the runs (default: directory names); returns the path."""
+    return render_comparison(run_dirs, out, labels, extra_sections)[0]
+
+
+def render_report(run_dir, out=None, extra_sections=None) -> tuple[Path, list[Path]]:
+    """``write_report`` returning (HTML path, PNG paths)."""
+    extra = _check_extra(extra_sections)
+    run = load_run(run_dir)
+    out = Path(out) if out is not None else run.path / "report.html"
+    page = _Page(out)
+    for note in run.notes:
+        page.note(note)
+    page.heading("Summary")
+    page.add(_table(["quantity", "value"], _summary_rows(run)))
+    page.heading("Accuracy")
+    page.figure("accuracy", plots.accuracy_figure([run]))
+    if isinstance(run.last.get("test_acc_per_class"), list) and run.last["test_acc_per_class"]:
+        counts, groups = run.class_counts(), run.groups()
+        if counts is not None and len(counts) != len(run.last["test_acc_per_class"]):
+            page.note(f"run.json lists {len(counts)} class counts but test_acc_per_class has "
+                      f"{len(run.last['test_acc_per_class'])} entries: classes drawn unsorted")
+            counts, groups = None, None
+        page.heading("Per-class test accuracy")
+        page.figure("per_class", plots.per_class_figure([run], counts, groups),
+                    "shading: head / medium / tail groups by training size; black line: training samples per class")
+    else:
+        page.note("no test_acc_per_class in the last metrics line: per-class figure left out")
+    _nc_sections(page, [run])
+    _state_section(page, run)
+    _extra(page, extra)
+    page.heading("Resolved configuration (config.toml)")
+    page.add(f"<pre>{html.escape(run.config_text)}</pre>" if run.config_text else "<p>config.toml not found.</p>")
+    page.heading("Run and environment (run.json)")
+    page.add(_table(["key", "value"], _env_rows(run.info), numeric_from=2) if run.info else "<p>run.json not found.</p>")
+    return page.write(f"ncollapse report: {run.label}", _subtitle(run))
+
+
+def _labels(runs: list[Run], labels) -> list[str]:
+    if labels is not None:
+        labels = [str(x) for x in labels]
+        if len(labels) != len(runs):
+            raise ValueError(f"labels has {len(labels)} entries for {len(runs)} runs; give one label per run")
+        return labels
+    names = [r.path.name for r in runs]
+    if len(set(names)) < len(names):
+        names = [f"{r.path.parent.name}/{r.path.name}" for r in runs]
+    return [n if names.count(n) == 1 else f"{n} #{i + 1}" for i, n in enumerate(names)]
+
+
+def render_comparison(run_dirs, out, labels=None, extra_sections=None) -> tuple[Path, list[Path]]:
+    """``write_comparison`` returning (HTML path, PNG paths)."""
+    extra = _check_extra(extra_sections)
+    run_dirs = [run_dirs] if isinstance(run_dirs, (str, PathLike)) else list(run_dirs)
+    if not run_dirs:
+        raise ValueError("write_comparison needs at least one run directory")
+    loaded = [load_run(d) for d in run_dirs]
+    runs = [replace(r, name=lab) for r, lab in zip(loaded, _labels(loaded, labels))]
+    page = _Page(Path(out))
+    for run in runs:
+        for note in run.notes:
+            page.note(f"{run.label}: {note}")
+    page.heading("Summary")
+    rows = []
+    for run in runs:
+        best, best_epoch = _best(run)
+        nc1, _ = _last_value(run, "nc/nc1")
+        rows.append([run.label, run.info.get("loss", "—"), run.info.get("head", "—"), run.last["epoch"],
+                     _fmt(run.last.get("test_acc"), True), f"{_fmt(best, True)} (epoch {best_epoch})"]
+                    + [_fmt(run.last.get(f"test_acc_{g}"), True) for g in ("head", "medium", "tail")] + [_fmt(nc1)])
+    page.add(_table(["run", "loss", "head", "last epoch", "final test acc", "best test acc", "final head",
+                     "final medium", "final tail", "last nc1"], rows, numeric_from=3))
+    page.heading("Accuracy")
+    page.figure("accuracy", plots.accuracy_figure(runs), "dashed: train, solid: test")
+    page.heading("Test accuracy by group")
+    page.figure("groups", plots.group_bars_figure(runs))
+    _per_class_overlay(page, runs)
+    _nc_sections(page, runs)
+    _extra(page, extra)
+    page.heading("Configurations")
+    for run in runs:
+        text = html.escape(run.config_text) if run.config_text else "config.toml not found"
+        page.add(f"<details><summary>{html.escape(run.label)}: {html.escape(str(run.path))}</summary><pre>{text}</pre></details>")
+    return page.write(f"ncollapse comparison of {len(runs)} runs", " · ".join(r.label for r in runs))
+
+
+def _per_class_overlay(page: _Page, runs: list[Run]) -> None:
+    """Per-class overlay only when every run has per-class accuracy over the same number of classes."""
+    sizes = [len(r.last["test_acc_per_class"]) if isinstance(r.last.get("test_acc_per_class"), list) else None
+             for r in runs]
+    if None in sizes:
+        missing = [r.label for r, s in zip(runs, sizes) if s is None]
+        page.note(f"no test_acc_per_class for {', '.join(missing)}: per-class overlay left out")
+        return
+    if len(set(sizes)) > 1:
+        listing = ", ".join(f"{r.label}: {s}" for r, s in zip(runs, sizes))
+        page.note(f"runs have different class counts ({listing}): per-class overlay left out; "
+                  "accuracy, group and NC curves are still compared")
+        return
+    counts = runs[0].class_counts()
+    if counts is not None and len(counts) != sizes[0]:
+        counts = None
+    if counts is not None and any(r.class_counts() not in (None, counts) for r in runs[1:]):
+        page.note(f"runs have different training class sizes: classes sorted by {runs[0].label}'s sizes")
+    page.heading("Per-class test accuracy")
+    page.figure("per_class", plots.per_class_figure(runs, counts, runs[0].groups() if counts else None),
+                f"sorted and shaded by {runs[0].label}'s training class sizes")

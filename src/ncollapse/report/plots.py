@@ -1,0 +1,274 @@
+"""Matplotlib figures of one or several runs (Agg canvas, no pyplot, so no global figure state).
+
+Every function returns a ``matplotlib.figure.Figure``; ``png_bytes`` renders one. Curves of several runs
+are overlaid with one colour per run. NC metrics are drawn on log axes; a metric that reaches zero
+(``ncc_mismatch`` at full collapse) uses symlog, one that changes sign (minority cosines) a linear axis, and the
+panel title says so.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+
+import numpy as np
+import torch
+from matplotlib import colormaps
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from matplotlib.patches import Patch
+from matplotlib.ticker import (LogFormatterSciNotation, LogLocator, MaxNLocator, NullLocator,
+                               ScalarFormatter)
+
+from .runs import Run
+
+__all__ = ["png_bytes", "normalized_gram", "metric_grid", "accuracy_figure", "per_class_figure",
+           "group_bars_figure", "gram_figure", "spectrum_figure", "sorted_by_size", "ordered_nc_keys"]
+
+DPI = 100
+GROUP_COLORS = {"head": "#dbe9f6", "medium": "#fdf0d5", "tail": "#f9dcdc"}
+# Core NC metrics first (Papyan et al. 2020 NC1–NC4; Galanti et al. 2021 CDNV), every other key after them.
+CORE_ORDER = ("nc1", "nc1_quotient", "cdnv", "etf_error_means", "etf_error_weights", "self_duality",
+              "duality_papyan", "equinorm_means", "equinorm_weights", "equiangularity_means",
+              "equiangularity_weights", "max_angle_means", "max_angle_weights", "ncc_mismatch", "ncc_accuracy")
+# Bookkeeping counts measure() reports alongside the metrics; not curves worth a panel.
+BOOKKEEPING = ("num_classes", "num_present_classes", "num_samples", "dim", "ddof")
+# Σ_B eigenvalues below this fraction of the largest are numerically zero (metrics.measure's default rtol).
+SPECTRUM_RTOL = 1e-10
+
+
+def _figure(width: float, height: float) -> Figure:
+    fig = Figure(figsize=(width, height), dpi=DPI, layout="constrained")
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def png_bytes(fig: Figure) -> bytes:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=DPI)
+    return buf.getvalue()
+
+
+def _colors(n: int) -> list:
+    return [f"C{i % 10}" for i in range(n)]
+
+
+def _set_value_scale(ax, values: np.ndarray) -> str:
+    """Pick the y scale of an NC metric and return its name.
+
+    log when every finite value is > 0; symlog (linear threshold = smallest non-zero value) when some are 0 and
+    none negative (``ncc_mismatch`` at full collapse); linear when values change sign (cosines) or are all 0.
+    Axes spanning less than a decade get a few plain-number ticks, up to three decades ticks at 1, 2, 5 × 10^k.
+    """
+    finite = values[np.isfinite(values)]
+    positive = finite[finite > 0]
+    if not positive.size or (finite < 0).any():
+        return "linear"
+    if positive.size == finite.size:
+        ax.set_yscale("log")
+        scale = "log"
+    else:
+        ax.set_yscale("symlog", linthresh=float(positive.min()))
+        scale = "symlog"
+    ax.yaxis.set_minor_locator(NullLocator())
+    lo, hi = float(positive.min()), float(positive.max())
+    if 10 * lo <= hi < 1000 * lo:
+        ax.yaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
+        ax.yaxis.set_major_formatter(LogFormatterSciNotation(labelOnlyBase=False))
+    elif hi < 10 * lo:
+        ax.yaxis.set_major_locator(MaxNLocator(nbins=4))
+        ax.yaxis.set_major_formatter(ScalarFormatter(useOffset=False))
+        if scale == "log":
+            pad = (hi / lo) ** 0.08 if hi > lo else 1.25
+            ax.set_ylim(lo / pad, hi * pad)
+    return scale
+
+
+def ordered_nc_keys(keys: list[str], prefix: str) -> list[str]:
+    """``keys`` (with ``prefix``) minus bookkeeping, core metrics first in CORE_ORDER, the rest sorted."""
+    names = {k[len(prefix):]: k for k in keys if k[len(prefix):] not in BOOKKEEPING}
+    core = [names[n] for n in CORE_ORDER if n in names]
+    return core + sorted(k for n, k in names.items() if n not in CORE_ORDER)
+
+
+def metric_grid(runs: list[Run], keys: list[str], prefix: str, title: str, ncols: int = 4) -> Figure:
+    """One panel per metric key vs epoch, every run overlaid (log scale where the values allow).
+
+    Laid out by hand (no layout engine) and without minor ticks: a grid of ~30 log panels then renders in about
+    half a second instead of two.
+    """
+    ncols = min(ncols, len(keys))
+    nrows = math.ceil(len(keys) / ncols)
+    top = 0.55 if len(runs) == 1 else 0.85
+    height = 2.2 * nrows + top + 0.3
+    fig = Figure(figsize=(3.1 * ncols, height), dpi=DPI)
+    FigureCanvasAgg(fig)
+    fig.subplots_adjust(left=0.07, right=0.98, top=1 - top / height, bottom=0.3 / height, hspace=0.45, wspace=0.32)
+    axes = fig.subplots(nrows, ncols, squeeze=False).ravel()
+    for ax, key in zip(axes, keys):
+        values = []
+        for run, color in zip(runs, _colors(len(runs))):
+            epochs, y = run.series(key)
+            if epochs.size:
+                ax.plot(epochs, y, marker="o", ms=2.5, lw=1.2, color=color, label=run.label)
+                values.append(y)
+        values = np.concatenate(values) if values else np.zeros(0)
+        scale = _set_value_scale(ax, values)
+        ax.xaxis.set_major_locator(MaxNLocator(nbins=5, integer=True))
+        ax.set_title(key[len(prefix):] + ("" if scale == "log" else f" ({scale})"), fontsize=9)
+        ax.tick_params(labelsize=7)
+        ax.grid(True, which="major", alpha=0.3)
+    for ax in axes[len(keys):]:
+        ax.set_visible(False)
+    fig.suptitle(f"{title} (x: epoch)", fontsize=11, y=1 - 0.12 / height)
+    if len(runs) > 1:
+        fig.legend(*axes[0].get_legend_handles_labels(), loc="upper center", bbox_to_anchor=(0.5, 1 - 0.4 / height),
+                   fontsize=8, ncols=min(len(runs), 6), frameon=False)
+    return fig
+
+
+def accuracy_figure(runs: list[Run]) -> Figure:
+    """Train (dashed) and test (solid) accuracy vs epoch; for one run a second panel with head/medium/tail test accuracy."""
+    groups = [f"test_acc_{g}" for g in GROUP_COLORS if len(runs) == 1 and runs[0].series(f"test_acc_{g}")[0].size]
+    fig = _figure(11 if groups else 7, 3.6)
+    axes = fig.subplots(1, 2 if groups else 1, squeeze=False).ravel()
+    for run, color in zip(runs, _colors(len(runs))):
+        prefix = f"{run.label}: " if len(runs) > 1 else ""
+        for key, style in (("train_acc", "--"), ("test_acc", "-")):
+            epochs, y = run.series(key)
+            if epochs.size:
+                axes[0].plot(epochs, 100 * y, style, color=color, lw=1.4, label=f"{prefix}{key.replace('_acc', '')}")
+    for key, color in zip(groups, ("C0", "C1", "C3")):
+        epochs, y = runs[0].series(key)
+        axes[1].plot(epochs, 100 * y, color=color, lw=1.4, label=key.replace("test_acc_", ""))
+    for ax, title in zip(axes, ("train / test accuracy", "test accuracy by group (training class size)")):
+        ax.set_title(title, fontsize=10)
+        ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set_ylabel("accuracy (%)")
+        ax.grid(True, alpha=0.3)
+        ax.legend(fontsize=8)
+    return fig
+
+
+def sorted_by_size(counts: list[int]) -> list[int]:
+    """Class ids by decreasing training count (ties keep class order)."""
+    return sorted(range(len(counts)), key=lambda k: (-counts[k], k))
+
+
+def _shade_groups(ax, order: list[int], groups: dict[str, list[int]]) -> list[Patch]:
+    """Shade each run of consecutive positions in ``order`` that belong to one group; returns legend patches."""
+    group_of = {c: g for g, classes in groups.items() for c in classes}
+    start = 0
+    for pos in range(1, len(order) + 1):
+        if pos == len(order) or group_of.get(order[pos]) != group_of.get(order[start]):
+            group = group_of.get(order[start])
+            if group:
+                ax.axvspan(start - 0.5, pos - 0.5, color=GROUP_COLORS[group], zorder=0)
+            start = pos
+    return [Patch(color=GROUP_COLORS[g], label=f"{g} ({len(groups[g])})") for g in GROUP_COLORS if groups.get(g)]
+
+
+def per_class_figure(runs: list[Run], counts: list[int] | None, groups: dict | None) -> Figure:
+    """Final per-class test accuracy, classes sorted by training size, head/medium/tail shaded; counts on a log twin axis."""
+    k = len(runs[0].last["test_acc_per_class"])
+    order = sorted_by_size(counts) if counts else list(range(k))
+    fig = _figure(max(7.0, min(16.0, 0.18 * k + 4)), 3.8)
+    ax = fig.subplots()
+    handles = _shade_groups(ax, order, groups) if groups else []
+    x = np.arange(k)
+    width = 0.8 / len(runs)
+    for i, (run, color) in enumerate(zip(runs, _colors(len(runs)))):
+        acc = np.asarray([math.nan if v is None else v for v in run.last["test_acc_per_class"]], float)[order]
+        if len(runs) == 1:
+            ax.bar(x, 100 * acc, color=color, width=0.8, zorder=2)
+        else:
+            ax.bar(x - 0.4 + width * (i + 0.5), 100 * acc, width=width, color=color, zorder=2, label=run.label)
+    ax.set_xlim(-0.5, k - 0.5)
+    ax.set_ylabel("test accuracy (%)")
+    ax.set_xlabel("class, by decreasing training size" if counts else "class (training sizes unknown)")
+    names = runs[0].info.get("class_names")
+    if k <= 30:
+        labels = [str(names[c]) if isinstance(names, list) and len(names) == k else str(c) for c in order]
+        ax.set_xticks(x, labels, rotation=60 if k > 12 else 0, fontsize=7)
+    top = ax
+    if counts:
+        top = ax.twinx()
+        top.plot(x, np.asarray(counts, float)[order], color="k", lw=1, marker=".", ms=3)
+        top.set_yscale("log")
+        top.set_ylabel("training samples (log)")
+    epoch = runs[0].last["epoch"]
+    ax.set_title(f"per-class test accuracy at the last logged epoch ({epoch})" if len(runs) == 1
+                 else "per-class test accuracy at each run's last logged epoch", fontsize=10)
+    if len(runs) > 1:
+        handles += ax.get_legend_handles_labels()[0]
+    if handles:
+        top.legend(handles=handles, fontsize=8, loc="upper right", framealpha=0.9)
+    return fig
+
+
+def group_bars_figure(runs: list[Run]) -> Figure:
+    """Grouped bars of the last logged overall / head / medium / tail test accuracy per run."""
+    keys = ["test_acc", "test_acc_head", "test_acc_medium", "test_acc_tail"]
+    fig = _figure(max(6.0, 1.2 * len(runs) + 4), 3.6)
+    ax = fig.subplots()
+    width = 0.8 / len(runs)
+    x = np.arange(len(keys))
+    for i, (run, color) in enumerate(zip(runs, _colors(len(runs)))):
+        vals = np.asarray([math.nan if run.last.get(k) is None else run.last[k] for k in keys], float)
+        bars = ax.bar(x - 0.4 + width * (i + 0.5), 100 * vals, width=width, color=color, label=run.label)
+        ax.bar_label(bars, fmt="%.1f", fontsize=7)
+    ax.set_xticks(x, ["overall", "head", "medium", "tail"])
+    ax.set_ylabel("test accuracy (%)")
+    ax.set_title("test accuracy by group at the last logged epoch (empty group: no bar)", fontsize=10)
+    ax.legend(fontsize=8)
+    ax.grid(True, axis="y", alpha=0.3)
+    return fig
+
+
+def normalized_gram(vectors: torch.Tensor, center: bool) -> np.ndarray:
+    """Cosine Gram of the rows of ``vectors`` (centred on their mean first when ``center``): for the class means
+    this is cos(μ_k − μ_G, μ_l − μ_G), μ_G the mean of class means; at a simplex ETF every off-diagonal entry is
+    −1/(K−1) (Papyan et al. 2020, NC2)."""
+    v = vectors.to(torch.float64)
+    if center:
+        v = v - v.mean(0, keepdim=True)
+    unit = v / v.norm(dim=1, keepdim=True).clamp(min=torch.finfo(v.dtype).tiny)
+    return (unit @ unit.T).numpy()
+
+
+def gram_figure(means: torch.Tensor, weight: torch.Tensor | None, epoch) -> Figure:
+    """Heatmaps of the normalised Gram of centred class means and, when given, of the classifier rows."""
+    panels = [("class means  cos(μ_k − μ_G, μ_l − μ_G)", normalized_gram(means, center=True))]
+    if weight is not None:
+        panels.append(("classifier  cos(w_k, w_l)", normalized_gram(weight, center=False)))
+    k = means.shape[0]
+    fig = _figure(4.6 * len(panels) + 0.8, 4.3)
+    axes = fig.subplots(1, len(panels), squeeze=False).ravel()
+    for ax, (title, gram) in zip(axes, panels):
+        image = ax.imshow(gram, cmap="RdBu_r", vmin=-1, vmax=1, interpolation="nearest")
+        ax.set_title(title, fontsize=9)
+        ax.set_xlabel("class")
+        ax.set_ylabel("class")
+    fig.colorbar(image, ax=list(axes), shrink=0.85, label="cosine")
+    fig.suptitle(f"normalised Gram matrices at epoch {epoch}; simplex ETF off-diagonal = −1/(K−1) = {-1 / (k - 1):.3f}",
+                 fontsize=10)
+    return fig
+
+
+def spectrum_figure(spectra: list[tuple[object, np.ndarray]]) -> Figure:
+    """Eigenvalues of Σ_B (descending, log scale), one line per (epoch, spectrum), later epochs darker."""
+    fig = _figure(6.5, 3.8)
+    ax = fig.subplots()
+    colors = colormaps["viridis_r"](np.linspace(0.15, 1.0, len(spectra)))
+    for (epoch, values), color in zip(spectra, colors):
+        values = np.asarray(values, float)
+        shown = np.where(values > SPECTRUM_RTOL * np.nanmax(values), values, np.nan)
+        ax.plot(np.arange(1, len(values) + 1), shown, marker="o", ms=3, color=color, label=f"epoch {epoch}")
+    ax.set_yscale("log")
+    ax.set_xlabel("index i (descending)")
+    ax.set_ylabel(r"eigenvalue $\lambda_i(\Sigma_B)$")
+    ax.set_title(r"between-class covariance spectrum $\Sigma_B$ (values < $10^{-10}\lambda_1$ not drawn)", fontsize=10)
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=7, ncols=2 if len(spectra) > 6 else 1)
+    return fig
