@@ -1,0 +1,287 @@
+"""Training configuration: TOML → frozen, validated dataclasses (nanoGPT-style plain data).
+
+A config file has the sections ``data``, ``model``, ``loss``, ``optim``, ``schedule``, ``train`` and
+``eval``; every key has a default below, so a file lists only what differs. Unknown sections or keys are
+errors with a "did you mean" hint; a wrong type names the key. Overrides ``section.key=value`` are parsed
+as TOML literals (``optim.lr=0.05``, ``data.augment=["flip"]``); a value that is not a TOML literal is
+taken as a plain string (``data.root=../shared/data/mnist``). ``model.options`` and ``loss.options`` are
+free tables passed to ``build_model`` / ``build_loss``, which validate them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import math
+import tomllib
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+
+__all__ = ["Config", "DataConfig", "ModelConfig", "LossConfig", "OptimConfig", "ScheduleConfig",
+           "TrainConfig", "EvalConfig", "load_config", "config_from_dict", "parse_override", "dumps_toml"]
+
+
+def _choice(*values):
+    return {"choices": values}
+
+
+def _bounds(low=None, high=None, low_open=False):
+    return {"low": low, "high": high, "low_open": low_open}
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    name: str = "mnist"  #: data set for ``ncollapse.data.load_dataset`` (mnist, cifar10, svhn, …)
+    root: str = "data"  #: folder holding the original files (``ncollapse data fetch NAME --root DIR``)
+    train_split: str = "train"  #: split to train on
+    test_split: str = "test"  #: split to report test accuracy on
+    imbalance: float = field(default=1.0, metadata=_bounds(0.0, 1.0, low_open=True))  #: τ = n_min/n_max; 1 keeps the split as is
+    n_max: int = field(default=0, metadata=_bounds(0))  #: head-class size of the LT profile; 0 = the loader's default
+    profile: str = field(default="exp", metadata=_choice("exp", "step"))  #: long-tail profile
+    subset_seed: int = field(default=0, metadata=_bounds(0))  #: which images the LT subset keeps (fixed across training seeds)
+    augment: tuple[str, ...] = ("crop", "flip")  #: on-device augmentations of training batches
+    pad: int = field(default=4, metadata=_bounds(0))  #: padding of the random crop, pixels
+    balanced: bool = False  #: class-balanced resampling of training batches
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    name: str = "resnet32"  #: architecture for ``ncollapse.nn.build_model``
+    head: str = field(default="linear", metadata=_choice("linear", "normed", "etf", "orthogonal", "cube",
+                                                         "orthoplex", "multicenter"))
+    bias: bool = True  #: learnable bias of a linear head
+    feature_dim: int = field(default=0, metadata=_bounds(0))  #: width of an extra linear layer; 0 = none
+    normalize_features: bool = False  #: L2-normalise the penultimate feature
+    centers: str = field(default="uniform", metadata=_choice("uniform", "class_aware"))  #: multicenter: AL or CAL (NCMC §3.5)
+    f: int = field(default=1, metadata=_bounds(1))  #: multicenter: centers per class (mean, with class_aware)
+    theta: float = field(default=0.2, metadata=_bounds(0.0, math.pi / 2))  #: multicenter: center angle θ, radians
+    channels_last: bool = False  #: NHWC memory format for convolutions
+    options: dict = field(default_factory=dict)  #: architecture options passed to build_model
+
+
+@dataclass(frozen=True)
+class LossConfig:
+    name: str = "ce"  #: loss for ``ncollapse.losses.build_loss``
+    options: dict = field(default_factory=dict)  #: loss options (e.g. drw_epoch, scale, tau)
+
+
+@dataclass(frozen=True)
+class OptimConfig:
+    name: str = field(default="sgd", metadata=_choice("sgd", "adamw"))
+    lr: float = field(default=0.1, metadata=_bounds(0.0, low_open=True))  #: peak learning rate
+    momentum: float = field(default=0.9, metadata=_bounds(0.0, 1.0))  #: SGD momentum
+    nesterov: bool = False  #: SGD Nesterov momentum
+    betas: tuple[float, ...] = (0.9, 0.999)  #: AdamW betas
+    weight_decay: float = field(default=2e-4, metadata=_bounds(0.0))
+
+
+@dataclass(frozen=True)
+class ScheduleConfig:
+    name: str = field(default="multistep", metadata=_choice("multistep", "cosine", "constant"))
+    warmup_epochs: float = field(default=5.0, metadata=_bounds(0.0))  #: linear warm-up length, epochs
+    milestones: tuple[int, ...] = (160, 180)  #: multistep: epochs (0-based index) where lr *= gamma
+    gamma: float = field(default=0.1, metadata=_bounds(0.0, 1.0, low_open=True))
+    min_lr: float = field(default=0.0, metadata=_bounds(0.0))  #: cosine floor
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    epochs: int = field(default=200, metadata=_bounds(1))
+    batch_size: int = field(default=128, metadata=_bounds(1))  #: global batch (split over DDP ranks)
+    seed: int = field(default=0, metadata=_bounds(0))  #: init, augmentation order, mixup, fixed frames
+    mixup_alpha: float = field(default=0.0, metadata=_bounds(0.0))  #: Beta(α, α) mixup; 0 = off
+    drop_last: bool = False  #: drop the last incomplete training batch
+    amp: str = field(default="auto", metadata=_choice("auto", "off", "bf16", "fp16"))  #: CUDA only; auto = bf16 if supported else fp16
+    threads: int = field(default=0, metadata=_bounds(0))  #: CPU threads (torch.set_num_threads); 0 = leave as is
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    nc_every: int = field(default=10, metadata=_bounds(0))  #: NC metrics every n epochs (and at the last); 0 = last only
+    batch_size: int = field(default=1024, metadata=_bounds(1))
+    group_thresholds: tuple[int, ...] = (100, 20)  #: head n_k > first, tail n_k < second
+    logit_adjust_tau: float = field(default=0.0, metadata=_bounds(0.0))  #: post-hoc logits − τ log π_y; 0 = off
+
+
+@dataclass(frozen=True)
+class Config:
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+    def to_dict(self) -> dict:
+        """Plain nested dict (tuples as lists), the form stored in checkpoints and config.toml."""
+        def plain(v):
+            if isinstance(v, (tuple, list)):
+                return [plain(x) for x in v]
+            if isinstance(v, dict):
+                return {k: plain(x) for k, x in v.items()}
+            return v
+        return {s.name: {f.name: plain(getattr(getattr(self, s.name), f.name))
+                         for f in dataclasses.fields(getattr(self, s.name))} for s in dataclasses.fields(self)}
+
+    def replace(self, **sections) -> "Config":
+        return dataclasses.replace(self, **sections)
+
+
+_SECTIONS = {f.name: f.default_factory for f in dataclasses.fields(Config)}
+
+
+def _hint(name: str, valid) -> str:
+    close = difflib.get_close_matches(name, list(valid), n=1)
+    return f"; did you mean {close[0]!r}?" if close else f"; valid: {', '.join(sorted(valid))}"
+
+
+def _convert(value, kind, key: str):
+    """Check ``value`` against the annotation ``kind``; return it in the dataclass's form."""
+    origin = typing.get_origin(kind)
+    if origin is tuple:
+        item = typing.get_args(kind)[0]
+        if not isinstance(value, (list, tuple)):
+            raise TypeError(f"{key} must be a list; got {type(value).__name__} {value!r}")
+        return tuple(_convert(v, item, f"{key}[{i}]") for i, v in enumerate(value))
+    if kind is dict:
+        if not isinstance(value, dict):
+            raise TypeError(f"{key} must be a table; got {type(value).__name__} {value!r}")
+        return dict(value)
+    if kind is bool:
+        if not isinstance(value, bool):
+            raise TypeError(f"{key} must be true or false; got {type(value).__name__} {value!r}")
+        return value
+    if kind is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise TypeError(f"{key} must be an integer; got {type(value).__name__} {value!r}")
+        return value
+    if kind is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise TypeError(f"{key} must be a number; got {type(value).__name__} {value!r}")
+        if math.isnan(value):
+            raise ValueError(f"{key} is NaN, must be a number")
+        return float(value)
+    if kind is str:
+        if not isinstance(value, str):
+            raise TypeError(f"{key} must be a string; got {type(value).__name__} {value!r}")
+        return value
+    raise TypeError(f"unsupported config type {kind!r} for {key}")  # pragma: no cover - programming error
+
+
+def _check_meta(value, meta: dict, key: str) -> None:
+    if "choices" in meta and value not in meta["choices"]:
+        close = difflib.get_close_matches(str(value), meta["choices"], n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        raise ValueError(f"{key} == {value!r}, must be one of {', '.join(map(repr, meta['choices']))}{hint}")
+    low, high = meta.get("low"), meta.get("high")
+    if low is not None and (value < low or (meta.get("low_open") and value == low)):
+        raise ValueError(f"{key} == {value}, must be {'>' if meta.get('low_open') else '>='} {low}")
+    if high is not None and value > high:
+        raise ValueError(f"{key} == {value}, must be <= {high}")
+
+
+def _build_section(name: str, values: dict, source: str):
+    cls = type(_SECTIONS[name]())
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    hints = typing.get_type_hints(cls)
+    kwargs = {}
+    for key, value in values.items():
+        if key not in fields:
+            raise ValueError(f"{source}: unknown key {name}.{key}{_hint(key, fields)}")
+        try:
+            converted = _convert(value, hints[key], f"{name}.{key}")
+            _check_meta(converted, fields[key].metadata, f"{name}.{key}")
+        except (TypeError, ValueError) as exc:
+            raise type(exc)(f"{source}: {exc}") from None
+        kwargs[key] = converted
+    return cls(**kwargs)
+
+
+def _check_cross(cfg: Config, source: str) -> None:
+    if len(cfg.eval.group_thresholds) != 2 or cfg.eval.group_thresholds[0] < cfg.eval.group_thresholds[1]:
+        raise ValueError(f"{source}: eval.group_thresholds must be [head_min, tail_max] with head_min >= tail_max; "
+                         f"got {list(cfg.eval.group_thresholds)}")
+    if list(cfg.schedule.milestones) != sorted(cfg.schedule.milestones):
+        raise ValueError(f"{source}: schedule.milestones must be increasing; got {list(cfg.schedule.milestones)}")
+    if cfg.optim.name == "adamw" and (len(cfg.optim.betas) != 2 or not all(0 <= b < 1 for b in cfg.optim.betas)):
+        raise ValueError(f"{source}: optim.betas must be two numbers in [0, 1); got {list(cfg.optim.betas)}")
+    if cfg.schedule.warmup_epochs > cfg.train.epochs:
+        raise ValueError(f"{source}: schedule.warmup_epochs == {cfg.schedule.warmup_epochs} exceeds "
+                         f"train.epochs == {cfg.train.epochs}")
+
+
+def config_from_dict(raw: dict, source: str = "config") -> Config:
+    """Validate a nested dict (as parsed from TOML) into a ``Config``; ``source`` names it in errors."""
+    if not isinstance(raw, dict):
+        raise TypeError(f"{source}: a config must be a table of sections; got {type(raw).__name__}")
+    sections = {}
+    for name, values in raw.items():
+        if name not in _SECTIONS:
+            raise ValueError(f"{source}: unknown section [{name}]{_hint(name, _SECTIONS)}")
+        if not isinstance(values, dict):
+            raise TypeError(f"{source}: [{name}] must be a table of keys; got {type(values).__name__}")
+        sections[name] = _build_section(name, values, source)
+    cfg = Config(**sections)
+    _check_cross(cfg, source)
+    return cfg
+
+
+def parse_override(text: str) -> tuple[str, str, object]:
+    """``"section.key=value"`` → (section, key, value); the value is a TOML literal or else a plain string."""
+    if "=" not in text or "." not in text.split("=", 1)[0]:
+        raise ValueError(f"override {text!r} must look like section.key=value (e.g. optim.lr=0.05)")
+    path, literal = text.split("=", 1)
+    section, key = path.strip().split(".", 1)
+    try:
+        value = tomllib.loads(f"v = {literal}")["v"]
+    except tomllib.TOMLDecodeError:
+        value = literal
+    return section, key.strip(), value
+
+
+def load_config(path=None, overrides=()) -> Config:
+    """Read a TOML config (or start from the defaults when ``path`` is None) and apply overrides."""
+    raw: dict = {}
+    source = "config"
+    if path is not None:
+        path = Path(path)
+        source = str(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"config file {path} does not exist")
+        try:
+            raw = tomllib.loads(path.read_text(encoding="utf-8"))
+        except tomllib.TOMLDecodeError as exc:
+            raise ValueError(f"{path} is not valid TOML: {exc}") from None
+    for text in overrides:
+        section, key, value = parse_override(text)
+        if section not in _SECTIONS:
+            raise ValueError(f"--set {text}: unknown section {section!r}{_hint(section, _SECTIONS)}")
+        raw.setdefault(section, {})[key] = value
+    return config_from_dict(raw, source if not overrides else f"{source} with --set overrides")
+
+
+def _toml_value(value) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value) if math.isfinite(value) else ("nan" if math.isnan(value) else
+                                                          ("inf" if value > 0 else "-inf"))
+    if isinstance(value, str):
+        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{k} = {_toml_value(v)}" for k, v in value.items()) + "}"
+    raise TypeError(f"cannot write {type(value).__name__} {value!r} to TOML")
+
+
+def dumps_toml(cfg: Config) -> str:
+    """The resolved config as TOML (every key, defaults included); ``load_config`` reads it back unchanged."""
+    lines = []
+    for section, values in cfg.to_dict().items():
+        lines.append(f"[{section}]")
+        lines.extend(f"{key} = {_toml_value(value)}" for key, value in values.items())
+        lines.append("")
+    return "\n".join(lines)

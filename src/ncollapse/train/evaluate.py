@@ -1,0 +1,174 @@
+"""Evaluation passes shared by the trainer and ``ncollapse evaluate``.
+
+One forward pass over a (sharded) split under ``no_grad`` gives per-class accuracy counts and, when asked,
+the NC state of the penultimate features: ``ClassStats`` (first pass), then ``NCCCounts`` over the cached
+features (second pass, NC4) and, for the NCMC head, ``NCMCStats``. Under DDP every count and statistic is
+all-reduced, so every rank ends with the statistics of the whole split. Metrics come from
+``ncollapse.metrics``; nothing here computes a metric by hand.
+"""
+
+from __future__ import annotations
+
+from contextlib import nullcontext
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from ..metrics import class_groups, measure, measure_ncmc
+from ..stats import ClassStats, NCCCounts, NCMCStats
+from .dist import DistContext, all_reduce_sum
+
+__all__ = ["PassResult", "classifier_of", "run_pass", "accuracy_report", "nc_report", "nc_state", "groups_of"]
+
+
+@dataclass
+class PassResult:
+    """Per-class correct / total counts (CPU int64) and, for an NC pass, the reduced statistics."""
+
+    correct: torch.Tensor
+    counts: torch.Tensor
+    stats: ClassStats | None = None
+    ncc: NCCCounts | None = None
+    ncmc: NCMCStats | None = None
+
+
+def classifier_of(model) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """(W, b) in float64 on CPU such that argmax(W h + b) is the model's decision on its features h.
+
+    A learnable linear head gives its weight and bias; cosine and fixed heads (logits ⟨ĥ, w_k/‖w_k‖⟩)
+    give the row-normalised weight and no bias, which has the same argmax.
+    """
+    head = model.head
+    W = head.weight.detach().to("cpu", torch.float64)
+    bias = getattr(head, "bias", None)
+    if isinstance(head, torch.nn.Linear):
+        return W, None if bias is None else bias.detach().to("cpu", torch.float64)
+    return F.normalize(W, dim=1), None
+
+
+@torch.no_grad()
+def run_pass(model, loader, num_classes: int, ctx: DistContext, *, nc: bool = False, adjust_logits=None,
+             autocast=None, channels_last: bool = False) -> PassResult:
+    """Accuracy counts (and with ``nc`` the NC statistics) of ``model`` over ``loader``'s shard.
+
+    ``adjust_logits`` maps the logits before the argmax (e.g. post-hoc logit adjustment).
+    """
+    was_training = model.training
+    model.eval()
+    device = ctx.device
+    correct = torch.zeros(num_classes, dtype=torch.int64, device=device)
+    counts = torch.zeros(num_classes, dtype=torch.int64, device=device)
+    cached: list[tuple[torch.Tensor, torch.Tensor]] = []
+    stats = None
+    try:
+        for x, y in loader:
+            if channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
+            with autocast or nullcontext():
+                features, logits = model(x)
+            logits = logits.float()
+            if adjust_logits is not None:
+                logits = adjust_logits(logits)
+            pred = logits.argmax(1)
+            counts += torch.bincount(y, minlength=num_classes)
+            correct += torch.bincount(y[pred == y], minlength=num_classes)
+            if nc:
+                features = features.float()
+                if stats is None:
+                    stats = ClassStats(num_classes, features.shape[1], device=device)
+                stats.update(features, y)
+                cached.append((features, y))
+    finally:
+        model.train(was_training)
+    result = PassResult(all_reduce_sum(correct, ctx).cpu(), all_reduce_sum(counts, ctx).cpu())
+    if not nc:
+        return result
+    if stats is None:
+        raise ValueError("the NC pass saw no samples: the split (or this rank's shard) is empty")
+    if ctx.distributed:
+        stats.all_reduce()
+    W, b = classifier_of(model)
+    ncc = NCCCounts.from_stats(stats, W=W, b=b)
+    frame = getattr(model.head, "frame", None)
+    ncmc = NCMCStats(frame) if frame is not None else None
+    for features, y in cached:
+        ncc.update(features, y)
+        if ncmc is not None:
+            ncmc.update(features, y)
+    if ctx.distributed:
+        ncc.all_reduce()
+        if ncmc is not None:
+            ncmc.all_reduce()
+    result.stats, result.ncc, result.ncmc = stats, ncc, ncmc
+    return result
+
+
+def accuracy_report(result: PassResult, groups: dict, prefix: str = "test_") -> dict:
+    """Overall accuracy (correct / total), per-class accuracy and the head/medium/tail group accuracy
+    (mean of the per-class accuracies of the group's classes; null for an empty group)."""
+    total = int(result.counts.sum())
+    if total == 0:
+        raise ValueError("accuracy over an empty split is undefined")
+    per_class = result.correct.double() / result.counts.clamp(min=1).double()
+    per_class = torch.where(result.counts > 0, per_class, torch.full_like(per_class, float("nan")))
+    out = {f"{prefix}acc": int(result.correct.sum()) / total, f"{prefix}acc_per_class": per_class.tolist()}
+    for name in ("head", "medium", "tail"):
+        classes = [c for c in groups[name] if result.counts[c] > 0]
+        out[f"{prefix}acc_{name}"] = float(per_class[classes].mean()) if classes else None
+    return out
+
+
+def nc_report(result: PassResult, model, train_counts, thresholds) -> dict:
+    """Every scalar of ``ncollapse.measure`` prefixed ``nc/``, ``nc/sigma_b_spectrum``, and ``ncmc/*``."""
+    W, b = classifier_of(model)
+    report = measure(result.stats, W=W, b=b, ncc=result.ncc, group_counts=list(train_counts),
+                     group_thresholds=tuple(thresholds))
+    out = {f"nc/{k}": v for k, v in report.items()
+           if isinstance(v, (int, float)) and not isinstance(v, bool)}
+    out["nc/sigma_b_spectrum"] = report["sigma_b_spectrum"].tolist()
+    if result.ncmc is not None:
+        out.update({f"ncmc/{k.removeprefix('ncmc_')}": v for k, v in measure_ncmc(result.ncmc).items()})
+    return out
+
+
+def nc_state(result: PassResult, model, epoch: int) -> dict:
+    """The ``nc_state.pt`` payload of the run-directory contract."""
+    W, b = classifier_of(model)
+    return {"epoch": epoch, "stats": {k: v.cpu() if torch.is_tensor(v) else v
+                                      for k, v in result.stats.state_dict().items()},
+            "weight": W, "bias": b}
+
+
+def groups_of(train_counts, thresholds) -> dict:
+    return class_groups(list(train_counts), tuple(thresholds))
+
+
+def evaluate_run(run_dir, split: str = "test", device: str = "auto", data_root=None) -> dict:
+    """Accuracy and NC metrics of ``run_dir/checkpoint.pt`` on ``split`` (one process)."""
+    import dataclasses
+    from pathlib import Path
+
+    from .config import config_from_dict
+    from .dist import resolve_device
+    from .trainer import _loader, _logit_adjuster, build_data, build_model_for, load_checkpoint
+
+    if split not in ("train", "test"):
+        raise ValueError(f"split == {split!r}, must be 'train' or 'test'")
+    path = Path(run_dir) / "checkpoint.pt"
+    ckpt = load_checkpoint(path)
+    cfg = config_from_dict(ckpt["config"], source=str(path))
+    if data_root is not None:
+        cfg = cfg.replace(data=dataclasses.replace(cfg.data, root=str(data_root)))
+    ctx = DistContext(0, 1, resolve_device(device))
+    train_set, test_set = build_data(cfg)
+    counts = train_set.class_counts()
+    model = build_model_for(cfg, train_set)
+    model.load_state_dict(ckpt["model"])
+    model.to(ctx.device)
+    loader = _loader(train_set if split == "train" else test_set, cfg.eval.batch_size, ctx, train=False, cfg=cfg)
+    result = run_pass(model, loader, train_set.num_classes, ctx, nc=True, adjust_logits=_logit_adjuster(cfg, counts))
+    report = {"run": str(run_dir), "split": split, "epoch": ckpt["epoch"], "batch_in_epoch": ckpt["batch_in_epoch"]}
+    report.update(accuracy_report(result, groups_of(counts, cfg.eval.group_thresholds), prefix=""))
+    report.update(nc_report(result, model, counts, cfg.eval.group_thresholds))
+    return report
