@@ -57,14 +57,24 @@ def _hooks(model: nn.Module, layers: dict[str, nn.Module], pool: str):
             handle.remove()
 
 
-def _batches(loader, device, desc: str, quiet: bool):
-    for inputs, labels in tqdm(loader, desc=desc, leave=False, disable=quiet):
-        yield inputs.to(device), labels.to(device)
-
-
 def _model_device(model: nn.Module) -> torch.device:
     param = next(model.parameters(), None)
     return param.device if param is not None else torch.device("cpu")
+
+
+def _probe(model: nn.Module, loader, modules: dict[str, nn.Module], pool: str, forward, desc: str, quiet: bool):
+    """Yield ({layer: features}, labels) per batch, in eval mode under ``torch.no_grad``; restores the mode."""
+    device = _model_device(model)
+    forward = forward or (lambda m, x: m(x))
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad(), _hooks(model, modules, pool) as captured:
+            for inputs, labels in tqdm(loader, desc=desc, leave=False, disable=quiet):
+                forward(model, inputs.to(device))
+                yield captured, labels.to(device)
+    finally:
+        model.train(was_training)
 
 
 def collect_stats(model: nn.Module, loader, layers, num_classes: int, pool: str = "flatten",
@@ -72,22 +82,13 @@ def collect_stats(model: nn.Module, loader, layers, num_classes: int, pool: str 
     """One pass over ``loader`` (batches of (inputs, labels)) in eval mode and ``torch.no_grad``;
     returns ``{layer: ClassStats}``. ``forward(model, inputs)`` overrides ``model(inputs)``."""
     modules = _resolve(model, layers)
-    device = _model_device(model)
-    forward = forward or (lambda m, x: m(x))
     stats: dict[str, ClassStats] = {}
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.no_grad(), _hooks(model, modules, pool) as captured:
-            for inputs, labels in _batches(loader, device, "probe", quiet):
-                forward(model, inputs)
-                for name in modules:
-                    feats = captured[name]
-                    if name not in stats:
-                        stats[name] = ClassStats(num_classes, feats.shape[1], device=feats.device, **stats_kwargs)
-                    stats[name].update(feats, labels)
-    finally:
-        model.train(was_training)
+    for captured, labels in _probe(model, loader, modules, pool, forward, "probe", quiet):
+        for name in modules:
+            feats = captured[name]
+            if name not in stats:
+                stats[name] = ClassStats(num_classes, feats.shape[1], device=feats.device, **stats_kwargs)
+            stats[name].update(feats, labels)
     if not stats:
         raise ValueError("the loader yielded no batches")
     return stats
@@ -97,19 +98,10 @@ def layerwise_ncc(model: nn.Module, loader, stats: dict[str, ClassStats], pool: 
                   forward=None, quiet: bool = True) -> dict[str, float]:
     """Second pass: NCC accuracy at every probed layer, with class means from ``collect_stats``."""
     modules = _resolve(model, list(stats))
-    device = _model_device(model)
-    forward = forward or (lambda m, x: m(x))
     counters = {name: NCCCounts.from_stats(s) for name, s in stats.items()}
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.no_grad(), _hooks(model, modules, pool) as captured:
-            for inputs, labels in _batches(loader, device, "ncc", quiet):
-                forward(model, inputs)
-                for name, counter in counters.items():
-                    counter.update(captured[name], labels)
-    finally:
-        model.train(was_training)
+    for captured, labels in _probe(model, loader, modules, pool, forward, "ncc", quiet):
+        for name, counter in counters.items():
+            counter.update(captured[name], labels)
     return {name: int(c.ncc_correct.sum()) / max(int(c.counts.sum()), 1) for name, c in counters.items()}
 
 

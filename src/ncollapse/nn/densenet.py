@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from ..validation import check_scalar
+from .stages import StagedBackbone
 
 __all__ = ["DenseNet"]
 
@@ -36,8 +37,10 @@ class _DenseLayer(nn.Module):
         return torch.cat([x, self.body(x)], 1)
 
 
-class DenseNet(nn.Module):
+class DenseNet(StagedBackbone):
     """DenseNet(-BC) with ``depth``, ``growth_rate`` k and transition ``reduction`` (0.5 for -BC)."""
+
+    stage_prefix = "block"
 
     def __init__(self, in_channels: int, depth: int = 100, growth_rate: int = 12, reduction: float = 0.5,
                  bottleneck: bool = True):
@@ -67,11 +70,3 @@ class DenseNet(nn.Module):
             if isinstance(m, nn.Conv2d):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.stem(x)
-        for stage in self.stages:
-            x = stage(x)
-        return self.pool(x)
-
-    def feature_layers(self) -> list[tuple[str, nn.Module]]:
-        return [("stem", self.stem)] + [(f"block{i + 1}", s) for i, s in enumerate(self.stages)] + [("pool", self.pool)]

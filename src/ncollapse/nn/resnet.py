@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..validation import check_scalar
+from .stages import StagedBackbone
 
 __all__ = ["ResNetCifar", "ResNet", "BasicBlock", "Bottleneck"]
 
@@ -90,7 +91,7 @@ def _init(module: nn.Module) -> None:
             nn.init.zeros_(m.bias)
 
 
-class _Stages(nn.Module):
+class _Stages(StagedBackbone):
     """stem → stages → global average pool, shared by both families."""
 
     def _build(self, stem: nn.Module, block, width_in: int, widths, blocks, strides, shortcut: str) -> None:
@@ -107,14 +108,6 @@ class _Stages(nn.Module):
         self.out_dim = width_in
         _init(self)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.stem(x)
-        for stage in self.stages:
-            x = stage(x)
-        return self.pool(x)
-
-    def feature_layers(self) -> list[tuple[str, nn.Module]]:
-        return [("stem", self.stem)] + [(f"stage{i + 1}", s) for i, s in enumerate(self.stages)] + [("pool", self.pool)]
 
 
 class ResNetCifar(_Stages):
