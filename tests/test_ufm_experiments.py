@@ -1,0 +1,56 @@
+"""The five UFM experiments (tiny sizes): files written, and the effect each one is about."""
+
+import json
+
+import pytest
+import torch
+
+from ncollapse.cli import main
+from ncollapse.ufm.experiments import EXPERIMENTS, run_experiment
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="module")
+def results(tmp_path_factory):
+    out = tmp_path_factory.mktemp("ufm")
+    return out, {name: run_experiment(name, out, size="tiny") for name in EXPERIMENTS}
+
+
+def test_every_experiment_writes_json_and_png(results):
+    out, data = results
+    for name in EXPERIMENTS:
+        assert json.loads((out / f"{name}.json").read_text()) == data[name]
+        assert (out / f"{name}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_nc_dynamics_collapses_over_steps(results):
+    for run in results[1]["nc_dynamics"]["runs"].values():
+        assert run["nc1"][-1] < 0.1 * run["nc1"][0] and run["objective"][-1] < run["objective"][0]
+
+
+def test_minority_collapse_grows_with_ratio(results):
+    data = results[1]["minority_collapse"]
+    cos = data["minority_cos_weights_mean"]
+    assert cos[0] == pytest.approx(-1 / 3, abs=1e-4)  # balanced: simplex ETF of K = 4
+    assert cos[-1] > cos[0] + 0.5
+
+
+def test_small_init_and_extended_and_fixed(results):
+    data = results[1]
+    assert data["small_init"]["nc1"][0] < data["small_init"]["nc1"][-1]
+    linear = data["extended"]["runs"]["linear"]
+    assert linear["nc1_H"] < 1e-6 and linear["nc1_last"] < 1e-6
+    geo = data["fixed_classifiers"]["geometries"]
+    assert geo["etf"]["min_margin"] > geo["cube"]["min_margin"] and geo["etf"]["accuracy"] == 1.0
+
+
+def test_experiment_cli(tmp_path, capsys):
+    assert main(["ufm", "experiment", "fixed_classifiers", "--out", str(tmp_path), "--size", "tiny", "--quiet"]) == 0
+    assert (tmp_path / "fixed_classifiers.png").exists()
