@@ -130,3 +130,16 @@ def test_ncc_counts_stream_equals_reference(longtailed):
 
 def test_to_jsonable_replaces_nan():
     assert to_jsonable({"a": float("nan"), "b": np.array([1.0, np.inf])}) == {"a": None, "b": [1.0, None]}
+
+
+def test_collapsed_to_one_point_gives_nan_with_warning_not_a_crash():
+    """Dead features (every sample equal, e.g. all ReLUs off) make NC undefined: NaN and a warning."""
+    x = np.ones((30, 4))
+    y = np.repeat(np.arange(3), [20, 8, 2])
+    with pytest.warns(UserWarning, match="between-class scatter is zero"):
+        out = measure_features(x, y, W=np.eye(3, 4))
+    for key in ("nc1", "nc1_quotient", "cdnv", "etf_error_means", "equinorm_means", "equiangularity_means",
+                "max_angle_means", "self_duality", "nc1_quotient_tail", "minority_cos_means_mean"):
+        value = out.get(key, float("nan"))
+        assert np.isnan(value), key
+    assert to_jsonable(out)["nc1"] is None

@@ -84,8 +84,8 @@ def test_seed_fixes_weights_and_leaves_global_rng_alone():
 
 
 def test_normalize_features_feeds_unit_vectors_to_the_head():
-    model = build_model("mlp", 3, in_channels=1, image_size=4, widths=(8,), normalize_features=True, bias=False)
-    features, logits = model(torch.randn(5, 1, 4, 4))
+    model = build_model("mlp", 3, in_channels=1, image_size=4, widths=(32,), normalize_features=True, bias=False)
+    features, logits = model(torch.randn(5, 1, 4, 4, generator=torch.Generator().manual_seed(0)))
     assert torch.allclose(features.norm(dim=1), torch.ones(5), atol=1e-6)
     assert model.head.bias is None
 

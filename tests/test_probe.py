@@ -16,7 +16,7 @@ class Tiny(nn.Module):
         return self.fc(torch.relu(self.conv(x)).flatten(1))
 
 
-def _loader(n=60, seed=0):
+def make_loader(n=60, seed=0):
     g = torch.Generator().manual_seed(seed)
     x = torch.randn(n, 1, 4, 4, generator=g)
     y = torch.arange(n) % 3
@@ -25,7 +25,7 @@ def _loader(n=60, seed=0):
 
 def test_collect_stats_matches_direct_features():
     model = Tiny()
-    loader, x, y = _loader()
+    loader, x, y = make_loader()
     stats = collect_stats(model, loader, ["conv", "fc"], num_classes=3)
     with torch.no_grad():
         direct = model.conv(x)
@@ -40,7 +40,7 @@ def test_collect_stats_matches_direct_features():
 
 def test_model_mode_restored_and_no_grad():
     model = Tiny().train()
-    loader, _, _ = _loader()
+    loader, _, _ = make_loader()
     collect_stats(model, loader, "fc", num_classes=3)
     assert model.training
     assert all(p.grad is None for p in model.parameters())
@@ -60,6 +60,18 @@ def test_layerwise_ncc_and_effective_depth():
 
 def test_bad_layer_name():
     with pytest.raises(ValueError, match="no module named 'nope'"):
-        collect_stats(Tiny(), _loader()[0], ["nope"], num_classes=3)
+        collect_stats(Tiny(), make_loader()[0], ["nope"], num_classes=3)
     with pytest.raises(ValueError, match="pool"):
         pool_features(torch.zeros(2, 3, 4, 4), "max")
+
+
+def test_layers_as_label_module_pairs():
+    model = Tiny()
+    loader, _, _ = make_loader()
+    by_pair = collect_stats(model, loader, [("first conv", model.conv)], num_classes=3)
+    by_name = collect_stats(model, loader, ["conv"], num_classes=3)
+    torch.testing.assert_close(by_pair["first conv"].scatter, by_name["conv"].scatter)
+    with pytest.raises(ValueError, match="not a submodule"):
+        collect_stats(model, loader, [("other", nn.Linear(2, 2))], num_classes=3)
+    with pytest.raises(TypeError, match="module names or"):
+        collect_stats(model, loader, [3], num_classes=3)

@@ -54,6 +54,7 @@ def test_ncmc_and_setf_heads(tmp_path, config, capsys):
     (["--set", "optim.lrr=0.1"], "did you mean 'lr'"),
     (["--set", "train.epochs=\"3\""], "train.epochs must be an integer"),
     (["--set", "loss.name=\"ncmc_cosine\""], "needs model.head = 'multicenter'"),
+    (["--set", "eval.decision=\"gcr\""], "eval.decision = 'gcr' needs model.head = 'multicenter'"),
     (["--set", "data.name=\"mnist\"", "--set", "data.root=\"/nonexistent\""], "ncollapse data fetch mnist"),
 ])
 def test_bad_input_exits_2(tmp_path, config, capsys, extra, words):

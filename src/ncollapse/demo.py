@@ -1,94 +1,164 @@
-"""The embedded demo: train a small MLP on scikit-learn's digits made long-tailed and watch NC.
+"""The embedded demo (``ncollapse demo``, run by ``make demo``): no downloads, a few CPU minutes at most.
 
-Digits (1,797 images, 8×8) are split 80/20 by seeded keys, the training part is made long-tailed with the
-exponential profile (imbalance 0.1), and an MLP is trained full-batch-ish with SGD; every few epochs the
-penultimate features are probed (``probe.collect_stats``) and measured (``metrics.measure``).
+1. scikit-learn's digits (``load_dataset("digits")``) made long-tailed with the exponential profile, imbalance
+   0.1 (``make_longtail``; 143 → 14 images per class);
+2. two runs of ``ncollapse.train.train`` with the same MLP: cross-entropy with a learnable linear classifier, and
+   NCMC's CAL (Yan et al. 2024): the fixed multi-center frame with class-aware center counts and the cosine loss;
+3. a batched UFM sweep (``ncollapse.ufm.solve``) over imbalance 1, 0.1, 0.01 for the CE and the NCMC objectives:
+   the mean cosine between minority-class means (Fang et al. 2021's minority collapse), the theory behind 2;
+4. one comparison page ``OUT/report.html`` (``ncollapse.report.write_comparison``) with the sweep as an extra section.
 """
 
 from __future__ import annotations
 
+import json
+import logging
+import shutil
 import time
+import warnings
 from pathlib import Path
 
-import numpy as np
-import torch
-from torch import nn
-
 from ._io import atomic_write_json
-from .data.longtail import longtail_counts, longtail_indices, selection_keys
-from .metrics import measure, to_jsonable
-from .probe import collect_stats, layerwise_ncc
-from .stats import NCCCounts
+from .metrics import measure_features, to_jsonable
 
-TRAJECTORY_KEYS = ("nc1", "cdnv", "etf_error_means", "etf_error_weights", "self_duality", "ncc_mismatch")
+__all__ = ["run_demo", "demo_configs", "ufm_sweep", "summary_lines", "IMBALANCES"]
 
+log = logging.getLogger(__name__)
 
-def digits_split(seed: int = 0, test_fraction: float = 0.2):
-    """Digits as float tensors in [0, 1] (N, 64) with a seeded train/test split."""
-    from sklearn.datasets import load_digits
-
-    bunch = load_digits()
-    x = torch.tensor(bunch.data / 16.0, dtype=torch.float32)
-    y = torch.tensor(bunch.target, dtype=torch.int64)
-    keys = selection_keys(len(y), seed)
-    test = torch.from_numpy(keys < np.quantile(keys, test_fraction))
-    return (x[~test], y[~test]), (x[test], y[test])
+IMBALANCES = (1.0, 0.1, 0.01)
+RUNS = {"ce": "CE (linear head)", "cal": "CAL (NCMC multi-center head)"}
 
 
-def _batches(x, y, batch_size, generator=None):
-    order = torch.randperm(len(y), generator=generator) if generator is not None else torch.arange(len(y))
-    for start in range(0, len(y), batch_size):
-        idx = order[start:start + batch_size]
-        yield x[idx], y[idx]
+def demo_configs(epochs: int = 30, seed: int = 0) -> dict:
+    """The two training configs: {"ce": Config, "cal": Config}."""
+    from .train import config_from_dict
+
+    base = {"data": {"name": "digits", "imbalance": 0.1, "augment": []},
+            "model": {"name": "mlp", "options": {"widths": [256, 256]}},
+            "optim": {"lr": 0.05, "weight_decay": 5e-4},
+            "schedule": {"name": "cosine", "warmup_epochs": 1},
+            "train": {"epochs": epochs, "batch_size": 64, "seed": seed, "threads": 1},
+            "eval": {"nc_every": 5, "group_thresholds": [50, 20]}}
+    cal = {**base, "model": {**base["model"], "head": "multicenter", "centers": "class_aware", "f": 3,
+                             "theta": 0.2, "feature_dim": 64},
+           "loss": {"name": "ncmc_cosine"}}
+    return {"ce": config_from_dict({**base, "loss": {"name": "ce"}}, "demo (ce)"),
+            "cal": config_from_dict(cal, "demo (cal)")}
 
 
-def run_demo(out_dir="runs/demo", epochs: int = 60, measure_every: int = 5, seed: int = 0,
-             imbalance: float = 0.1, log=print) -> dict:
-    """Train, measure NC along the way, write ``trajectory.json``; returns the trajectory dict."""
-    out_dir = Path(out_dir)
-    torch.manual_seed(seed)
-    (x_train, y_train), (x_test, y_test) = digits_split(seed)
-    num_classes = int(y_train.max()) + 1
-    have = torch.bincount(y_train, minlength=num_classes)
-    counts = longtail_counts(int(have.min()), num_classes, imbalance)
-    keep = longtail_indices(y_train, counts, seed=seed)
-    x_train, y_train = x_train[keep], y_train[keep]
-    log(f"digits-LT: {len(y_train)} training images, class counts {counts}")
+def ufm_sweep(num_classes: int = 10, n_max: int = 100, dim: int = 48, steps: int = 200, seed: int = 0) -> list[dict]:
+    """CE and NCMC-cosine UFMs (``ncollapse.ufm``) at each imbalance of ``IMBALANCES``, solved as stacked batches;
+    one row per instance with the loss, NC1 and the mean cosine among the minority (second half) class means and
+    classifiers (Fang et al. 2021, §4: minority collapse shows as cosines → 1)."""
+    from .data import longtail_counts
+    from .geometry import class_aware_centers
+    from .ufm import UFMProblem, group_problems, solve
 
-    model = nn.Sequential(nn.Linear(64, 128), nn.ReLU(), nn.Linear(128, 64), nn.ReLU(), nn.Linear(64, num_classes))
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9, weight_decay=5e-4)
-    loss_fn = nn.CrossEntropyLoss()
-    generator = torch.Generator().manual_seed(seed)
-    trajectory = []
+    problems = []
+    for loss in ("ce", "ncmc_cosine"):
+        for tau in IMBALANCES:
+            counts = tuple(longtail_counts(n_max, num_classes, tau))
+            extra = {} if loss == "ce" else {"centers_per_class": tuple(class_aware_centers(list(counts), 3))}
+            problems.append(UFMProblem(loss=loss, counts=counts, dim=dim, seed=seed, **extra))
+    minority = list(range(num_classes // 2, num_classes))
+    rows: list[dict] = [{} for _ in problems]
+    for members in group_problems(problems):
+        result = solve([problems[i] for i in members], optimizer="lbfgs", steps=steps, record_metrics=False)
+        for j, i in enumerate(members):
+            x, y = result.features(j)
+            w, b = result.classifier(j)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                m = measure_features(x, y, W=w, b=b, num_classes=num_classes, group_counts=list(problems[i].counts),
+                                     minority=minority)
+            rows[i] = {"loss": problems[i].loss, "imbalance": IMBALANCES[i % len(IMBALANCES)],
+                       "counts": list(problems[i].counts), "objective": float(result.objective[j]), "nc1": m["nc1"],
+                       "minority_cos_means": m.get("minority_cos_means_mean"),
+                       "minority_cos_weights": m.get("minority_cos_weights_mean")}
+    return rows
+
+
+def _sweep_figure(rows: list[dict]):
+    from .experiments._common import figure
+
+    fig, (ax, ax2) = figure(11, 3.6, ncols=2)
+    for loss, style in (("ce", "-o"), ("ncmc_cosine", "--s")):
+        sel = [r for r in rows if r["loss"] == loss]
+        ax.plot([r["imbalance"] for r in sel], [r["minority_cos_means"] for r in sel], style, label=loss)
+        ax2.plot([r["imbalance"] for r in sel], [r["nc1"] for r in sel], style, label=loss)
+    k = len(rows[0]["counts"])
+    ax.axhline(-1 / (k - 1), color="grey", lw=0.8, ls=":", label="simplex −1/(K−1)")
+    for a in (ax, ax2):
+        a.set_xscale("log")
+        a.invert_xaxis()
+        a.set_xlabel("imbalance τ = n_min / n_max")
+        a.legend(fontsize=8)
+    ax.set_ylabel("mean cos between minority class means")
+    ax.set_title("UFM: minority collapse (Fang et al. 2021) vs NCMC", fontsize=10)
+    ax2.set_yscale("log")
+    ax2.set_ylabel("NC1")
+    ax2.set_title("UFM optimum: NC1", fontsize=10)
+    return fig
+
+
+def _sweep_table(rows: list[dict]) -> str:
+    from .experiments._common import html_table
+
+    return html_table(["UFM loss", "τ", "counts", "objective", "NC1", "minority cos (means)",
+                       "minority cos (classifiers)"],
+                      [[r["loss"], r["imbalance"], " ".join(map(str, r["counts"])), r["objective"], r["nc1"],
+                        r["minority_cos_means"], r["minority_cos_weights"]] for r in rows])
+
+
+def summary_lines(info: dict) -> list[str]:
+    """The five lines the CLI prints at the end."""
+    def pct(v):
+        return "—" if v is None else f"{100 * v:.1f}%"
+
+    lines = [f"digits-LT (imbalance 0.1): {sum(info['class_counts'])} training images, class counts "
+             f"{info['class_counts'][0]} → {info['class_counts'][-1]}"]
+    for key, label in RUNS.items():
+        s = info["runs"][key]
+        lines.append(f"{label:<30} test {pct(s['final_test_acc'])}  head {pct(s['test_acc_head'])}  tail "
+                     f"{pct(s['test_acc_tail'])}  NC1 {s['nc1']:.3g}")
+    ce = {r["imbalance"]: r for r in info["ufm"] if r["loss"] == "ce"}
+    nc = {r["imbalance"]: r for r in info["ufm"] if r["loss"] != "ce"}
+    tau = min(ce)
+    lines.append(f"UFM sweep ({len(info['ufm'])} instances): minority-mean cosine at τ={tau:g}: CE "
+                 f"{ce[tau]['minority_cos_means']:.3f}, NCMC {nc[tau]['minority_cos_means']:.3f} (simplex −0.111)")
+    lines.append(f"total {info['wall_s']:.0f} s; figures and JSON beside the report")
+    return lines
+
+
+def run_demo(out_dir="runs/demo", epochs: int = 30, seed: int = 0, progress: bool = False, log_fn=None) -> dict:
+    """Run the demo into ``out_dir``; returns {"report", "class_counts", "runs", "ufm", "wall_s", "summary"}."""
+    from .report import write_comparison
+    from .report.runs import read_metrics
+    from .train import train
+
+    say = log_fn or log.info
+    out = Path(out_dir)
     start = time.perf_counter()
-    for epoch in range(1, epochs + 1):
-        model.train()
-        for xb, yb in _batches(x_train, y_train, 64, generator):
-            optimizer.zero_grad(set_to_none=True)
-            loss_fn(model(xb), yb).backward()
-            optimizer.step()
-        if epoch % measure_every and epoch != epochs:
-            continue
-        train_loader = list(_batches(x_train, y_train, 256))
-        stats = collect_stats(model, train_loader, ["3"], num_classes)["3"]
-        head = model[4]
-        ncc = NCCCounts.from_stats(stats, W=head.weight, b=head.bias)
-        feats = model[:4](x_train).detach()
-        ncc.update(feats, y_train)
-        report = measure(stats, W=head.weight, b=head.bias, ncc=ncc)
-        with torch.no_grad():
-            test_acc = float((model(x_test).argmax(1) == y_test).float().mean())
-        row = {"epoch": epoch, "test_acc": test_acc, **{k: report.get(k) for k in TRAJECTORY_KEYS}}
-        trajectory.append(row)
-    layer_ncc = layerwise_ncc(model, train_loader, collect_stats(model, train_loader, ["1", "3"], num_classes))
-    result = {"dataset": "digits-lt", "imbalance": imbalance, "class_counts": counts, "trajectory": trajectory,
-              "layer_ncc_accuracy": layer_ncc, "wall_s": time.perf_counter() - start}
-    atomic_write_json(out_dir / "trajectory.json", to_jsonable(result))
-    return result
-
-
-def format_trajectory(trajectory: list[dict]) -> str:
-    header = f"{'epoch':>5} {'test_acc':>8} " + " ".join(f"{k:>17}" for k in TRAJECTORY_KEYS)
-    rows = [f"{r['epoch']:>5} {r['test_acc']:>8.3f} " + " ".join(f"{r[k]:>17.4g}" for k in TRAJECTORY_KEYS)
-            for r in trajectory]
-    return "\n".join([header, *rows])
+    runs = {}
+    for i, (key, cfg) in enumerate(demo_configs(epochs, seed).items(), start=1):
+        run_dir = out / key
+        if (run_dir / "run.json").is_file():  # an earlier demo's run: the demo owns this folder
+            shutil.rmtree(run_dir)
+        say(f"[{i}/4] training {RUNS[key]} on digits-LT for {epochs} epochs -> {run_dir}")
+        summary = train(cfg, run_dir, device="cpu", progress=progress, command="ncollapse demo")
+        if summary.get("status") != "finished":
+            raise KeyboardInterrupt
+        nc = [m for m in read_metrics(run_dir / "metrics.jsonl") if "nc/nc1" in m][-1]
+        runs[key] = {**summary, "nc1": nc["nc/nc1"]}
+    say("[3/4] solving the UFM sweep (CE and NCMC, imbalance 1 / 0.1 / 0.01, batched L-BFGS)")
+    rows = ufm_sweep(seed=seed)
+    say("[4/4] writing the comparison report")
+    counts = json.loads((out / "ce" / "run.json").read_text())["class_counts"]
+    report = write_comparison([out / k for k in RUNS], out / "report.html", labels=list(RUNS.values()),
+                              extra_sections=[("UFM sweep: minority collapse under imbalance", _sweep_figure(rows)),
+                                              ("UFM sweep: values", _sweep_table(rows))])
+    info = {"report": str(report), "class_counts": counts, "runs": runs, "ufm": rows,
+            "wall_s": time.perf_counter() - start}
+    info["summary"] = summary_lines(info)
+    atomic_write_json(out / "demo.json", to_jsonable(info))
+    return info

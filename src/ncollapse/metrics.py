@@ -56,7 +56,10 @@ def _cov(values: torch.Tensor) -> float:
 def _angle_stats(vectors: torch.Tensor) -> tuple[float, float, float, float]:
     """(mean, std, max-angle, pairs) of off-diagonal cosines among the rows of ``vectors``."""
     k = vectors.shape[0]
-    norms = vectors.norm(dim=1).clamp(min=torch.finfo(vectors.dtype).tiny)
+    norms = vectors.norm(dim=1)
+    if bool((norms == 0).any()):  # an angle to the zero vector is undefined
+        nan = float("nan")
+        return nan, nan, nan, torch.full((k * (k - 1) // 2,), nan, dtype=vectors.dtype)
     unit = vectors / norms[:, None]
     cos = unit @ unit.T
     iu = torch.triu_indices(k, k, offset=1)
@@ -221,7 +224,8 @@ def _group_metrics(out, s, present, ref, thresholds, cdnv, trace_with_pinv) -> N
         idx = position[torch.tensor(classes)]
         n_g = float(s.counts[classes].sum())
         out[f"cdnv_{name}"] = cdnv(idx)
-        out[f"nc1_quotient_{name}"] = float(s.sq_dev[classes].sum()) / n_g / out["trace_sigma_b"]
+        tr_b = out["trace_sigma_b"]
+        out[f"nc1_quotient_{name}"] = float(s.sq_dev[classes].sum()) / n_g / tr_b if tr_b > 0 else float("nan")
         if s.class_scatter is not None:
             out[f"nc1_{name}"] = trace_with_pinv(s.class_scatter[classes].sum(0) / n_g)
 

@@ -34,14 +34,26 @@ def pool_features(output, pool: str = "flatten") -> torch.Tensor:
 
 
 def _resolve(model: nn.Module, layers) -> dict[str, nn.Module]:
+    """Layers given as module paths (``"layer3.1"``) or as (label, module) pairs such as
+    ``model.feature_layers()``; returns {label: module}."""
     modules = dict(model.named_modules())
-    names = [layers] if isinstance(layers, str) else list(layers)
-    if not names:
+    items = [layers] if isinstance(layers, str) else list(layers)
+    if not items:
         raise ValueError("layers is empty; name at least one module, e.g. one of " + ", ".join(list(modules)[1:6]))
-    unknown = [n for n in names if n not in modules]
-    if unknown:
-        raise ValueError(f"model has no module named {unknown[0]!r}; available: {', '.join(list(modules)[1:12])}, ...")
-    return {n: modules[n] for n in names}
+    owned = {id(m) for m in modules.values()}
+    resolved = {}
+    for item in items:
+        if isinstance(item, str):
+            if item not in modules:
+                raise ValueError(f"model has no module named {item!r}; available: {', '.join(list(modules)[1:12])}, ...")
+            resolved[item] = modules[item]
+        elif isinstance(item, tuple) and len(item) == 2 and isinstance(item[1], nn.Module):
+            if id(item[1]) not in owned:
+                raise ValueError(f"layer {item[0]!r} is not a submodule of the model")
+            resolved[str(item[0])] = item[1]
+        else:
+            raise TypeError(f"layers must hold module names or (label, module) pairs; got {item!r}")
+    return resolved
 
 
 @contextlib.contextmanager
@@ -94,10 +106,12 @@ def collect_stats(model: nn.Module, loader, layers, num_classes: int, pool: str 
     return stats
 
 
-def layerwise_ncc(model: nn.Module, loader, stats: dict[str, ClassStats], pool: str = "flatten",
+def layerwise_ncc(model: nn.Module, loader, stats: dict[str, ClassStats], layers=None, pool: str = "flatten",
                   forward=None, quiet: bool = True) -> dict[str, float]:
-    """Second pass: NCC accuracy at every probed layer, with class means from ``collect_stats``."""
-    modules = _resolve(model, list(stats))
+    """Second pass: NCC accuracy at every probed layer, with class means from ``collect_stats``.
+
+    ``layers`` is what was given to ``collect_stats`` (needed when it held (label, module) pairs)."""
+    modules = _resolve(model, list(stats) if layers is None else layers)
     counters = {name: NCCCounts.from_stats(s) for name, s in stats.items()}
     for captured, labels in _probe(model, loader, modules, pool, forward, "ncc", quiet):
         for name, counter in counters.items():

@@ -102,6 +102,7 @@ class EvalConfig:
     batch_size: int = field(default=1024, metadata=_bounds(1))
     group_thresholds: tuple[int, ...] = (100, 20)  #: head n_k > first, tail n_k < second
     logit_adjust_tau: float = field(default=0.0, metadata=_bounds(0.0))  #: post-hoc logits − τ log π_y; 0 = off
+    decision: str = field(default="rcr", metadata=_choice("rcr", "gcr"))  #: NCMC rule: regular (logits) or generalised (max over centers)
 
 
 @dataclass(frozen=True)

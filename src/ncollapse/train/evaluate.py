@@ -48,11 +48,12 @@ def classifier_of(model) -> tuple[torch.Tensor, torch.Tensor | None]:
 
 
 @torch.no_grad()
-def run_pass(model, loader, num_classes: int, ctx: DistContext, *, nc: bool = False, adjust_logits=None,
+def run_pass(model, loader, num_classes: int, ctx: DistContext, *, nc: bool = False, scores=None,
              autocast=None, channels_last: bool = False) -> PassResult:
     """Accuracy counts (and with ``nc`` the NC statistics) of ``model`` over ``loader``'s shard.
 
-    ``adjust_logits`` maps the logits before the argmax (e.g. post-hoc logit adjustment).
+    ``scores(features, logits)`` replaces the logits before the argmax (GCR, post-hoc logit adjustment;
+    see ``trainer.decision_scores``).
     """
     was_training = model.training
     model.eval()
@@ -68,8 +69,8 @@ def run_pass(model, loader, num_classes: int, ctx: DistContext, *, nc: bool = Fa
             with autocast or nullcontext():
                 features, logits = model(x)
             logits = logits.float()
-            if adjust_logits is not None:
-                logits = adjust_logits(logits)
+            if scores is not None:
+                logits = scores(features, logits)
             pred = logits.argmax(1)
             counts += torch.bincount(y, minlength=num_classes)
             correct += torch.bincount(y[pred == y], minlength=num_classes)
@@ -151,7 +152,7 @@ def evaluate_run(run_dir, split: str = "test", device: str = "auto", data_root=N
 
     from .config import config_from_dict
     from .dist import resolve_device
-    from .trainer import _loader, _logit_adjuster, build_data, build_model_for, load_checkpoint
+    from .trainer import make_loader, decision_scores, build_data, build_model_for, load_checkpoint
 
     if split not in ("train", "test"):
         raise ValueError(f"split == {split!r}, must be 'train' or 'test'")
@@ -166,8 +167,9 @@ def evaluate_run(run_dir, split: str = "test", device: str = "auto", data_root=N
     model = build_model_for(cfg, train_set)
     model.load_state_dict(ckpt["model"])
     model.to(ctx.device)
-    loader = _loader(train_set if split == "train" else test_set, cfg.eval.batch_size, ctx, train=False, cfg=cfg)
-    result = run_pass(model, loader, train_set.num_classes, ctx, nc=True, adjust_logits=_logit_adjuster(cfg, counts))
+    loader = make_loader(train_set if split == "train" else test_set, cfg.eval.batch_size, ctx, train=False, cfg=cfg)
+    result = run_pass(model, loader, train_set.num_classes, ctx, nc=True,
+                      scores=decision_scores(cfg, model, counts))
     report = {"run": str(run_dir), "split": split, "epoch": ckpt["epoch"], "batch_in_epoch": ckpt["batch_in_epoch"]}
     report.update(accuracy_report(result, groups_of(counts, cfg.eval.group_thresholds), prefix=""))
     report.update(nc_report(result, model, counts, cfg.eval.group_thresholds))

@@ -77,7 +77,7 @@ def build_model_for(cfg: Config, train_set):
                        normalize_features=m.normalize_features, seed=cfg.train.seed, **m.options)
 
 
-def _build_loss(cfg: Config, model, class_counts):
+def build_loss_for(cfg: Config, model, class_counts):
     """``build_loss`` with the head's fixed classifier handed to the losses that regress onto it."""
     from ..losses import build_loss
 
@@ -110,7 +110,7 @@ def _amp_dtype(setting: str, device: torch.device):
     return torch.float16
 
 
-def _loader(ds, batch_size, ctx, *, train: bool, cfg: Config, seed: int = 0):
+def make_loader(ds, batch_size, ctx, *, train: bool, cfg: Config, seed: int = 0):
     from ..data.loader import TensorLoader
 
     if train:
@@ -123,13 +123,28 @@ def _loader(ds, batch_size, ctx, *, train: bool, cfg: Config, seed: int = 0):
                         drop_last=False, augment=(), mean=ds.mean, std=ds.std)
 
 
-def _logit_adjuster(cfg: Config, class_counts):
-    """Post-hoc logit adjustment z − τ log π at evaluation (Menon et al. 2021, eq. 9), or None."""
-    if cfg.eval.logit_adjust_tau == 0:
-        return None
-    from ..losses import posthoc_logit_adjust
+def decision_scores(cfg: Config, model, class_counts):
+    """``scores(features, logits)`` whose argmax is the evaluation prediction, or None for plain argmax logits.
 
-    return lambda logits: posthoc_logit_adjust(logits, class_counts, tau=cfg.eval.logit_adjust_tau)
+    ``eval.decision = "gcr"``: max_j ⟨w_j^(k), ĥ⟩ over the class's centers (Yan et al. 2024, §3.1; multicenter
+    head only); ``eval.logit_adjust_tau`` > 0: post-hoc z − τ log π (Menon et al. 2021, eq. 9) on top.
+    """
+    from ..losses import posthoc_logit_adjust
+    from ..nn.heads import gcr_scores
+
+    head, tau = model.head, cfg.eval.logit_adjust_tau
+    if cfg.eval.decision == "gcr" and not hasattr(head, "frame"):
+        raise ValueError(f"eval.decision = 'gcr' needs model.head = 'multicenter'; got {cfg.model.head!r}")
+    if cfg.eval.decision == "rcr" and tau == 0:
+        return None
+
+    def scores(features, logits):
+        if cfg.eval.decision == "gcr":
+            unit = torch.nn.functional.normalize(features.float(), dim=1)
+            logits = gcr_scores(unit, head.centers, head.owner, head.weight.shape[0])
+        return posthoc_logit_adjust(logits, class_counts, tau=tau) if tau else logits
+
+    return scores
 
 
 def _environment(device) -> dict:
@@ -225,23 +240,27 @@ class _StopFlag:
 # ------------------------------------------------------------------------------------------ the loop
 
 def train(config: Config, out_dir, *, resume: bool = False, device: str = "auto", command: str | None = None,
-          progress: bool = False) -> dict:
+          progress: bool = False, data=None, on_epoch=None) -> dict:
     """Train ``config`` into ``out_dir`` (see the module docstring); returns the summary dict.
 
     ``summary["status"]`` is ``"finished"`` or ``"interrupted"`` (then ``summary["signal"]`` holds the exit
     code 130/143 the CLI returns). Under torchrun every rank calls this; rank 0 writes the files.
+
+    Hooks for experiments: ``data`` = (train set, test set) replaces ``build_data(config)`` (e.g. shuffled labels
+    or a subset of classes); ``on_epoch(epoch, model)`` runs after each epoch's evaluation (1-based epoch) and
+    returns a dict of scalars that joins the epoch's line of ``metrics.jsonl``.
     """
     if not isinstance(config, Config):
         raise TypeError(f"config must be a ncollapse.train.Config; got {type(config).__name__}")
     ctx = distlib.setup(device)
     try:
         with _StopFlag() as stop:
-            return _train(config, Path(out_dir), resume, ctx, command, progress, stop)
+            return _train(config, Path(out_dir), resume, ctx, command, progress, stop, data, on_epoch)
     finally:
         distlib.teardown(ctx)
 
 
-def _train(cfg: Config, out: Path, resume: bool, ctx, command, progress, stop) -> dict:
+def _train(cfg: Config, out: Path, resume: bool, ctx, command, progress, stop, data=None, on_epoch=None) -> dict:
     main = ctx.is_main
     ckpt_path, metrics_path = out / "checkpoint.pt", out / "metrics.jsonl"
 
@@ -269,20 +288,20 @@ def _train(cfg: Config, out: Path, resume: bool, ctx, command, progress, stop) -
     device, seed, epochs = ctx.device, cfg.train.seed, cfg.train.epochs
 
     # 1. data: the whole (small) splits as uint8 tensors on the device, augmented there
-    train_set, test_set = build_data(cfg)
+    train_set, test_set = build_data(cfg) if data is None else data
     counts = train_set.class_counts()
     num_classes = train_set.num_classes
     groups = groups_of(counts, cfg.eval.group_thresholds)
-    train_loader = _loader(train_set, cfg.train.batch_size // ctx.world_size, ctx, train=True, cfg=cfg, seed=seed)
-    test_loader = _loader(test_set, cfg.eval.batch_size, ctx, train=False, cfg=cfg)
-    nc_loader = _loader(train_set, cfg.eval.batch_size, ctx, train=False, cfg=cfg)
+    train_loader = make_loader(train_set, cfg.train.batch_size // ctx.world_size, ctx, train=True, cfg=cfg, seed=seed)
+    test_loader = make_loader(test_set, cfg.eval.batch_size, ctx, train=False, cfg=cfg)
+    nc_loader = make_loader(train_set, cfg.eval.batch_size, ctx, train=False, cfg=cfg)
     steps_per_epoch = len(train_loader)
 
     # 2. model, loss, optimiser, precision
     model = build_model_for(cfg, train_set).to(device)
     if cfg.model.channels_last:
         model = model.to(memory_format=torch.channels_last)
-    loss_fn = _build_loss(cfg, model, counts)
+    loss_fn = build_loss_for(cfg, model, counts)
     optimizer = _optimizer(cfg, model)
     amp_dtype = _amp_dtype(cfg.train.amp, device)
     autocast = (lambda: torch.autocast(device.type, dtype=amp_dtype)) if amp_dtype else nullcontext
@@ -290,7 +309,7 @@ def _train(cfg: Config, out: Path, resume: bool, ctx, command, progress, stop) -
     net = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None) \
         if ctx.distributed else model
     mix_gen = torch.Generator().manual_seed(seed * 1_000_003 + 7919 * (ctx.rank + 1))
-    adjust = _logit_adjuster(cfg, counts)
+    scores = decision_scores(cfg, model, counts)
     if cfg.train.mixup_alpha > 0:
         from ..data.loader import mixup
         from ..losses import mixup_loss
@@ -377,7 +396,7 @@ def _train(cfg: Config, out: Path, resume: bool, ctx, command, progress, stop) -
         # 5. evaluate: test accuracy every epoch, NC of the training features every nc_every epochs
         totals = distlib.all_reduce_sum(sums.clone(), ctx).cpu()
         sums.zero_()
-        test = accuracy_report(run_pass(model, test_loader, num_classes, ctx, adjust_logits=adjust,
+        test = accuracy_report(run_pass(model, test_loader, num_classes, ctx, scores=scores,
                                         autocast=autocast() if amp_dtype else None,
                                         channels_last=cfg.model.channels_last), groups)
         if test["test_acc"] > best:
@@ -391,6 +410,8 @@ def _train(cfg: Config, out: Path, resume: bool, ctx, command, progress, stop) -
             record.update(nc_report(nc, model, counts, cfg.eval.group_thresholds))
             if main:
                 _save(out / "nc_state.pt", nc_state(nc, model, epoch + 1))
+        if on_epoch is not None:
+            record.update(on_epoch(epoch + 1, model))
         record["time_s"] = time.perf_counter() - t_epoch
 
         # 6. log and checkpoint

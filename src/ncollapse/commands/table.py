@@ -1,0 +1,53 @@
+"""``ncollapse table``: render run directories as NCMC's Tables 1–7 (or the CPU benchmark's tables)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import warnings
+
+from .._io import atomic_write_text
+
+EXAMPLES = """layouts: ncmc-table1 … ncmc-table7 (the paper's Tables 1–7); cpu, cpu-ncmc, cpu-grid
+(benchmarks/ncmc_cpu.py)
+metrics: best (best test accuracy over epochs), final (last epoch), head / medium / tail (last-epoch group
+accuracy), collapse / variability (NCMC metrics of the last NC pass)
+
+examples:
+  ncollapse table --layout ncmc-table2 --runs runs/ncmc
+  ncollapse table --layout ncmc-table2 --runs runs/ncmc --metric final --format latex --out table2.tex
+  ncollapse table --layout cpu --runs runs/ncmc_cpu --metric tail --format both
+
+--runs takes run directories or folders holding them (searched recursively for config.toml). A run's cell is
+found from its config (data set, imbalance, model, method, mixup, f, theta); its seed makes it one of the cell's
+repeats. Cells show mean ± std over seeds; cells without runs show "–" with a warning on stderr.
+"""
+
+
+def register(sub) -> None:
+    p = sub.add_parser("table", help="render run directories as a results table (Markdown / LaTeX)",
+                       description="Render run directories in the layout of a paper table.\n\n" + EXAMPLES,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--layout", required=True, help="table layout (see above)")
+    p.add_argument("--runs", required=True, nargs="+", metavar="DIR", help="run directories or folders of them")
+    p.add_argument("--metric", default="best", help="value shown in the cells (default best)")
+    p.add_argument("--format", choices=["markdown", "latex", "both"], default="markdown")
+    p.add_argument("--out", metavar="FILE", help="write the table to FILE instead of stdout")
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    from ..tables import build_table, load_runs, render
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        table = build_table(args.layout, load_runs(args.runs), args.metric)
+    for w in caught:
+        print(f"ncollapse table: warning: {w.message}", file=sys.stderr)
+    text = render(table, args.format)
+    if args.out:
+        atomic_write_text(args.out, text)
+        print(f"wrote {args.out}", file=sys.stderr)
+    else:
+        print(text)
+    return 0

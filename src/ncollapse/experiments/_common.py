@@ -1,0 +1,187 @@
+"""Pieces the experiments share: their config files, one small training loop with a per-epoch hook, feature
+passes, figures and the results page.
+
+An experiment config is a training config (``ncollapse.train.config``) plus an ``[experiment]`` table whose keys
+each experiment declares with their defaults; ``--set experiment.key=value`` overrides them like any other key.
+
+Training is always ``ncollapse.train.train`` (``train_run``): its ``data`` hook trains on a modified data set
+(shuffled labels, a subset of classes) and its ``on_epoch`` hook adds the experiment's per-epoch measurements to
+``metrics.jsonl``, so every experiment's run directory follows the rundir contract and ``ncollapse report`` reads it.
+"""
+
+from __future__ import annotations
+
+import difflib
+import html
+import io
+import sys
+import tomllib
+from pathlib import Path
+
+import torch
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+from .._io import atomic_write_bytes, atomic_write_json
+from ..metrics import to_jsonable
+from ..train.config import Config, config_from_dict, parse_override
+
+__all__ = ["load_experiment_config", "train_run", "features_of", "eval_loader", "shuffled_labels", "relabeled",
+           "class_subset", "figure", "html_table", "write_results"]
+
+# ------------------------------------------------------------------------------------------ config files
+
+def _check_param(key: str, value, default, source: str):
+    """``value`` in the form of ``default`` (bool, int, float, str, or a list of those); else a clear error."""
+    where = f"{source}: experiment.{key}"
+    if isinstance(default, (list, tuple)):
+        if not isinstance(value, (list, tuple)):
+            raise TypeError(f"{where} must be a list like {list(default)!r}; got {value!r}")
+        if default:
+            return [_check_param(key, v, default[0], source) for v in value]
+        return list(value)
+    if isinstance(default, bool):
+        if not isinstance(value, bool):
+            raise TypeError(f"{where} must be true or false; got {value!r}")
+        return value
+    if isinstance(default, int):
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise TypeError(f"{where} must be an integer; got {value!r}")
+        return value
+    if isinstance(default, float):
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise TypeError(f"{where} must be a number; got {value!r}")
+        return float(value)
+    if not isinstance(value, type(default)):
+        raise TypeError(f"{where} must be a {type(default).__name__}; got {value!r}")
+    return value
+
+
+def load_experiment_config(path, overrides=(), defaults: dict | None = None) -> tuple[Config, dict]:
+    """(training ``Config``, experiment parameters) from a TOML file (or the defaults when ``path`` is None)
+    and ``section.key=value`` overrides; unknown ``[experiment]`` keys are errors with a hint."""
+    defaults = dict(defaults or {})
+    raw, source = {}, "config"
+    if path is not None:
+        path = Path(path)
+        source = str(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"config file {path} does not exist")
+        try:
+            raw = tomllib.loads(path.read_text(encoding="utf-8"))
+        except tomllib.TOMLDecodeError as exc:
+            raise ValueError(f"{path} is not valid TOML: {exc}") from None
+    params = raw.pop("experiment", {})
+    if not isinstance(params, dict):
+        raise TypeError(f"{source}: [experiment] must be a table of keys")
+    for text in overrides:
+        section, key, value = parse_override(text)
+        (params if section == "experiment" else raw.setdefault(section, {}))[key] = value
+    cfg = config_from_dict(raw, source if not overrides else f"{source} with --set overrides")
+    out = dict(defaults)
+    for key, value in params.items():
+        if key not in defaults:
+            close = difflib.get_close_matches(key, list(defaults), n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else f"; known keys: {', '.join(sorted(defaults)) or 'none'}"
+            raise ValueError(f"{source}: unknown key experiment.{key}{hint}")
+        out[key] = _check_param(key, value, defaults[key], source)
+    return cfg, out
+
+
+# ------------------------------------------------------------------------------------------ training
+
+def train_run(cfg: Config, out_dir, *, data=None, on_epoch=None, device: str = "auto", progress: bool = False,
+              command: str | None = None):
+    """``ncollapse.train.train`` into ``out_dir`` (with its ``data`` / ``on_epoch`` hooks); returns (summary, model)
+    with the model rebuilt from the final checkpoint, in eval mode on ``device``."""
+    from ..train import build_data, build_model_for, load_checkpoint, train
+    from ..train.dist import resolve_device
+
+    out = Path(out_dir)
+    summary = train(cfg, out, device=device, progress=progress, data=data, on_epoch=on_epoch,
+                    command=command if command is not None else " ".join(["ncollapse", *sys.argv[1:]]))
+    if summary.get("status") != "finished":
+        raise KeyboardInterrupt
+    train_set = data[0] if data is not None else build_data(cfg)[0]
+    model = build_model_for(cfg, train_set)
+    model.load_state_dict(load_checkpoint(out / "checkpoint.pt")["model"])
+    return summary, model.to(resolve_device(device)).eval()
+
+
+@torch.no_grad()
+def features_of(model, loader) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(features, logits, labels) of every batch of ``loader``, concatenated, in eval mode."""
+    was_training = model.training
+    model.eval()
+    parts = [(*model(x), y) for x, y in loader]
+    model.train(was_training)
+    return tuple(torch.cat([p[i] for p in parts]).float() if i < 2 else torch.cat([p[i] for p in parts])
+                 for i in range(3))
+
+
+def eval_loader(ds, cfg: Config, device="cpu"):
+    """A deterministic loader of ``ds`` (no augmentation, no shuffling) with the data set's normalisation."""
+    from ..data.loader import TensorLoader
+
+    return TensorLoader(ds.images, ds.labels, cfg.eval.batch_size, device=device, shuffle=False, augment=(),
+                        mean=ds.mean, std=ds.std)
+
+
+def shuffled_labels(labels: torch.Tensor, seed: int) -> torch.Tensor:
+    """A seeded permutation of ``labels``: every image gets a random label, the class sizes stay the same."""
+    gen = torch.Generator().manual_seed(seed)
+    return labels[torch.randperm(len(labels), generator=gen).to(labels.device)]
+
+
+# ------------------------------------------------------------------------------------------ output
+
+def figure(width: float, height: float, ncols: int = 1):
+    """(Figure, axes list) on an Agg canvas (no pyplot state)."""
+    fig = Figure(figsize=(width, height), dpi=100, layout="constrained")
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(1, ncols, squeeze=False).ravel().tolist()
+    return fig, axes
+
+
+def html_table(header: list[str], rows: list[list]) -> str:
+    """A small HTML table; floats printed with 4 significant digits, None as an em dash."""
+    def cell(v):
+        if v is None:
+            return "—"
+        return f"{v:.4g}" if isinstance(v, float) else str(v)
+    head = "<tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in header) + "</tr>"
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(cell(v))}</td>" for v in row) + "</tr>" for row in rows)
+    return f"<table>{head}{body}</table>"
+
+
+def write_results(out_dir, name: str, result: dict, figures: dict) -> dict:
+    """Write ``results.json`` and one PNG per figure ({file stem: Figure}) into ``out_dir``; returns ``result``."""
+    out = Path(out_dir)
+    for stem, fig in figures.items():
+        buf = io.BytesIO()
+        fig.savefig(buf, format="png", dpi=100)
+        atomic_write_bytes(out / f"{stem}.png", buf.getvalue())
+    result = {"experiment": name, **result, "figures": [f"{stem}.png" for stem in figures],
+              "report": str(out / "report.html")}
+    atomic_write_json(out / "results.json", to_jsonable(result))
+    return result
+
+
+def relabeled(ds, labels, classes=None):
+    """A copy of the data set ``ds`` with new ``labels`` (and class names), same images and normalisation."""
+    from ..data import Dataset
+
+    return Dataset(ds.images, labels, list(ds.classes if classes is None else classes), ds.name, ds.mean, ds.std)
+
+
+def class_subset(ds, classes):
+    """The images of ``classes`` (a list of class ids) relabelled 0 … len(classes) − 1 in the given order."""
+    bad = [c for c in classes if not isinstance(c, int) or not 0 <= c < ds.num_classes]
+    if bad or len(set(classes)) != len(classes) or len(classes) < 2:
+        raise ValueError(f"classes == {list(classes)}: give at least two distinct class ids in [0, {ds.num_classes})")
+    ids = torch.as_tensor(list(classes), dtype=torch.int64)
+    lookup = torch.full((ds.num_classes,), -1, dtype=torch.int64)
+    lookup[ids] = torch.arange(len(ids))
+    keep = lookup[ds.labels] >= 0
+    sub = ds.subset(keep)
+    return relabeled(sub, lookup[sub.labels], [ds.classes[int(c)] for c in ids])
