@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 DATA = SHARED / "data"
@@ -20,6 +21,15 @@ def shared_data() -> Path:
             pytest.fail(f"{DATA} is missing under CI; the suite must not skip there")
         pytest.skip(f"real data not found at {DATA} (the checkout expects ../shared beside it)")
     return DATA
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Small solver problems run faster on one intra-op thread (no thread hand-off per tiny op)."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
 
 
 def make_features(counts, dim=12, spread=0.5, seed=0, mean_norm=3.0):

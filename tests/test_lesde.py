@@ -9,12 +9,7 @@ from ncollapse.cli import main
 from ncollapse.lesde import etf_condition, le_drift, mode_rates, simulate
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def test_drift_matches_the_block_matrix():

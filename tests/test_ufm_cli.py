@@ -4,7 +4,6 @@ import json
 from pathlib import Path
 
 import pytest
-import torch
 
 from ncollapse.cli import main
 from ncollapse.geometry import class_aware_centers
@@ -12,12 +11,7 @@ from ncollapse.geometry import class_aware_centers
 CONFIGS = Path(__file__).resolve().parents[1] / "configs" / "ufm"
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _json(capsys, argv):

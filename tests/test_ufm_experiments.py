@@ -3,18 +3,12 @@
 import json
 
 import pytest
-import torch
 
 from ncollapse.cli import main
 from ncollapse.ufm.experiments import EXPERIMENTS, run_experiment
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

@@ -10,12 +10,7 @@ from ncollapse.ufm import UFMDivergenceError, UFMProblem, group_problems, solve,
 from ncollapse.ufm.solve import _Stack
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _mse(counts, seed=0, **kw):

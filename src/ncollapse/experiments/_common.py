@@ -15,7 +15,6 @@ import difflib
 import html
 import io
 import sys
-import tomllib
 from pathlib import Path
 
 import torch
@@ -24,7 +23,7 @@ from matplotlib.figure import Figure
 
 from .._io import atomic_write_bytes, atomic_write_json
 from ..metrics import to_jsonable
-from ..train.config import Config, config_from_dict, parse_override
+from ..train.config import Config, config_from_dict, parse_override, read_toml
 
 __all__ = ["load_experiment_config", "train_run", "features_of", "eval_loader", "shuffled_labels", "relabeled",
            "class_subset", "figure", "html_table", "write_results"]
@@ -61,16 +60,7 @@ def load_experiment_config(path, overrides=(), defaults: dict | None = None) -> 
     """(training ``Config``, experiment parameters) from a TOML file (or the defaults when ``path`` is None)
     and ``section.key=value`` overrides; unknown ``[experiment]`` keys are errors with a hint."""
     defaults = dict(defaults or {})
-    raw, source = {}, "config"
-    if path is not None:
-        path = Path(path)
-        source = str(path)
-        if not path.is_file():
-            raise FileNotFoundError(f"config file {path} does not exist")
-        try:
-            raw = tomllib.loads(path.read_text(encoding="utf-8"))
-        except tomllib.TOMLDecodeError as exc:
-            raise ValueError(f"{path} is not valid TOML: {exc}") from None
+    raw, source = read_toml(path)
     params = raw.pop("experiment", {})
     if not isinstance(params, dict):
         raise TypeError(f"{source}: [experiment] must be a table of keys")

@@ -11,14 +11,12 @@ probe and reports their ratio and Spearman rank correlations over the probes.
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
 import numpy as np
 
 from ..report import write_report
-from ..train import build_data
-from ._common import figure, html_table, train_run, write_results
-from .split_collapse import probe_hook, probed_rows
+from ._common import figure, html_table, write_results
+from .split_collapse import probed_training
 
 __all__ = ["cdnv_gap", "spearman", "DEFAULTS"]
 
@@ -65,11 +63,7 @@ def _figures(rows: list[dict]) -> dict:
 def cdnv_gap(cfg, out_dir, params: dict | None = None, device: str = "auto", progress: bool = False) -> dict:
     """Train ``cfg`` into ``out_dir`` tracking train/test CDNV and the gap; writes results.json, PNGs, report.html."""
     params = {**DEFAULTS, **(params or {})}
-    out = Path(out_dir)
-    train_set, test_set = build_data(cfg)
-    hook = probe_hook(cfg, train_set, test_set, params["probe_every"], device)
-    summary, _ = train_run(cfg, out, data=(train_set, test_set), on_epoch=hook, device=device, progress=progress)
-    rows = probed_rows(out)
+    out, train_set, test_set, summary, rows = probed_training(cfg, out_dir, params, device, progress)
     last = rows[-1]
     test_cdnv = [r["test/cdnv"] for r in rows]
     result = {"epochs": cfg.train.epochs, "train_size": len(train_set), "test_size": len(test_set),

@@ -80,6 +80,16 @@ def probed_rows(out: Path) -> list[dict]:
     return [m for m in read_metrics(out / "metrics.jsonl") if "train/nc1" in m]
 
 
+def probed_training(cfg, out_dir, params: dict, device, progress: bool):
+    """Train ``cfg`` with ``probe_hook`` every ``params["probe_every"]`` epochs; returns
+    (out dir, train set, test set, training summary, probed metrics rows)."""
+    out = Path(out_dir)
+    train_set, test_set = build_data(cfg)
+    hook = probe_hook(cfg, train_set, test_set, params["probe_every"], device)
+    summary, _ = train_run(cfg, out, data=(train_set, test_set), on_epoch=hook, device=device, progress=progress)
+    return out, train_set, test_set, summary, probed_rows(out)
+
+
 def _curves(rows: list[dict], metric: str, title: str):
     fig, (ax,) = figure(6.5, 3.8)
     epochs = [r["epoch"] for r in rows]
@@ -96,11 +106,7 @@ def _curves(rows: list[dict], metric: str, title: str):
 def train_test_collapse(cfg, out_dir, params: dict | None = None, device: str = "auto", progress: bool = False) -> dict:
     """Train ``cfg`` into ``out_dir`` probing train and test collapse; writes results.json, PNGs and report.html."""
     params = {**DEFAULTS, **(params or {})}
-    out = Path(out_dir)
-    train_set, test_set = build_data(cfg)
-    hook = probe_hook(cfg, train_set, test_set, params["probe_every"], device)
-    summary, _ = train_run(cfg, out, data=(train_set, test_set), on_epoch=hook, device=device, progress=progress)
-    rows = probed_rows(out)
+    out, train_set, test_set, summary, rows = probed_training(cfg, out_dir, params, device, progress)
     last = rows[-1]
     figures = {"nc1_train_test": _curves(rows, "nc1", "NC1 = tr(Σ_W Σ_B†)/K: train vs test (Hui et al. 2022)"),
                "cdnv_train_test": _curves(rows, "cdnv", "CDNV (Galanti et al. 2021): train vs test")}

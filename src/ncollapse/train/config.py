@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 __all__ = ["Config", "DataConfig", "ModelConfig", "LossConfig", "OptimConfig", "ScheduleConfig",
-           "TrainConfig", "EvalConfig", "load_config", "config_from_dict", "parse_override", "dumps_toml"]
+           "TrainConfig", "EvalConfig", "load_config", "read_toml", "config_from_dict", "parse_override", "dumps_toml"]
 
 
 def _choice(*values):
@@ -242,19 +242,22 @@ def parse_override(text: str) -> tuple[str, str, object]:
     return section, key.strip(), value
 
 
+def read_toml(path) -> tuple[dict, str]:
+    """(parsed table, source name) of a TOML file; ({}, "config") when ``path`` is None."""
+    if path is None:
+        return {}, "config"
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"config file {path} does not exist")
+    try:
+        return tomllib.loads(path.read_text(encoding="utf-8")), str(path)
+    except tomllib.TOMLDecodeError as exc:
+        raise ValueError(f"{path} is not valid TOML: {exc}") from None
+
+
 def load_config(path=None, overrides=()) -> Config:
     """Read a TOML config (or start from the defaults when ``path`` is None) and apply overrides."""
-    raw: dict = {}
-    source = "config"
-    if path is not None:
-        path = Path(path)
-        source = str(path)
-        if not path.is_file():
-            raise FileNotFoundError(f"config file {path} does not exist")
-        try:
-            raw = tomllib.loads(path.read_text(encoding="utf-8"))
-        except tomllib.TOMLDecodeError as exc:
-            raise ValueError(f"{path} is not valid TOML: {exc}") from None
+    raw, source = read_toml(path)
     for text in overrides:
         section, key, value = parse_override(text)
         if section not in _SECTIONS:
