@@ -163,6 +163,18 @@ def _failed(records) -> str:
     return "; ".join(out) if out else "none"
 
 
+def _at_chance(records) -> str:
+    """Finished runs whose final test accuracy is at chance (≤ 1.5/K): training broke down (e.g. dead ReLUs)."""
+    out = []
+    for rec in records:
+        summary, info = rec["dir"] / "summary.json", rec["dir"] / "run.json"
+        if summary.is_file() and info.is_file():
+            acc = json.loads(summary.read_text())["final_test_acc"]
+            if acc <= 1.5 / json.loads(info.read_text())["num_classes"]:
+                out.append(f"`{rec['dir'].name}` (final test accuracy {acc:.3f})")
+    return "; ".join(out) if out else "none"
+
+
 def _span(records) -> float:
     """Seconds from the earliest run.json (written at a run's start) to the latest summary.json (its end)."""
     starts = [(r["dir"] / "run.json").stat().st_mtime for r in records if (r["dir"] / "run.json").is_file()]
@@ -224,6 +236,7 @@ the run directories under `{out.relative_to(ROOT)}/` (git-ignored); mean ± samp
 - Best method per setting (overall, last epoch): {_leaders(tables.build_table("cpu", runs, "final"))};
   (tail classes): {_leaders(tables.build_table("cpu", runs, "tail"))}.
 - Runs that ended without a summary.json (their cells average the remaining seeds): {failed}
+- Finished runs at chance level (training broke down; they are kept in the means and stds): {_at_chance(records)}
 
 {chr(10).join(parts)}
 ## f × θ grid (CAL, Fashion-MNIST-LT τ = {GRID_TAU:g})

@@ -116,3 +116,14 @@ def test_metrics_beyond_the_checkpoint_are_dropped_on_resume(tmp_path):
     assert train(cfg, tmp_path, resume=True, device="cpu")["status"] == "finished"
     assert _lines(tmp_path / "metrics.jsonl") == whole
     assert load_checkpoint(tmp_path / "checkpoint.pt")["step"] == ckpt["step"]
+
+
+def test_resume_of_a_checkpoint_from_before_a_config_key_was_added(tmp_path, monkeypatch):
+    """A key added to the schema later (here eval.decision) counts at its default, not as a different config."""
+    cfg = _cfg("train.epochs=2")
+    _interrupt_at(monkeypatch, [25])
+    assert train(cfg, tmp_path, device="cpu")["status"] == "interrupted"
+    ckpt = torch.load(tmp_path / "checkpoint.pt", weights_only=False)
+    del ckpt["config"]["eval"]["decision"]
+    torch.save(ckpt, tmp_path / "checkpoint.pt")
+    assert train(cfg, tmp_path, resume=True, device="cpu")["status"] == "finished"

@@ -34,7 +34,7 @@ from .. import __version__
 from .._io import atomic_write_bytes, atomic_write_json, atomic_write_text, dumps_line
 from ..metrics import to_jsonable
 from . import dist as distlib
-from .config import Config, dumps_toml
+from .config import Config, config_from_dict, dumps_toml
 from .evaluate import accuracy_report, groups_of, nc_report, nc_state, run_pass
 from .schedule import lr_at
 
@@ -268,7 +268,8 @@ def _train(cfg: Config, out: Path, resume: bool, ctx, command, progress, stop, d
     ckpt = None
     if resume and ckpt_path.exists():
         ckpt = load_checkpoint(ckpt_path)
-        diff = _config_diff(ckpt["config"], cfg.to_dict())
+        # through the dataclasses, so keys added to the schema since the checkpoint count at their defaults
+        diff = _config_diff(config_from_dict(ckpt["config"], str(ckpt_path)).to_dict(), cfg.to_dict())
         if diff:
             raise ValueError(f"{ckpt_path} was written by another config ({'; '.join(diff[:3])}); resume with the "
                              f"run's own config.toml or choose another --out")
