@@ -23,7 +23,7 @@ import signal
 import sys
 import threading
 import time
-from contextlib import nullcontext
+from contextlib import ExitStack, nullcontext
 from pathlib import Path
 
 import numpy as np
@@ -31,8 +31,9 @@ import torch
 from torch.nn.parallel import DistributedDataParallel
 
 from .. import __version__
-from .._io import atomic_write_bytes, atomic_write_json, atomic_write_text, dumps_line
+from .._io import atomic_write_bytes, atomic_write_json, atomic_write_text
 from ..metrics import to_jsonable
+from ..report.logging import RunLogger
 from . import dist as distlib
 from .config import Config, config_from_dict, dumps_toml
 from .evaluate import accuracy_report, groups_of, nc_report, nc_state, run_pass
@@ -254,13 +255,14 @@ def train(config: Config, out_dir, *, resume: bool = False, device: str = "auto"
         raise TypeError(f"config must be a ncollapse.train.Config; got {type(config).__name__}")
     ctx = distlib.setup(device)
     try:
-        with _StopFlag() as stop:
-            return _train(config, Path(out_dir), resume, ctx, command, progress, stop, data, on_epoch)
+        with _StopFlag() as stop, ExitStack() as resources:
+            return _train(config, Path(out_dir), resume, ctx, command, progress, stop, resources, data, on_epoch)
     finally:
         distlib.teardown(ctx)
 
 
-def _train(cfg: Config, out: Path, resume: bool, ctx, command, progress, stop, data=None, on_epoch=None) -> dict:
+def _train(cfg: Config, out: Path, resume: bool, ctx, command, progress, stop, resources: ExitStack, data=None,
+           on_epoch=None) -> dict:
     main = ctx.is_main
     ckpt_path, metrics_path = out / "checkpoint.pt", out / "metrics.jsonl"
 
@@ -340,6 +342,7 @@ def _train(cfg: Config, out: Path, resume: bool, ctx, command, progress, stop, d
                 "seed": seed, "num_classes": num_classes, "class_names": list(train_set.classes),
                 "class_counts": counts, "groups": groups, "environment": _environment(device),
                 "command": command if command is not None else " ".join(sys.argv)}))
+        logger = resources.enter_context(RunLogger(out))  # metrics.jsonl, and TensorBoard when installed
         log.info("training %s on %d images (%d classes, counts %s) for %d epochs on %s x%d",
                  cfg.model.name, len(train_set), num_classes, counts, epochs, device, ctx.world_size)
 
@@ -417,9 +420,7 @@ def _train(cfg: Config, out: Path, resume: bool, ctx, command, progress, stop, d
 
         # 6. log and checkpoint
         if main:
-            with open(metrics_path, "a", encoding="utf-8") as fh:
-                fh.write(dumps_line(to_jsonable(record)) + "\n")
-                fh.flush()
+            logger.log(record)
             log.info("epoch %d/%d lr %.4g loss %.4f train %.4f test %.4f (best %.4f) head %s tail %s %.1fs",
                      epoch + 1, epochs, record["lr"], record["train_loss"], record["train_acc"], record["test_acc"],
                      best, _fmt(record["test_acc_head"]), _fmt(record["test_acc_tail"]), record["time_s"])
