@@ -83,3 +83,20 @@ def test_experiment_config_and_cli_errors(tmp_path, capsys):
     assert "did you mean 'shots'" in capsys.readouterr().err
     assert main(["experiment", "nope", "--out", str(tmp_path / "y")]) == 2
     assert "unknown experiment 'nope'; choose one of test-collapse" in capsys.readouterr().err
+
+
+def test_probe_layers_rows_follow_the_feature_layers():
+    """layerwise.probe_layers: one row per block of model.feature_layers(), NCC accuracies in [0, 1]."""
+    from ncollapse.experiments.layerwise import probe_layers
+    from ncollapse.nn import build_model
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(60, 1, 4, 4, generator=g)
+    y = torch.arange(60) % 3
+    x += 3 * y[:, None, None, None].float()  # separable classes
+    loader = [(x[i:i + 20], y[i:i + 20]) for i in range(0, 60, 20)]
+    model = build_model("mlp", 3, in_channels=1, image_size=4, widths=(16, 8))
+    rows = probe_layers(model, loader, loader, num_classes=3)
+    assert [r["layer"] for r in rows] == [name for name, _ in model.feature_layers()]
+    assert [r["depth"] for r in rows] == list(range(1, len(rows) + 1))
+    assert all(0.9 <= r["ncc_train_acc"] <= 1.0 for r in rows)

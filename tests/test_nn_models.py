@@ -110,3 +110,20 @@ def test_bad_input_is_a_clear_error(kwargs, match):
     kwargs = {"num_classes": 10, **kwargs}
     with pytest.raises((ValueError, TypeError), match=match):
         build_model(kwargs.pop("name"), kwargs.pop("num_classes"), **kwargs)
+
+
+def test_feature_layers_name_stem_stages_and_pool():
+    """StagedBackbone.feature_layers: stem, one entry per stage (ResNet "stage", DenseNet "block"), pool."""
+    from ncollapse.nn.densenet import DenseNet
+    from ncollapse.nn.resnet import ResNetCifar
+    from ncollapse.nn.stages import StagedBackbone
+    from ncollapse.nn.vgg import VGG
+
+    resnet, densenet = ResNetCifar(3, depth=20), DenseNet(3, depth=40, growth_rate=4)
+    assert isinstance(resnet, StagedBackbone) and isinstance(densenet, StagedBackbone)
+    assert [n for n, _ in resnet.feature_layers()] == ["stem", "stage1", "stage2", "stage3", "pool"]
+    assert [n for n, _ in densenet.feature_layers()] == ["stem", "block1", "block2", "block3", "pool"]
+    x = torch.randn(2, 3, 16, 16)
+    assert resnet(x).shape == (2, 64) and densenet(x).shape == (2, densenet.out_dim)
+    vgg_names = [n for n, _ in VGG(3).feature_layers()]
+    assert vgg_names[0] == "stage1" and vgg_names[-1] == "pool"

@@ -138,37 +138,25 @@ def _hint(name: str, valid) -> str:
     return f"; did you mean {close[0]!r}?" if close else f"; valid: {', '.join(sorted(valid))}"
 
 
+_SCALARS = {dict: ("a table", dict), bool: ("true or false", bool), int: ("an integer", int),
+            float: ("a number", (int, float)), str: ("a string", str)}
+
+
 def _convert(value, kind, key: str):
     """Check ``value`` against the annotation ``kind``; return it in the dataclass's form."""
-    origin = typing.get_origin(kind)
-    if origin is tuple:
+    if typing.get_origin(kind) is tuple:
         item = typing.get_args(kind)[0]
         if not isinstance(value, (list, tuple)):
             raise TypeError(f"{key} must be a list; got {type(value).__name__} {value!r}")
         return tuple(_convert(v, item, f"{key}[{i}]") for i, v in enumerate(value))
-    if kind is dict:
-        if not isinstance(value, dict):
-            raise TypeError(f"{key} must be a table; got {type(value).__name__} {value!r}")
-        return dict(value)
-    if kind is bool:
-        if not isinstance(value, bool):
-            raise TypeError(f"{key} must be true or false; got {type(value).__name__} {value!r}")
-        return value
-    if kind is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise TypeError(f"{key} must be an integer; got {type(value).__name__} {value!r}")
-        return value
-    if kind is float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise TypeError(f"{key} must be a number; got {type(value).__name__} {value!r}")
-        if math.isnan(value):
-            raise ValueError(f"{key} is NaN, must be a number")
-        return float(value)
-    if kind is str:
-        if not isinstance(value, str):
-            raise TypeError(f"{key} must be a string; got {type(value).__name__} {value!r}")
-        return value
-    raise TypeError(f"unsupported config type {kind!r} for {key}")  # pragma: no cover - programming error
+    if kind not in _SCALARS:
+        raise TypeError(f"unsupported config type {kind!r} for {key}")  # pragma: no cover - programming error
+    words, accepted = _SCALARS[kind]
+    if (isinstance(value, bool) and kind is not bool) or not isinstance(value, accepted):
+        raise TypeError(f"{key} must be {words}; got {type(value).__name__} {value!r}")
+    if kind is float and math.isnan(value):
+        raise ValueError(f"{key} is NaN, must be a number")
+    return kind(value)
 
 
 def _check_meta(value, meta: dict, key: str) -> None:
