@@ -84,7 +84,7 @@ def check_labels(labels, num_classes: int | None = None, name: str = "labels") -
         lo, hi = int(y.min()), int(y.max())
         if lo < 0 or (num_classes is not None and hi >= num_classes):
             bound = f"[0, {num_classes})" if num_classes is not None else "[0, inf)"
-            raise ValueError(f"{name} contain values outside {bound}: min={lo}, max={hi}")
+            raise ValueError(f"{name} outside {bound}: min={lo}, max={hi}")
     return y
 
 

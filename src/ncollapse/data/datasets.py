@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..validation import check_labels
 from . import formats
 from .longtail import longtail_counts, longtail_indices, make_longtail
 
@@ -72,11 +73,8 @@ class Dataset:
         if self.labels.dim() != 1 or self.labels.shape[0] != self.images.shape[0]:
             raise ValueError(f"{self.name}: labels must have shape ({self.images.shape[0]},); "
                              f"got {tuple(self.labels.shape)}")
-        self.labels = self.labels.to(torch.int64)
         self.classes = [str(c) for c in self.classes]
-        if self.labels.numel() and (int(self.labels.min()) < 0 or int(self.labels.max()) >= len(self.classes)):
-            raise ValueError(f"{self.name}: labels outside [0, {len(self.classes)}): min={int(self.labels.min())}, "
-                             f"max={int(self.labels.max())}")
+        self.labels = check_labels(self.labels, len(self.classes), name=f"{self.name}: labels")
         if not self.mean or not self.std:
             self.mean, self.std = pixel_mean_std(self.images)
         self.mean, self.std = tuple(float(m) for m in self.mean), tuple(float(s) for s in self.std)

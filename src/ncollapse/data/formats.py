@@ -25,6 +25,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ..validation import check_labels
+
 __all__ = [
     "read_idx",
     "read_idx_pair",
@@ -84,9 +86,7 @@ def read_idx_pair(images_path, labels_path, num_classes: int = 10):
 
 
 def _check_label_range(labels: np.ndarray, num_classes: int, path) -> np.ndarray:
-    if labels.size and (labels.min() < 0 or labels.max() >= num_classes):
-        raise ValueError(f"{path}: labels outside [0, {num_classes}): min={int(labels.min())}, "
-                         f"max={int(labels.max())}")
+    check_labels(labels, num_classes, name=f"{path}: labels")
     return labels
 
 
