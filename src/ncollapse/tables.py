@@ -24,6 +24,8 @@ import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .report.runs import parse_metrics
+
 __all__ = ["Layout", "Row", "Column", "Cell", "Table", "TableRun", "cell_text", "LAYOUTS", "METRICS",
            "run_attributes", "method_label", "load_runs", "build_table", "render", "render_markdown", "render_latex",
            "compare_methods"]
@@ -102,16 +104,14 @@ def _run_dirs(paths) -> list[Path]:
 
 
 def _last_values(path: Path) -> dict:
+    """The latest non-null value of every key of ``metrics.jsonl`` (unreadable lines skipped silently)."""
+    try:
+        records, _ = parse_metrics(path)
+    except ValueError:  # missing file or no usable line
+        return {}
     last = {}
-    if not path.is_file():
-        return last
-    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError:
-            continue  # a killed run's half-written last line
-        if isinstance(record, dict):
-            last.update({k: v for k, v in record.items() if v is not None})
+    for record in records:
+        last.update({k: v for k, v in record.items() if v is not None})
     return last
 
 

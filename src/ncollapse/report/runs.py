@@ -103,14 +103,14 @@ def _is_scalar(value) -> bool:
 def read_metrics(path) -> list[dict]:
     """Parse ``metrics.jsonl``: one dict with an integer ``epoch`` per line, sorted by epoch, later duplicates win;
     each skipped line is reported with ``warnings.warn``."""
-    records, skipped = _parse_metrics(Path(path))
+    records, skipped = parse_metrics(Path(path))
     for message in skipped:
         warnings.warn(message, stacklevel=2)
     return records
 
 
-def _parse_metrics(path: Path) -> tuple[list[dict], list[str]]:
-    """(records, messages about skipped lines); ``ValueError`` when no line is usable."""
+def parse_metrics(path: Path) -> tuple[list[dict], list[str]]:
+    """(records sorted by epoch, messages about skipped lines), without warning; ``ValueError`` when no line is usable."""
     if not path.is_file():
         raise ValueError(f"{path} not found: a run directory needs the metrics.jsonl the trainer writes; "
                          "check the path or wait for the first epoch to finish")
@@ -181,7 +181,7 @@ def load_run(run_dir) -> Run:
     path = Path(run_dir)
     if not path.is_dir():
         raise ValueError(f"run directory {path} does not exist or is not a directory")
-    metrics, skipped = _parse_metrics(path / METRICS)
+    metrics, skipped = parse_metrics(path / METRICS)
     run = Run(path=path, metrics=metrics, notes=skipped)
     run.info = _read_json(path / "run.json", run.notes) or {}
     summary_path = path / "summary.json"
