@@ -110,11 +110,12 @@ def features_of(model, loader) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor
 
 
 def eval_loader(ds, cfg: Config, device="cpu"):
-    """A deterministic loader of ``ds`` (no augmentation, no shuffling) with the data set's normalisation."""
-    from ..data.loader import TensorLoader
+    """A deterministic loader of ``ds`` (no augmentation, no shuffling) with the data set's normalisation:
+    the trainer's evaluation loader for a single process."""
+    from ..train.dist import DistContext
+    from ..train.trainer import make_loader
 
-    return TensorLoader(ds.images, ds.labels, cfg.eval.batch_size, device=device, shuffle=False, augment=(),
-                        mean=ds.mean, std=ds.std)
+    return make_loader(ds, cfg.eval.batch_size, DistContext(0, 1, torch.device(device)), train=False, cfg=cfg)
 
 
 def shuffled_labels(labels: torch.Tensor, seed: int) -> torch.Tensor:
