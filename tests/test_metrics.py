@@ -5,7 +5,8 @@ import pytest
 import torch
 
 from ncollapse import ClassStats, NCCCounts, measure, measure_features, simplex_etf
-from ncollapse.metrics import class_groups, to_jsonable
+from ncollapse.metrics import class_groups
+from ncollapse.serialize import to_jsonable
 
 from conftest import make_features
 from nc_reference import reference

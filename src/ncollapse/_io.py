@@ -36,5 +36,5 @@ def atomic_write_json(path, obj) -> Path:
 
 
 def dumps_line(obj) -> str:
-    """One JSON object on one line; NaN is refused (convert with ``metrics.to_jsonable`` first)."""
+    """One JSON object on one line; NaN is refused (convert with ``serialize.to_jsonable`` first)."""
     return json.dumps(obj, allow_nan=False)

@@ -19,7 +19,8 @@ import warnings
 from pathlib import Path
 
 from ._io import atomic_write_json
-from .metrics import measure_features, to_jsonable
+from .metrics import measure_features
+from .serialize import to_jsonable
 
 __all__ = ["run_demo", "demo_configs", "ufm_sweep", "summary_lines", "IMBALANCES"]
 

@@ -32,7 +32,7 @@ import torch
 from .stats import ClassStats, FinalStats, NCCCounts
 from .validation import check_classifier, check_counts, check_features_labels, check_scalar
 
-__all__ = ["measure", "measure_features", "measure_ncmc", "etf_error", "class_groups", "to_jsonable", "format_report"]
+__all__ = ["measure", "measure_features", "measure_ncmc", "etf_error", "class_groups"]
 
 GROUPS = ("head", "medium", "tail")
 
@@ -257,39 +257,6 @@ def measure_features(features, labels, W=None, b=None, num_classes: int | None =
     for start in range(0, x.shape[0], 8192):
         ncc.update(x[start:start + 8192], y[start:start + 8192])
     return measure(stats, W=W, b=b, ncc=ncc, **kwargs)
-
-
-def to_jsonable(value):
-    """Convert a metrics dict to JSON-ready values: arrays → lists, NaN/Inf → None."""
-    if isinstance(value, dict):
-        return {str(key): to_jsonable(v) for key, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [to_jsonable(v) for v in value]
-    if isinstance(value, torch.Tensor):
-        return to_jsonable(value.tolist())
-    if isinstance(value, np.ndarray):
-        return to_jsonable(value.tolist())
-    if isinstance(value, (np.floating, float)):
-        return float(value) if math.isfinite(value) else None
-    if isinstance(value, np.integer):
-        return int(value)
-    return value
-
-
-def format_report(report: dict) -> str:
-    """A readable two-column table of the scalar metrics."""
-    lines = []
-    for key, value in report.items():
-        if isinstance(value, float):
-            lines.append(f"{key:<28} {value:.6g}")
-        elif isinstance(value, (int, str)) and not isinstance(value, bool):
-            lines.append(f"{key:<28} {value}")
-        elif key == "sigma_b_spectrum":
-            shown = ", ".join(f"{v:.3g}" for v in value[:8])
-            lines.append(f"{key:<28} [{shown}{', ...' if len(value) > 8 else ''}]")
-        elif isinstance(value, list) and value:
-            lines.append(f"{key:<28} {value}")
-    return "\n".join(lines)
 
 
 def measure_ncmc(stats) -> dict:

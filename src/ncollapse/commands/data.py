@@ -8,7 +8,7 @@ import sys
 from .._io import dumps_line
 from ..data import DATASETS, format_counts, load_dataset, load_longtail
 from ..data.fetch import SOURCES, fetch
-from ..metrics import to_jsonable
+from ..serialize import to_jsonable
 
 EXAMPLES = """examples:
   ncollapse data fetch mnist --root data

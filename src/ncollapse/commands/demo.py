@@ -7,7 +7,7 @@ import logging
 import sys
 
 from .._io import dumps_line
-from ..metrics import to_jsonable
+from ..serialize import to_jsonable
 
 
 def register(sub) -> None:

@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 
 from .._io import dumps_line
-from ..metrics import to_jsonable
+from ..serialize import to_jsonable
 
 EXAMPLES = """examples:
   ncollapse evaluate --run runs/mnist_lt_ce
@@ -30,7 +30,7 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
-    from ..metrics import format_report
+    from ..serialize import format_report
     from ..train.evaluate import evaluate_run
 
     report = evaluate_run(Path(args.run), split=args.split, device=args.device, data_root=args.data_root)

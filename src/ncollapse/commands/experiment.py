@@ -7,7 +7,7 @@ import logging
 import sys
 
 from .._io import dumps_line
-from ..metrics import to_jsonable
+from ..serialize import to_jsonable
 
 EXAMPLES = """experiments:
   test-collapse      NC of train vs test features, weak and strong test collapse (Hui et al. 2022)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from .._io import dumps_line
-from ..metrics import to_jsonable
+from ..serialize import to_jsonable
 
 DESCRIPTION = """\
 Simulate the LE-ODE / LE-SDE (Zhang et al. 2021b) for K classes with intra-class impact alpha and inter-class

@@ -8,7 +8,8 @@ import warnings
 
 from .._io import dumps_line
 from ..features_io import load_features
-from ..metrics import format_report, measure_features, to_jsonable
+from ..metrics import measure_features
+from ..serialize import format_report, to_jsonable
 
 EXAMPLES = """examples:
   ncollapse measure --features feats.npz

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from .._io import atomic_write_json, dumps_line
-from ..metrics import to_jsonable
+from ..serialize import to_jsonable
 
 EXAMPLES = """examples:
   ncollapse ncmc centers --counts 5000,2997,1796,1077,645,387,232,139,83,50 --f 20

@@ -8,7 +8,7 @@ import os
 import sys
 
 from .._io import dumps_line
-from ..metrics import to_jsonable
+from ..serialize import to_jsonable
 
 EXAMPLES = """examples:
   ncollapse train --config configs/quick/mnist_lt_ce.toml --set data.root=../shared/data/mnist --out runs/x

@@ -22,7 +22,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from .._io import atomic_write_bytes, atomic_write_json
-from ..metrics import to_jsonable
+from ..serialize import to_jsonable
 from ..train.config import Config, config_from_dict, parse_override, read_toml
 
 __all__ = ["load_experiment_config", "train_run", "features_of", "eval_loader", "shuffled_labels", "relabeled",

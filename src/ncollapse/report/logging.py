@@ -17,7 +17,7 @@ from numbers import Real
 from pathlib import Path
 
 from .._io import dumps_line
-from ..metrics import to_jsonable
+from ..serialize import to_jsonable
 
 __all__ = ["RunLogger", "tensorboard_available"]
 

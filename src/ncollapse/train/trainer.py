@@ -32,7 +32,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from .. import __version__
 from .._io import atomic_write_bytes, atomic_write_json, atomic_write_text
-from ..metrics import to_jsonable
+from ..serialize import to_jsonable
 from ..report.logging import RunLogger
 from . import dist as distlib
 from .config import Config, config_from_dict, dumps_toml

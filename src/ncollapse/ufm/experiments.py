@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from .._io import atomic_write_bytes, atomic_write_json
-from ..metrics import to_jsonable
+from ..serialize import to_jsonable
 from . import theory
 from .problem import UFMProblem
 from .solve import OPTIMIZERS, group_problems, solve
