@@ -25,7 +25,7 @@ from ncollapse.data.loader import TensorLoader
 from ncollapse.losses import build_loss
 from ncollapse.nn import build_model
 from ncollapse.train.dist import resolve_device
-from ncollapse.train.trainer import _amp_dtype
+from ncollapse.train.build import amp_dtype
 
 CIFAR10_LT_SIZE = 12_406  # Cao et al. 2019: CIFAR-10, n_max 5,000, τ 0.01
 
@@ -46,7 +46,7 @@ def measure(device: torch.device, batch_size: int, steps: int, warmup: int, num_
         model = model.to(memory_format=torch.channels_last)
     loss_fn = build_loss("ce", [1] * 10)
     opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=2e-4)
-    amp = _amp_dtype("auto", device)
+    amp = amp_dtype("auto", device)
     autocast = (lambda: torch.autocast(device.type, dtype=amp)) if amp else nullcontext
     scaler = torch.amp.GradScaler(device.type, enabled=amp == torch.float16)
 

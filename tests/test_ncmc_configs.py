@@ -17,7 +17,7 @@ from ncollapse.data.longtail import longtail_counts
 from ncollapse.losses import mixup_loss
 from ncollapse.nn import build as nn_build
 from ncollapse.train import load_config
-from ncollapse.train.trainer import build_loss_for, build_model_for
+from ncollapse.train.build import build_loss_for, build_model_for
 
 CONFIGS = sorted((Path(__file__).resolve().parents[1] / "configs" / "ncmc").glob("*.toml"))
 # Training-split facts of the literature protocol (test-only): classes, channels, image size, n_max of the profile.

@@ -60,7 +60,7 @@ def test_gcr_decision_matches_the_head_rule():
     """eval.decision = "gcr": the evaluation argmax is max_j <w_j^(k), ĥ> (Yan et al. 2024, §3.1)."""
     from ncollapse.nn import build_model
     from ncollapse.train.config import config_from_dict
-    from ncollapse.train.trainer import decision_scores
+    from ncollapse.train.build import decision_scores
 
     model = build_model("mlp", 3, in_channels=1, image_size=2, widths=(16,), head="multicenter",
                         centers_per_class=[1, 2, 3], feature_dim=12, theta=0.4).eval()

@@ -18,10 +18,6 @@ from . import __version__, commands
 EXIT_BAD_INPUT = 2
 
 
-class UsageError(ValueError):
-    """Bad command-line input; printed as one line, exit 2."""
-
-
 class _Parser(argparse.ArgumentParser):
     def error(self, message):  # argparse's own exit code is 2 as well; keep its message on one line
         self.exit(EXIT_BAD_INPUT, f"{self.prog}: error: {message}\n")

@@ -7,8 +7,6 @@ import json
 import sys
 import warnings
 
-from ..cli import UsageError
-
 DESCRIPTION = """\
 Write one self-contained HTML page (figures embedded, no network) plus the PNGs beside it.
 
@@ -39,9 +37,9 @@ def run(args) -> int:
     from ..report.html import render_comparison, render_report
 
     if args.compare and not args.out:
-        raise UsageError("--compare needs --out FILE (where to write the comparison page)")
+        raise ValueError("--compare needs --out FILE (where to write the comparison page)")
     if args.labels and not args.compare:
-        raise UsageError("--labels only applies to --compare")
+        raise ValueError("--labels only applies to --compare")
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         if args.run:

@@ -23,7 +23,11 @@ from matplotlib.figure import Figure
 
 from .._io import atomic_write_bytes, atomic_write_json
 from ..serialize import to_jsonable
+from ..train import train
+from ..train.build import build_data, build_model_for, make_loader
+from ..train.checkpoint import load_checkpoint
 from ..train.config import Config, config_from_dict, parse_override, read_toml
+from ..train.dist import DistContext, resolve_device
 
 __all__ = ["load_experiment_config", "train_run", "features_of", "eval_loader", "shuffled_labels", "relabeled",
            "class_subset", "figure", "html_table", "write_results"]
@@ -84,9 +88,6 @@ def train_run(cfg: Config, out_dir, *, data=None, on_epoch=None, device: str = "
               command: str | None = None):
     """``ncollapse.train.train`` into ``out_dir`` (with its ``data`` / ``on_epoch`` hooks); returns (summary, model)
     with the model rebuilt from the final checkpoint, in eval mode on ``device``."""
-    from ..train import build_data, build_model_for, load_checkpoint, train
-    from ..train.dist import resolve_device
-
     out = Path(out_dir)
     summary = train(cfg, out, device=device, progress=progress, data=data, on_epoch=on_epoch,
                     command=command if command is not None else " ".join(["ncollapse", *sys.argv[1:]]))
@@ -112,9 +113,6 @@ def features_of(model, loader) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor
 def eval_loader(ds, cfg: Config, device="cpu"):
     """A deterministic loader of ``ds`` (no augmentation, no shuffling) with the data set's normalisation:
     the trainer's evaluation loader for a single process."""
-    from ..train.dist import DistContext
-    from ..train.trainer import make_loader
-
     return make_loader(ds, cfg.eval.batch_size, DistContext(0, 1, torch.device(device)), train=False, cfg=cfg)
 
 

@@ -9,17 +9,22 @@ all-reduced, so every rank ends with the statistics of the whole split. Metrics 
 
 from __future__ import annotations
 
+import dataclasses
 from contextlib import nullcontext
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
-from ..metrics import class_groups, measure, measure_ncmc
+from ..metrics import measure, measure_ncmc
 from ..stats import ClassStats, NCCCounts, NCMCStats
-from .dist import DistContext, all_reduce_sum
+from .build import build_data, build_model_for, decision_scores, groups_of, make_loader
+from .checkpoint import load_checkpoint
+from .config import config_from_dict
+from .dist import DistContext, all_reduce_sum, resolve_device
 
-__all__ = ["PassResult", "classifier_of", "run_pass", "accuracy_report", "nc_report", "nc_state", "groups_of"]
+__all__ = ["PassResult", "classifier_of", "run_pass", "accuracy_report", "nc_report", "nc_state", "evaluate_run"]
 
 
 @dataclass
@@ -53,7 +58,7 @@ def run_pass(model, loader, num_classes: int, ctx: DistContext, *, nc: bool = Fa
     """Accuracy counts (and with ``nc`` the NC statistics) of ``model`` over ``loader``'s shard.
 
     ``scores(features, logits)`` replaces the logits before the argmax (GCR, post-hoc logit adjustment;
-    see ``trainer.decision_scores``).
+    see ``build.decision_scores``).
     """
     was_training = model.training
     model.eval()
@@ -141,19 +146,8 @@ def nc_state(result: PassResult, model, epoch: int) -> dict:
             "weight": W, "bias": b}
 
 
-def groups_of(train_counts, thresholds) -> dict:
-    return class_groups(list(train_counts), tuple(thresholds))
-
-
 def evaluate_run(run_dir, split: str = "test", device: str = "auto", data_root=None) -> dict:
     """Accuracy and NC metrics of ``run_dir/checkpoint.pt`` on ``split`` (one process)."""
-    import dataclasses
-    from pathlib import Path
-
-    from .config import config_from_dict
-    from .dist import resolve_device
-    from .trainer import make_loader, decision_scores, build_data, build_model_for, load_checkpoint
-
     if split not in ("train", "test"):
         raise ValueError(f"split == {split!r}, must be 'train' or 'test'")
     path = Path(run_dir) / "checkpoint.pt"
