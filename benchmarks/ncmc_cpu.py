@@ -1,7 +1,7 @@
 """NCMC at CPU scale: MNIST-LT and Fashion-MNIST-LT, LeNet-5, CE vs SETF vs AL vs CAL vs LDAM-DRW, and an f × θ grid.
 
 The evidence for issue 6 item 7 that fits a 2-core machine: every run is a real ``ncollapse train`` run directory
-under ``--out`` (git-ignored ``runs/``); the tables are rendered from them with ``ncollapse.tables`` and written,
+under ``--out`` (git-ignored ``runs/``); the tables are rendered from them with ``ncollapse.report.tables`` and written,
 with the seeds, the timings and the exact commands, to ``docs/results/ncmc_cpu.md``.
 
     python benchmarks/ncmc_cpu.py                      # train what is missing (2 jobs), render, write the doc
@@ -185,7 +185,7 @@ def _span(records) -> float:
 def render(records, out: Path, doc: Path, epochs: int, seeds, grid_seeds) -> str:
     import warnings
 
-    from ncollapse import tables
+    from ncollapse.report import tables
 
     warnings.filterwarnings("ignore", message=".*match no cell")  # each table shows a part of the runs
 

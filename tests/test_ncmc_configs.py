@@ -12,10 +12,11 @@ import pytest
 import torch
 from torch import nn
 
-from ncollapse import geometry, tables
+from ncollapse import geometry
 from ncollapse.data.longtail import longtail_counts
 from ncollapse.losses import mixup_loss
 from ncollapse.nn import build as nn_build
+from ncollapse.report import tables
 from ncollapse.train import load_config
 from ncollapse.train.build import build_loss_for, build_model_for
 

@@ -2,7 +2,7 @@
 
 import pytest
 
-from ncollapse.ncmc_toy import simulate_rcr_gcr, toy_figure
+from ncollapse.experiments.ncmc_toy import simulate_rcr_gcr, toy_figure
 
 
 def test_prop_3_1_gcr_at_least_rcr_and_matches_closed_forms():

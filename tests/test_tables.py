@@ -7,7 +7,7 @@ import math
 
 import pytest
 
-from ncollapse import tables
+from ncollapse.report import tables
 from ncollapse.cli import main
 from ncollapse.train.config import config_from_dict, dumps_toml
 

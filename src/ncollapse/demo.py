@@ -19,8 +19,15 @@ import warnings
 from pathlib import Path
 
 from ._io import atomic_write_json
+from .data import longtail_counts
+from .geometry import class_aware_centers
 from .metrics import measure_features
+from .report.figures import figure_row
+from .report.html import html_table, write_comparison
+from .report.runs import read_metrics
 from .serialize import to_jsonable
+from .train import config_from_dict, train
+from .ufm import UFMProblem, group_problems, solve
 
 __all__ = ["run_demo", "demo_configs", "ufm_sweep", "summary_lines", "IMBALANCES"]
 
@@ -32,8 +39,6 @@ RUNS = {"ce": "CE (linear head)", "cal": "CAL (NCMC multi-center head)"}
 
 def demo_configs(epochs: int = 30, seed: int = 0) -> dict:
     """The two training configs: {"ce": Config, "cal": Config}."""
-    from .train import config_from_dict
-
     base = {"data": {"name": "digits", "imbalance": 0.1, "augment": []},
             "model": {"name": "mlp", "options": {"widths": [256, 256]}},
             "optim": {"lr": 0.05, "weight_decay": 5e-4},
@@ -51,10 +56,6 @@ def ufm_sweep(num_classes: int = 10, n_max: int = 100, dim: int = 48, steps: int
     """CE and NCMC-cosine UFMs (``ncollapse.ufm``) at each imbalance of ``IMBALANCES``, solved as stacked batches;
     one row per instance with the loss, NC1 and the mean cosine among the minority (second half) class means and
     classifiers (Fang et al. 2021, §4: minority collapse shows as cosines → 1)."""
-    from .data import longtail_counts
-    from .geometry import class_aware_centers
-    from .ufm import UFMProblem, group_problems, solve
-
     problems = []
     for loss in ("ce", "ncmc_cosine"):
         for tau in IMBALANCES:
@@ -80,9 +81,7 @@ def ufm_sweep(num_classes: int = 10, n_max: int = 100, dim: int = 48, steps: int
 
 
 def _sweep_figure(rows: list[dict]):
-    from .experiments._common import figure
-
-    fig, (ax, ax2) = figure(11, 3.6, ncols=2)
+    fig, (ax, ax2) = figure_row(11, 3.6, ncols=2)
     for loss, style in (("ce", "-o"), ("ncmc_cosine", "--s")):
         sel = [r for r in rows if r["loss"] == loss]
         ax.plot([r["imbalance"] for r in sel], [r["minority_cos_means"] for r in sel], style, label=loss)
@@ -103,8 +102,6 @@ def _sweep_figure(rows: list[dict]):
 
 
 def _sweep_table(rows: list[dict]) -> str:
-    from .experiments._common import html_table
-
     return html_table(["UFM loss", "τ", "counts", "objective", "NC1", "minority cos (means)",
                        "minority cos (classifiers)"],
                       [[r["loss"], r["imbalance"], " ".join(map(str, r["counts"])), r["objective"], r["nc1"],
@@ -133,10 +130,6 @@ def summary_lines(info: dict) -> list[str]:
 
 def run_demo(out_dir="runs/demo", epochs: int = 30, seed: int = 0, progress: bool = False, log_fn=None) -> dict:
     """Run the demo into ``out_dir``; returns {"report", "class_counts", "runs", "ufm", "wall_s", "summary"}."""
-    from .report import write_comparison
-    from .report.runs import read_metrics
-    from .train import train
-
     say = log_fn or log.info
     out = Path(out_dir)
     start = time.perf_counter()

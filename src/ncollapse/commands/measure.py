@@ -7,7 +7,7 @@ import sys
 import warnings
 
 from .._io import dumps_line
-from ..features_io import load_features
+from ..data.features import load_features
 from ..metrics import measure_features
 from ..serialize import format_report, to_jsonable
 

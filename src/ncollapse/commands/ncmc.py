@@ -94,7 +94,7 @@ def run_centers(args) -> int:
 
 
 def run_toy(args) -> int:
-    from ..ncmc_toy import toy_figure
+    from ..experiments.ncmc_toy import toy_figure
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

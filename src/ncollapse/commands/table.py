@@ -37,7 +37,7 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
-    from ..tables import build_table, load_runs, render
+    from ..report.tables import build_table, load_runs, render
 
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")

@@ -12,16 +12,14 @@ Training is always ``ncollapse.train.train`` (``train_run``): its ``data`` hook 
 from __future__ import annotations
 
 import difflib
-import html
-import io
 import sys
 from pathlib import Path
 
 import torch
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
 
-from .._io import atomic_write_bytes, atomic_write_json
+from .._io import atomic_write_json
+from ..data import Dataset
+from ..report.figures import write_png
 from ..serialize import to_jsonable
 from ..train import train
 from ..train.build import build_data, build_model_for, make_loader
@@ -30,7 +28,7 @@ from ..train.config import Config, config_from_dict, parse_override, read_toml
 from ..train.dist import DistContext, resolve_device
 
 __all__ = ["load_experiment_config", "train_run", "features_of", "eval_loader", "shuffled_labels", "relabeled",
-           "class_subset", "figure", "html_table", "write_results"]
+           "class_subset", "write_results"]
 
 # ------------------------------------------------------------------------------------------ config files
 
@@ -124,32 +122,11 @@ def shuffled_labels(labels: torch.Tensor, seed: int) -> torch.Tensor:
 
 # ------------------------------------------------------------------------------------------ output
 
-def figure(width: float, height: float, ncols: int = 1):
-    """(Figure, axes list) on an Agg canvas (no pyplot state)."""
-    fig = Figure(figsize=(width, height), dpi=100, layout="constrained")
-    FigureCanvasAgg(fig)
-    axes = fig.subplots(1, ncols, squeeze=False).ravel().tolist()
-    return fig, axes
-
-
-def html_table(header: list[str], rows: list[list]) -> str:
-    """A small HTML table; floats printed with 4 significant digits, None as an em dash."""
-    def cell(v):
-        if v is None:
-            return "—"
-        return f"{v:.4g}" if isinstance(v, float) else str(v)
-    head = "<tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in header) + "</tr>"
-    body = "".join("<tr>" + "".join(f"<td>{html.escape(cell(v))}</td>" for v in row) + "</tr>" for row in rows)
-    return f"<table>{head}{body}</table>"
-
-
 def write_results(out_dir, name: str, result: dict, figures: dict) -> dict:
     """Write ``results.json`` and one PNG per figure ({file stem: Figure}) into ``out_dir``; returns ``result``."""
     out = Path(out_dir)
     for stem, fig in figures.items():
-        buf = io.BytesIO()
-        fig.savefig(buf, format="png", dpi=100)
-        atomic_write_bytes(out / f"{stem}.png", buf.getvalue())
+        write_png(out / f"{stem}.png", fig)
     result = {"experiment": name, **result, "figures": [f"{stem}.png" for stem in figures],
               "report": str(out / "report.html")}
     atomic_write_json(out / "results.json", to_jsonable(result))
@@ -158,8 +135,6 @@ def write_results(out_dir, name: str, result: dict, figures: dict) -> dict:
 
 def relabeled(ds, labels, classes=None):
     """A copy of the data set ``ds`` with new ``labels`` (and class names), same images and normalisation."""
-    from ..data import Dataset
-
     return Dataset(ds.images, labels, list(ds.classes if classes is None else classes), ds.name, ds.mean, ds.std)
 
 

@@ -14,8 +14,9 @@ import math
 
 import numpy as np
 
-from ..report import write_report
-from ._common import figure, html_table, write_results
+from ..report.figures import figure_row
+from ..report.html import html_table, write_report
+from ._common import write_results
 from .split_collapse import probed_training
 
 __all__ = ["cdnv_gap", "spearman", "DEFAULTS"]
@@ -38,7 +39,7 @@ def _figures(rows: list[dict]) -> dict:
     cdnv_tr = np.array([r["train/cdnv"] for r in rows])
     cdnv_te = np.array([r["test/cdnv"] for r in rows])
     gap = np.array([r["gap"] for r in rows])
-    fig, (ax, ax2) = figure(11, 3.8, ncols=2)
+    fig, (ax, ax2) = figure_row(11, 3.8, ncols=2)
     ax.plot(epochs, cdnv_tr, "-o", ms=3, label="CDNV train")
     ax.plot(epochs, cdnv_te, "-s", ms=3, label="CDNV test")
     ax.set_yscale("log")

@@ -24,12 +24,13 @@ from pathlib import Path
 import torch
 
 from ..metrics import measure_features
-from ..report import write_report
+from ..report.figures import figure_row
+from ..report.html import html_table, write_report
 from ..report.runs import read_metrics
-from ..train import build_data
+from ..train.build import build_data
 from ..train.dist import resolve_device
 from ..validation import check_scalar
-from ._common import class_subset, eval_loader, features_of, figure, html_table, train_run, write_results
+from ._common import class_subset, eval_loader, features_of, train_run, write_results
 from .cdnv import spearman
 
 __all__ = ["transfer", "few_shot_episodes", "ncc_scores", "ridge_scores", "DEFAULTS"]
@@ -128,7 +129,7 @@ def _hook(cfg, params, source, target_train, target_test, device):
 
 
 def _figure(rows: list[dict], shots: list[int]):
-    fig, (ax, ax2) = figure(11, 3.8, ncols=2)
+    fig, (ax, ax2) = figure_row(11, 3.8, ncols=2)
     epochs = [r["epoch"] for r in rows]
     cdnv = [r["source/cdnv"] for r in rows]
     for n, color in zip(shots, ("C0", "C1", "C2", "C3", "C4")):

@@ -18,10 +18,11 @@ import torch
 import torch.nn.functional as F
 
 from ..nn.heads import FIXED_GEOMETRIES
-from ..report import write_comparison
+from ..report.figures import figure_row
+from ..report.html import html_table, write_comparison
 from ..report.runs import read_metrics
-from ..train import build_data
-from ._common import figure, html_table, train_run, write_results
+from ..train.build import build_data
+from ._common import train_run, write_results
 
 __all__ = ["fixed_classifiers", "native_dim", "DEFAULTS"]
 
@@ -36,7 +37,7 @@ def native_dim(head: str, num_classes: int) -> int | None:
 
 
 def _figure(final: dict):
-    fig, (ax, ax2) = figure(11, 3.6, ncols=2)
+    fig, (ax, ax2) = figure_row(11, 3.6, ncols=2)
     heads = list(final)
     bars = ax.bar(heads, [100 * final[h]["test_acc"] for h in heads], color=[f"C{i}" for i in range(len(heads))])
     ax.bar_label(bars, fmt="%.2f", fontsize=8)

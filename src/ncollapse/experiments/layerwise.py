@@ -16,10 +16,11 @@ from pathlib import Path
 
 from ..metrics import measure
 from ..probe import collect_stats, effective_depth, layerwise_ncc
-from ..report import write_report
-from ..train import build_data
+from ..report.figures import figure_row
+from ..report.html import html_table, write_report
+from ..train.build import build_data
 from ..train.dist import resolve_device
-from ._common import eval_loader, figure, html_table, relabeled, shuffled_labels, train_run, write_results
+from ._common import eval_loader, relabeled, shuffled_labels, train_run, write_results
 
 __all__ = ["layerwise_depth", "probe_layers", "DEFAULTS"]
 
@@ -44,7 +45,7 @@ def probe_layers(model, train_loader, test_loader, num_classes: int, pool: str =
 
 
 def _figure(rows: list[dict], depths: dict):
-    fig, (ax, ax2) = figure(11, 3.8, ncols=2)
+    fig, (ax, ax2) = figure_row(11, 3.8, ncols=2)
     x = [r["depth"] for r in rows]
     ax.plot(x, [100 * r["ncc_train_acc"] for r in rows], "-o", label="NCC train")
     ax.plot(x, [100 * r["ncc_test_acc"] for r in rows], "-s", label="NCC test (train means)")

@@ -11,10 +11,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..report import write_comparison
+from ..report.figures import figure_row
+from ..report.html import html_table, write_comparison
 from ..report.runs import read_metrics
-from ..train import build_data
-from ._common import figure, html_table, relabeled, shuffled_labels, train_run, write_results
+from ..train.build import build_data
+from ._common import relabeled, shuffled_labels, train_run, write_results
 
 __all__ = ["random_labels", "DEFAULTS", "PANELS"]
 
@@ -25,7 +26,7 @@ PANELS = (("train_acc", "training accuracy"), ("nc/nc1", "NC1"), ("nc/etf_error_
 
 
 def _figure(rows: dict):
-    fig, axes = figure(16, 3.4, ncols=len(PANELS))
+    fig, axes = figure_row(16, 3.4, ncols=len(PANELS))
     for ax, (key, title) in zip(axes, PANELS):
         for label, lines in rows.items():
             pts = [(m["epoch"], m[key]) for m in lines if m.get(key) is not None]

@@ -21,13 +21,14 @@ from pathlib import Path
 import torch
 
 from ..metrics import measure_features
-from ..report import write_report
+from ..report.figures import figure_row
+from ..report.html import html_table, write_report
 from ..report.runs import read_metrics
 from ..stats import ClassStats, NCCCounts
-from ..train import build_data
+from ..train.build import build_data
 from ..train.dist import resolve_device
 from ..train.evaluate import classifier_of
-from ._common import eval_loader, features_of, figure, html_table, train_run, write_results
+from ._common import eval_loader, features_of, train_run, write_results
 
 __all__ = ["train_test_collapse", "collapse_on_splits", "DEFAULTS"]
 
@@ -91,7 +92,7 @@ def probed_training(cfg, out_dir, params: dict, device, progress: bool):
 
 
 def _curves(rows: list[dict], metric: str, title: str):
-    fig, (ax,) = figure(6.5, 3.8)
+    fig, (ax,) = figure_row(6.5, 3.8)
     epochs = [r["epoch"] for r in rows]
     for (prefix, label), style in zip(SPLITS, ("-o", "-s", "--^")):
         ax.plot(epochs, [r[f"{prefix}/{metric}"] for r in rows], style, ms=3, label=label)

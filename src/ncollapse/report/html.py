@@ -22,9 +22,10 @@ from matplotlib.figure import Figure
 from .._io import atomic_write_bytes, atomic_write_text
 from ..metrics import measure
 from . import plots
+from .figures import png_bytes
 from .runs import Run, load_run
 
-__all__ = ["write_report", "write_comparison", "render_report", "render_comparison"]
+__all__ = ["write_report", "write_comparison", "render_report", "render_comparison", "html_table"]
 
 MAX_SPECTRA = 8
 CSS = """
@@ -48,13 +49,17 @@ def _fmt(value, percent: bool = False) -> str:
     return str(value)
 
 
-def _table(header: list[str] | None, rows: list[list], numeric_from: int = 1) -> str:
+def html_table(header: list[str] | None, rows: list[list], numeric_from: int | None = None) -> str:
+    """An HTML table: cells escaped, floats with 4 significant digits, None as an em dash; columns from
+    ``numeric_from`` on are right-aligned numbers (``td.num``)."""
+    def cell(i, value):
+        text = "—" if value is None else f"{value:.4g}" if isinstance(value, float) else str(value)
+        numeric = numeric_from is not None and i >= numeric_from
+        return f"<td{' class=num' if numeric else ''}>{html.escape(text)}</td>"
     out = ["<table>"]
     if header:
         out.append("<tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in header) + "</tr>")
-    for row in rows:
-        cells = [f"<td{' class=num' if i >= numeric_from else ''}>{html.escape(str(c))}</td>" for i, c in enumerate(row)]
-        out.append("<tr>" + "".join(cells) + "</tr>")
+    out += ["<tr>" + "".join(cell(i, v) for i, v in enumerate(row)) + "</tr>" for row in rows]
     out.append("</table>")
     return "\n".join(out)
 
@@ -87,7 +92,7 @@ class _Page:
         self.add(f'<figure><img alt="{html.escape(name)}" src="data:image/png;base64,{data}">{cap}</figure>')
 
     def figure(self, name: str, fig, caption: str = "") -> None:
-        self.image(name, plots.png_bytes(fig), caption)
+        self.image(name, png_bytes(fig), caption)
 
     def write(self, title: str, subtitle: str) -> tuple[Path, list[Path]]:
         notes = ""
@@ -262,7 +267,7 @@ def render_report(run_dir, out=None, extra_sections=None) -> tuple[Path, list[Pa
     for note in run.notes:
         page.note(note)
     page.heading("Summary")
-    page.add(_table(["quantity", "value"], _summary_rows(run)))
+    page.add(html_table(["quantity", "value"], _summary_rows(run), numeric_from=1))
     page.heading("Accuracy")
     page.figure("accuracy", plots.accuracy_figure([run]))
     if isinstance(run.last.get("test_acc_per_class"), list) and run.last["test_acc_per_class"]:
@@ -282,7 +287,7 @@ def render_report(run_dir, out=None, extra_sections=None) -> tuple[Path, list[Pa
     page.heading("Resolved configuration (config.toml)")
     page.add(f"<pre>{html.escape(run.config_text)}</pre>" if run.config_text else "<p>config.toml not found.</p>")
     page.heading("Run and environment (run.json)")
-    page.add(_table(["key", "value"], _env_rows(run.info), numeric_from=2) if run.info else "<p>run.json not found.</p>")
+    page.add(html_table(["key", "value"], _env_rows(run.info), numeric_from=2) if run.info else "<p>run.json not found.</p>")
     return page.write(f"ncollapse report: {run.label}", _subtitle(run))
 
 
@@ -318,7 +323,7 @@ def render_comparison(run_dirs, out, labels=None, extra_sections=None) -> tuple[
         rows.append([run.label, run.info.get("loss", "—"), run.info.get("head", "—"), run.last["epoch"],
                      _fmt(run.last.get("test_acc"), True), f"{_fmt(best, True)} (epoch {best_epoch})"]
                     + [_fmt(run.last.get(f"test_acc_{g}"), True) for g in ("head", "medium", "tail")] + [_fmt(nc1)])
-    page.add(_table(["run", "loss", "head", "last epoch", "final test acc", "best test acc", "final head",
+    page.add(html_table(["run", "loss", "head", "last epoch", "final test acc", "best test acc", "final head",
                      "final medium", "final tail", "last nc1"], rows, numeric_from=3))
     page.heading("Accuracy")
     page.figure("accuracy", plots.accuracy_figure(runs), "dashed: train, solid: test")

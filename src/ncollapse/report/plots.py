@@ -1,31 +1,29 @@
 """Matplotlib figures of one or several runs (Agg canvas, no pyplot, so no global figure state).
 
-Every function returns a ``matplotlib.figure.Figure``; ``png_bytes`` renders one. Curves of several runs
-are overlaid with one colour per run. NC metrics are drawn on log axes; a metric that reaches zero
+Every function returns a ``matplotlib.figure.Figure`` made by ``figures.figure``; ``figures.png_bytes`` renders one.
+Curves of several runs are overlaid with one colour per run. NC metrics are drawn on log axes; a metric that reaches zero
 (``ncc_mismatch`` at full collapse) uses symlog, one that changes sign (minority cosines) a linear axis, and the
 panel title says so.
 """
 
 from __future__ import annotations
 
-import io
 import math
 
 import numpy as np
 import torch
 from matplotlib import colormaps
-from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 from matplotlib.ticker import (LogFormatterSciNotation, LogLocator, MaxNLocator, NullLocator,
                                ScalarFormatter)
 
+from .figures import figure
 from .runs import Run
 
-__all__ = ["png_bytes", "normalized_gram", "metric_grid", "accuracy_figure", "per_class_figure",
+__all__ = ["normalized_gram", "metric_grid", "accuracy_figure", "per_class_figure",
            "group_bars_figure", "gram_figure", "spectrum_figure", "sorted_by_size", "ordered_nc_keys"]
 
-DPI = 100
 GROUP_COLORS = {"head": "#dbe9f6", "medium": "#fdf0d5", "tail": "#f9dcdc"}
 # Core NC metrics first (Papyan et al. 2020 NC1–NC4; Galanti et al. 2021 CDNV), every other key after them.
 CORE_ORDER = ("nc1", "nc1_quotient", "cdnv", "etf_error_means", "etf_error_weights", "self_duality",
@@ -35,18 +33,6 @@ CORE_ORDER = ("nc1", "nc1_quotient", "cdnv", "etf_error_means", "etf_error_weigh
 BOOKKEEPING = ("num_classes", "num_present_classes", "num_samples", "dim", "ddof")
 # Σ_B eigenvalues below this fraction of the largest are numerically zero (metrics.measure's default rtol).
 SPECTRUM_RTOL = 1e-10
-
-
-def _figure(width: float, height: float) -> Figure:
-    fig = Figure(figsize=(width, height), dpi=DPI, layout="constrained")
-    FigureCanvasAgg(fig)
-    return fig
-
-
-def png_bytes(fig: Figure) -> bytes:
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=DPI)
-    return buf.getvalue()
 
 
 def _colors(n: int) -> list:
@@ -101,8 +87,7 @@ def metric_grid(runs: list[Run], keys: list[str], prefix: str, title: str, ncols
     nrows = math.ceil(len(keys) / ncols)
     top = 0.55 if len(runs) == 1 else 0.85
     height = 2.2 * nrows + top + 0.3
-    fig = Figure(figsize=(3.1 * ncols, height), dpi=DPI)
-    FigureCanvasAgg(fig)
+    fig = figure(3.1 * ncols, height, layout=None)
     fig.subplots_adjust(left=0.07, right=0.98, top=1 - top / height, bottom=0.3 / height, hspace=0.45, wspace=0.32)
     axes = fig.subplots(nrows, ncols, squeeze=False).ravel()
     for ax, key in zip(axes, keys):
@@ -130,7 +115,7 @@ def metric_grid(runs: list[Run], keys: list[str], prefix: str, title: str, ncols
 def accuracy_figure(runs: list[Run]) -> Figure:
     """Train (dashed) and test (solid) accuracy vs epoch; for one run a second panel with head/medium/tail test accuracy."""
     groups = [f"test_acc_{g}" for g in GROUP_COLORS if len(runs) == 1 and runs[0].series(f"test_acc_{g}")[0].size]
-    fig = _figure(11 if groups else 7, 3.6)
+    fig = figure(11 if groups else 7, 3.6)
     axes = fig.subplots(1, 2 if groups else 1, squeeze=False).ravel()
     for run, color in zip(runs, _colors(len(runs))):
         prefix = f"{run.label}: " if len(runs) > 1 else ""
@@ -173,7 +158,7 @@ def per_class_figure(runs: list[Run], counts: list[int] | None, groups: dict | N
     """Final per-class test accuracy, classes sorted by training size, head/medium/tail shaded; counts on a log twin axis."""
     k = len(runs[0].last["test_acc_per_class"])
     order = sorted_by_size(counts) if counts else list(range(k))
-    fig = _figure(max(7.0, min(16.0, 0.18 * k + 4)), 3.8)
+    fig = figure(max(7.0, min(16.0, 0.18 * k + 4)), 3.8)
     ax = fig.subplots()
     handles = _shade_groups(ax, order, groups) if groups else []
     x = np.arange(k)
@@ -210,7 +195,7 @@ def per_class_figure(runs: list[Run], counts: list[int] | None, groups: dict | N
 def group_bars_figure(runs: list[Run]) -> Figure:
     """Grouped bars of the last logged overall / head / medium / tail test accuracy per run."""
     keys = ["test_acc", "test_acc_head", "test_acc_medium", "test_acc_tail"]
-    fig = _figure(max(6.0, 1.2 * len(runs) + 4), 3.6)
+    fig = figure(max(6.0, 1.2 * len(runs) + 4), 3.6)
     ax = fig.subplots()
     width = 0.8 / len(runs)
     x = np.arange(len(keys))
@@ -243,7 +228,7 @@ def gram_figure(means: torch.Tensor, weight: torch.Tensor | None, epoch) -> Figu
     if weight is not None:
         panels.append(("classifier  cos(w_k, w_l)", normalized_gram(weight, center=False)))
     k = means.shape[0]
-    fig = _figure(4.6 * len(panels) + 0.8, 4.3)
+    fig = figure(4.6 * len(panels) + 0.8, 4.3)
     axes = fig.subplots(1, len(panels), squeeze=False).ravel()
     for ax, (title, gram) in zip(axes, panels):
         image = ax.imshow(gram, cmap="RdBu_r", vmin=-1, vmax=1, interpolation="nearest")
@@ -258,7 +243,7 @@ def gram_figure(means: torch.Tensor, weight: torch.Tensor | None, epoch) -> Figu
 
 def spectrum_figure(spectra: list[tuple[object, np.ndarray]]) -> Figure:
     """Eigenvalues of Σ_B (descending, log scale), one line per (epoch, spectrum), later epochs darker."""
-    fig = _figure(6.5, 3.8)
+    fig = figure(6.5, 3.8)
     ax = fig.subplots()
     colors = colormaps["viridis_r"](np.linspace(0.15, 1.0, len(spectra)))
     for (epoch, values), color in zip(spectra, colors):

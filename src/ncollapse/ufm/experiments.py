@@ -25,7 +25,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .._io import atomic_write_bytes, atomic_write_json
+from .._io import atomic_write_json
+from ..report.figures import figure, write_png
 from ..serialize import to_jsonable
 from . import theory
 from .problem import UFMProblem
@@ -50,24 +51,13 @@ def summarize(result, i: int) -> dict:
     })
 
 
-def _figure(path: Path, draw) -> None:
-    """Render with the Agg backend (no display needed) and write the PNG atomically."""
-    import io
-
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(10, 4), layout="constrained")
-    draw(fig)
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110)
-    atomic_write_bytes(path, buf.getvalue())
-
-
 def _save(out_dir, name: str, data: dict, draw) -> dict:
     out = Path(out_dir)
     data = to_jsonable(data)
     atomic_write_json(out / f"{name}.json", data)
-    _figure(out / f"{name}.png", draw)
+    fig = figure(10, 4)
+    draw(fig)
+    write_png(out / f"{name}.png", fig, dpi=110)
     return data
 
 

@@ -15,16 +15,15 @@ P{E_k} (ascending: minority classes are more often hard). Two set-ups:
 
 from __future__ import annotations
 
-import io
 import math
 from numbers import Integral, Real
 
 import torch
 
-from ._io import atomic_write_bytes
-from .geometry import check_theta, multicenter_frame, orthonormal_basis
-from .nn.heads import gcr_scores
-from .validation import check_counts, check_scalar
+from ..geometry import check_theta, multicenter_frame, orthonormal_basis
+from ..nn.heads import gcr_scores
+from ..report.figures import figure, write_png
+from ..validation import check_counts, check_scalar
 
 __all__ = ["simulate_rcr_gcr", "toy_figure"]
 
@@ -91,9 +90,6 @@ def toy_figure(path, centers_per_class=(1, 2, 3, 4, 5), *, exponents=(0.0, 0.5, 
     Carlo (markers, ±2 s.e.) and Prop. 3.1's closed forms (lines), plus the NCMC-frame rules of Prop. C.1.
     Right: share of hard features assigned to each class by GCR against f_k/F, at the largest γ.
     """
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
     k = len(centers_per_class)
     runs, ncmc_runs = [], []
     for gamma in exponents:
@@ -101,8 +97,7 @@ def toy_figure(path, centers_per_class=(1, 2, 3, 4, 5), *, exponents=(0.0, 0.5, 
         runs.append(simulate_rcr_gcr(centers_per_class, probs, noise=noise, num_samples=num_samples, seed=seed))
         ncmc_runs.append(simulate_rcr_gcr(centers_per_class, probs, noise=noise, num_samples=num_samples,
                                           frame="ncmc", theta=theta, seed=seed))
-    fig = Figure(figsize=(10, 4))
-    FigureCanvasAgg(fig)
+    fig = figure(10, 4, layout=None)
     left, right = fig.subplots(1, 2)
     gam = list(exponents)
     for rule, color in (("rcr", "tab:blue"), ("gcr", "tab:orange")):
@@ -124,7 +119,5 @@ def toy_figure(path, centers_per_class=(1, 2, 3, 4, 5), *, exponents=(0.0, 0.5, 
     right.set_ylabel("share of hard features assigned")
     right.legend(fontsize=7)
     fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=100)
-    atomic_write_bytes(path, buf.getvalue())
+    write_png(path, fig)
     return runs + ncmc_runs

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .validation import check_classifier, check_features_labels
+from ..validation import check_classifier, check_features_labels
 
 __all__ = ["FeatureFile", "load_features"]
 

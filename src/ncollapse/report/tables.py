@@ -24,7 +24,7 @@ import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .report.runs import parse_metrics
+from .runs import parse_metrics
 
 __all__ = ["Layout", "Row", "Column", "Cell", "Table", "TableRun", "cell_text", "LAYOUTS", "METRICS",
            "run_attributes", "method_label", "load_runs", "build_table", "render", "render_markdown", "render_latex",
