@@ -26,10 +26,10 @@ def make_loader(n=60, seed=0):
 def test_collect_stats_matches_direct_features():
     model = Tiny()
     loader, x, y = make_loader()
-    stats = collect_stats(model, loader, ["conv", "fc"], num_classes=3)
+    stats = collect_stats(model, loader, ["conv", "fc"], num_classes=3, precision="float64")
     with torch.no_grad():
         direct = model.conv(x)
-    ref = ClassStats(3, 48)
+    ref = ClassStats(3, 48, precision="float64")
     ref.update(direct.flatten(1), y)
     torch.testing.assert_close(stats["conv"].scatter, ref.scatter)
     gap = collect_stats(model, loader, ["conv"], num_classes=3, pool="gap")["conv"]

@@ -57,23 +57,69 @@ def test_merge_of_shards_equals_whole(longtailed):
     torch.testing.assert_close(merged.class_scatter.sum(0), whole.scatter, atol=1e-10, rtol=1e-11)
 
 
-def test_near_collapsed_features_keep_precision():
-    """Within-class std 1e-4 around means of norm 10: streamed float32 input, float64 state, vs reference."""
+def _near_collapsed():
+    """Within-class std 1e-4 around means of norm 10, float32 input."""
     rng = np.random.default_rng(0)
     k, d, n = 5, 16, 400
     means = rng.normal(size=(k, d))
     means *= 10 / np.linalg.norm(means, axis=1, keepdims=True)
     y = np.repeat(np.arange(k), n)
-    x32 = (means[y] + 1e-4 * rng.normal(size=(k * n, d))).astype(np.float32)
-    s = ClassStats(k, d)
+    return (means[y] + 1e-4 * rng.normal(size=(k * n, d))).astype(np.float32), y
+
+
+@pytest.mark.parametrize("precision,tol", [("float64", 1e-9), ("auto", 2e-6)])
+def test_near_collapsed_features_keep_precision(precision, tol):
+    """float64 path: 1e-9 of the float64 reference; float32 GEMMs on shifted data: a few float32 ulps of the
+    scatter (the docstring's argument), still orders of magnitude better than the raw-moment formula."""
+    x32, y = _near_collapsed()
+    s = ClassStats(5, 16, precision=precision)
     for i in range(0, len(y), 64):
         s.update(torch.from_numpy(x32[i:i + 64]), torch.from_numpy(y[i:i + 64]))
-    _, scatter, sq_dev = _scatter_reference(x32.astype(np.float64), y, k)
-    np.testing.assert_allclose(s.scatter.numpy(), scatter, rtol=1e-9, atol=1e-9 * np.abs(scatter).max())
-    np.testing.assert_allclose(s.sq_dev.numpy(), sq_dev, rtol=1e-9)
-    # the naive raw-moment formula loses this in float32, the state must not
-    raw = x32.T.astype(np.float32) @ x32 - sum(n * np.outer(m, m) for m in s.means.numpy()).astype(np.float32)
+    _, scatter, sq_dev = _scatter_reference(x32.astype(np.float64), y, 5)
+    np.testing.assert_allclose(s.scatter.numpy(), scatter, rtol=tol, atol=tol * np.abs(scatter).max())
+    np.testing.assert_allclose(s.sq_dev.numpy(), sq_dev, rtol=tol)
+    raw = x32.T.astype(np.float32) @ x32 - sum(400 * np.outer(m, m) for m in s.means.numpy()).astype(np.float32)
     assert np.abs(raw - scatter).max() > 100 * np.abs(s.scatter.numpy() - scatter).max()
+
+
+def _minority_fixture():
+    """Ten classes, float32 features; the five minority means lie within 1e-3 of each other."""
+    rng = np.random.default_rng(0)
+    k, d = 10, 32
+    means = rng.normal(size=(k, d))
+    means *= 10 / np.linalg.norm(means, axis=1, keepdims=True)
+    means[5:] = means[5] + 1e-3 / np.sqrt(d) * rng.normal(size=(5, d))
+    y = np.repeat(np.arange(k), [200] * 5 + [20] * 5)
+    rng.shuffle(y)
+    return (means[y] + 4e-4 * rng.normal(size=(len(y), d))).astype(np.float32), y
+
+
+def test_minority_fixture_keeps_the_float64_answer():
+    from ncollapse import measure
+    from nc_reference import reference
+
+    x, y = _minority_fixture()
+    want = reference(x.astype(np.float64), y)["nc1"]
+    for precision in ("auto", "float64"):
+        s = ClassStats(10, 32, precision=precision)
+        for i in range(0, len(y), 128):
+            s.update(torch.from_numpy(x[i:i + 128]), torch.from_numpy(y[i:i + 128]))
+        out = measure(s)
+        assert out["rank"] == 9, precision
+        assert out["nc1"] == pytest.approx(want, rel=1e-6), precision
+
+
+def test_half_precision_input_runs_float32_gemms_float64_state():
+    x, y, _ = make_features([40, 30, 20], dim=8, seed=3)
+    ref = _whole(x, y, 3)
+    s = _whole(x.astype(np.float32), y, 3)
+    t = ClassStats(3, 8)
+    t.update(torch.from_numpy(x).to(torch.bfloat16), torch.from_numpy(y))
+    assert s.scatter.dtype == t.scatter.dtype == torch.float64
+    torch.testing.assert_close(s.scatter, ref.scatter, rtol=1e-5, atol=1e-5)
+    xb = torch.from_numpy(x).to(torch.bfloat16).double().numpy()
+    _, scatter, _ = _scatter_reference(xb, y, 3)
+    np.testing.assert_allclose(t.scatter.numpy(), scatter, rtol=1e-5, atol=1e-5)
 
 
 def test_state_dict_roundtrip(balanced):

@@ -194,14 +194,13 @@ def measure(stats, W=None, b=None, global_mean: str = "uniform", ddof: int = 0, 
             (w / torch.linalg.matrix_norm(w) - centred / torch.linalg.matrix_norm(centred)).square().sum())
 
     if ncc is not None:
-        seen = int(ncc.counts.sum())
-        if seen == 0:
-            raise ValueError("the NCC pass saw no samples; call ncc.update(features, labels) first")
-        out["ncc_accuracy"] = int(ncc.ncc_correct.sum()) / seen
+        hits = ncc.finalize()
+        seen = int(hits["counts"].sum())
+        out["ncc_accuracy"] = int(hits["ncc_correct"].sum()) / seen
         if ncc.W is not None:
-            out["ncc_agreement"] = int(ncc.agree.sum()) / seen
+            out["ncc_agreement"] = int(hits["agree"].sum()) / seen
             out["ncc_mismatch"] = 1.0 - out["ncc_agreement"]
-            out["classifier_accuracy"] = int(ncc.net_correct.sum()) / seen
+            out["classifier_accuracy"] = int(hits["net_correct"].sum()) / seen
 
     ref = s.counts if group_counts is None else torch.as_tensor(check_counts(group_counts, "group_counts", True))
     if ref.shape[0] != k_all:
@@ -265,10 +264,6 @@ def measure_ncmc(stats) -> dict:
 
     if not isinstance(stats, NCMCStats):
         raise TypeError(f"measure_ncmc needs an NCMCStats; got {type(stats).__name__}")
-    if stats.count == 0:
-        raise ValueError("NCMCStats saw no samples; call update(features, labels) first")
-    return {
-        "ncmc_collapse_mean": float(stats.mean),
-        "ncmc_collapse_std": math.sqrt(max(float(stats.m2) / stats.count, 0.0)),
-        "ncmc_variability": float(stats.variability_sum) / stats.count,
-    }
+    final = stats.finalize()
+    return {"ncmc_collapse_mean": final["mean"], "ncmc_collapse_std": final["std"],
+            "ncmc_variability": final["variability"]}

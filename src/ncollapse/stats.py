@@ -1,18 +1,26 @@
 """Streaming, mergeable per-class statistics of features: the one state every NC metric reads.
 
-``ClassStats`` keeps, per class k, the count n_k, the running mean μ_k and the squared deviation
-Σ_i ‖h_i − μ_k‖², plus the pooled centred scatter Σ_k Σ_i (h_i − μ_k)(h_i − μ_k)ᵀ (d × d) and, when
-asked, one scatter per class (K × d × d). Batches are folded in with the pairwise update of Chan,
-Golub & LeVeque (1979): the batch is centred on its own class means (one GEMM), and the shift between
-old and batch means adds n_a n_b / (n_a + n_b) δ δᵀ. No raw second moments are ever subtracted, so
-near-collapsed features (within-class spread 1e-4 around means of norm 10) keep their precision.
+Three accumulators share one state contract (``_Accumulator``): ``update`` folds in a batch with batched
+tensor ops, ``merge`` folds in another accumulator (shape and dtype checked), ``all_reduce`` combines the
+ranks of ``torch.distributed`` sending only tensors on the state's device, ``reset`` zeroes the state,
+``to(device)`` moves it, ``state_dict``/``load_state_dict`` persist it, and ``finalize`` returns a float64
+CPU snapshot or raises a clear error when nothing was accumulated.
 
-``NCCCounts`` is the second pass: given finalized class means (and optionally W, b) it counts, per
-class, nearest-class-center hits and agreement with the linear classifier (NC4, Papyan et al. 2020).
+``ClassStats`` keeps, per class k, the count n_k, the running mean μ_k and the squared deviation
+Σ_i ‖h_i − μ_k‖², plus the pooled centred scatter Σ_k Σ_i (h_i − μ_k)(h_i − μ_k)ᵀ (d × d) and, when asked,
+one scatter per class (K × d × d). Batches are folded in with the pairwise update of Chan, Golub & LeVeque
+(1979) on shifted data (see ``ClassStats.update``), so no raw second moment is ever subtracted.
+
+``NCCCounts`` is the second pass: given finalized class means (and optionally W, b) it counts, per class,
+nearest-class-center hits and agreement with the linear classifier (NC4, Papyan et al. 2020); the search
+runs over tiles of classes, so its memory is O(batch · tile) for any K.
+
+``NCMCStats`` streams the NCMC collapse statistics (Yan et al. 2024).
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -21,9 +29,113 @@ from .validation import check_classifier, check_features_labels, check_scalar
 
 __all__ = ["ClassStats", "FinalStats", "NCCCounts", "NCMCStats"]
 
+PRECISIONS = ("auto", "float64")
+
 
 def _default_dtype(device: torch.device) -> torch.dtype:
     return torch.float32 if device.type == "mps" else torch.float64
+
+
+def _gemm_dtype(features: torch.dtype, state: torch.dtype, precision: str, device: torch.device) -> torch.dtype:
+    """Dtype of the per-batch GEMMs: float64 for ``precision="float64"`` (if the state has it); otherwise the
+    features' precision (float64 stays float64 on the CPU, anything else and every CUDA input runs float32)."""
+    if precision == "float64" and state == torch.float64:
+        return torch.float64
+    if features == torch.float64 and state == torch.float64 and device.type == "cpu":
+        return torch.float64
+    return torch.float32
+
+
+def _dist():
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()):
+        raise RuntimeError("all_reduce needs an initialised torch.distributed process group")
+    return dist
+
+
+class _Accumulator:
+    """State contract: tensors declared once in ``_state`` (name → zero-maker) plus a ``_config`` of facts
+    (sizes, options) that must match for a merge or a load; subclasses write ``update``, ``_merge`` and
+    ``all_reduce`` only."""
+
+    _state: dict
+    _config: dict
+    device: torch.device
+
+    def _declare(self, config: dict, **makers) -> None:
+        self._config, self._state = config, makers
+        self.reset()
+
+    def reset(self) -> "_Accumulator":
+        """Zero every state tensor on the current device; returns self."""
+        for name, make in self._state.items():
+            setattr(self, name, make(self.device))
+        return self
+
+    def to(self, device) -> "_Accumulator":
+        """Move the state (and the tensors it is measured against) to ``device``; returns self."""
+        self.device = torch.device(device)
+        for name in list(self._state) + list(self._moved()):
+            value = getattr(self, name)
+            if value is not None:
+                setattr(self, name, value.to(self.device))
+        return self
+
+    def _moved(self) -> tuple[str, ...]:
+        """Non-state tensors that follow the state on ``to`` (reference means, classifier, frame)."""
+        return ()
+
+    def _check_like(self, other, what: str) -> None:
+        name = type(self).__name__
+        if not isinstance(other, type(self)):
+            raise TypeError(f"can only {what} a {name}; got {type(other).__name__}")
+        if other._config != self._config:
+            raise ValueError(f"cannot {what} a {name} with {other._config} into one with {self._config}")
+        for key in self._state:
+            mine, theirs = getattr(self, key), getattr(other, key)
+            if mine is None or theirs is None:
+                continue
+            if mine.shape != theirs.shape or mine.dtype != theirs.dtype:
+                raise ValueError(f"cannot {what} {name} state {key!r} of shape {tuple(theirs.shape)} and dtype "
+                                 f"{theirs.dtype} into shape {tuple(mine.shape)} and dtype {mine.dtype}")
+
+    def merge(self, other) -> "_Accumulator":
+        """Fold another accumulator of the same kind (e.g. a data shard) into this one; returns self."""
+        self._check_like(other, "merge")
+        self._merge(other)
+        return self
+
+    def state_dict(self) -> dict:
+        """The config facts and the state tensors (on the state's device)."""
+        state = dict(self._config)
+        state.update({name: getattr(self, name) for name in self._state if getattr(self, name) is not None})
+        return state
+
+    def load_state_dict(self, state: dict) -> None:
+        """Restore a ``state_dict``; the config facts and every tensor's shape must match."""
+        name = type(self).__name__
+        if not isinstance(state, dict):
+            raise TypeError(f"state must be a dict from {name}.state_dict(); got {type(state).__name__}")
+        wanted = set(self._config) | {k for k in self._state if getattr(self, k) is not None}
+        missing = wanted - set(state)
+        if missing:
+            raise ValueError(f"{name} state is missing keys: {sorted(missing)}")
+        config = {key: type(value)(state[key]) for key, value in self._config.items()}
+        if config != self._config:
+            raise ValueError(f"{name} state has {config}; expected {self._config}")
+        loaded = {}
+        for key in wanted - set(self._config):
+            mine, value = getattr(self, key), torch.as_tensor(state[key])
+            if tuple(value.shape) != tuple(mine.shape):
+                raise ValueError(f"{name} state {key!r} has shape {tuple(value.shape)}; expected {tuple(mine.shape)}")
+            loaded[key] = value.to(self.device, mine.dtype).clone()
+        for key, value in loaded.items():
+            setattr(self, key, value)
+
+    def _require_samples(self, seen: int) -> None:
+        if seen == 0:
+            raise ValueError(f"{type(self).__name__} has accumulated no samples; call update(features, labels) first")
 
 
 @dataclass(frozen=True)
@@ -50,16 +162,19 @@ class FinalStats:
         return int(self.counts.sum())
 
 
-class ClassStats:
+class ClassStats(_Accumulator):
     """Per-class count, mean, squared deviation and centred scatter, updated batch by batch.
 
     Parameters
     ----------
     num_classes, dim : the label range [0, K) and feature width d.
-    dtype : accumulation dtype (default float64; float32 on MPS, which has no float64).
+    dtype : state dtype (default float64; float32 on MPS, which has no float64).
     device : where the state lives (default CPU); batches are moved there.
     per_class_cov : also keep one d × d scatter per class (costs K·d² memory).
     check_finite : reject NaN/Inf features in ``update`` (one cheap sum per batch).
+    precision : ``"auto"`` (default) runs the per-batch GEMMs in the features' precision (float32 for
+        float32/bfloat16/float16; float64 input stays float64 on the CPU; on CUDA always float32, never a
+        float64 GEMM); ``"float64"`` runs every step in float64.
 
     Examples
     --------
@@ -70,60 +185,97 @@ class ClassStats:
     """
 
     def __init__(self, num_classes: int, dim: int, dtype: torch.dtype | None = None, device=None,
-                 per_class_cov: bool = False, check_finite: bool = True):
+                 per_class_cov: bool = False, check_finite: bool = True, precision: str = "auto"):
         check_scalar(num_classes, "num_classes", int, low=1)
         check_scalar(dim, "dim", int, low=1)
+        if precision not in PRECISIONS:
+            raise ValueError(f"precision == {precision!r}, must be one of {PRECISIONS}")
         self.num_classes, self.dim = num_classes, dim
         self.device = torch.device("cpu") if device is None else torch.device(device)
         self.dtype = _default_dtype(self.device) if dtype is None else dtype
         if not self.dtype.is_floating_point:
             raise TypeError(f"dtype must be a floating dtype; got {self.dtype}")
-        self.per_class_cov = per_class_cov
-        self.check_finite = check_finite
-        kw = dict(dtype=self.dtype, device=self.device)
-        self.counts = torch.zeros(num_classes, dtype=torch.int64, device=self.device)
-        self.means = torch.zeros(num_classes, dim, **kw)
-        self.sq_dev = torch.zeros(num_classes, **kw)
-        self.scatter = torch.zeros(dim, dim, **kw)
-        self.class_scatter = torch.zeros(num_classes, dim, dim, **kw) if per_class_cov else None
+        self.per_class_cov, self.check_finite, self.precision = per_class_cov, check_finite, precision
+        k, d, acc = num_classes, dim, self.dtype
+        self._declare(
+            {"num_classes": k, "dim": d, "per_class_cov": per_class_cov},
+            counts=lambda dev: torch.zeros(k, dtype=torch.int64, device=dev),
+            means=lambda dev: torch.zeros(k, d, dtype=acc, device=dev),
+            sq_dev=lambda dev: torch.zeros(k, dtype=acc, device=dev),
+            scatter=lambda dev: torch.zeros(d, d, dtype=acc, device=dev),
+            class_scatter=lambda dev: torch.zeros(k, d, d, dtype=acc, device=dev) if per_class_cov else None,
+        )
 
     def __repr__(self) -> str:
         return (f"ClassStats(num_classes={self.num_classes}, dim={self.dim}, num_samples={int(self.counts.sum())}, "
-                f"dtype={self.dtype}, device={self.device}, per_class_cov={self.per_class_cov})")
+                f"dtype={self.dtype}, device={self.device}, per_class_cov={self.per_class_cov}, "
+                f"precision={self.precision!r})")
 
     # -- accumulation -------------------------------------------------------------------------
     def update(self, features, labels) -> None:
-        """Fold one batch (B, d) with labels (B,) into the statistics (batched tensor ops only)."""
+        """Fold one batch (B, d) with labels (B,) into the statistics.
+
+        Shifted-data pairwise update (Chan, Golub & LeVeque 1979, eq. 2.1 with the shift of §3). Each class
+        is shifted by c_k, the running mean rounded to the GEMM dtype p (the class's first sample if it is
+        new), and every per-sample step runs in p: z = x − c_y, S = zᵀz, s_k = Σ_{y=k} z, q_k = Σ_{y=k} ‖z‖².
+        In float64, per class only (K × d): δ_k = s_k/n_k, the batch mean c_k + δ_k, its shift Δ_k from the
+        old mean, the merged mean, and the squared deviations q_k − n_k‖δ_k‖² + w_k‖Δ_k‖² with
+        w_k = n_a n_b/(n_a + n_b). The scatter gets S − Σ n_k δ_kδ_kᵀ + Σ w_k Δ_kΔ_kᵀ, the last two as one
+        small GEMM in p over the classes present in the batch.
+
+        Precision in float32 (unit roundoff u = 6e-8): the GEMM sees z, whose size is the within-class spread
+        σ, not ‖x‖; its rounding is about u·σ² per entry, while storing x in float32 already moved each
+        within-class product by about u·‖x‖·σ, larger by ‖x‖/σ (1e5 for σ = 1e-4 around means of norm 10).
+        The class means carry an error of about u·σ/√n_k (from s_k), again below the input's own u·‖x‖.
+        The corrections are at most of the size of S (c_k is within about σ of the batch mean), so they
+        round at the same u·σ² level. The raw-moment form Σ xxᵀ − n μμᵀ would instead lose u·‖x‖²
+        (1e-6 against a scatter entry of 1e-8 in that example).
+        """
         x, y = check_features_labels(features, labels, self.num_classes, finite=self.check_finite)
         if x.shape[1] != self.dim:
             raise ValueError(f"features have dim {x.shape[1]}; this ClassStats was built for dim={self.dim}")
         if x.shape[0] == 0:
             return
-        acc = self.dtype
-        x = x.to(self.device, acc)
-        y = y.to(self.device)
-        counts = torch.bincount(y, minlength=self.num_classes)
-        sums = torch.zeros(self.num_classes, self.dim, dtype=acc, device=self.device).index_add_(0, y, x)
-        present = counts > 0
-        means = torch.zeros_like(sums)
-        means[present] = sums[present] / counts[present, None].to(acc)
-        centred = x - means[y]
-        sq_dev = torch.zeros(self.num_classes, dtype=acc, device=self.device).index_add_(0, y, centred.square().sum(1))
-        scatter = centred.T @ centred
-        class_scatter = self._class_scatter(centred, y) if self.per_class_cov else None
-        self._combine(counts, means, sq_dev, scatter, class_scatter)
+        p = _gemm_dtype(x.dtype, self.dtype, self.precision, self.device)
+        x, y = x.to(self.device, p), y.to(self.device)
+        present, inverse = torch.unique(y, return_inverse=True)  # per-batch work is O(B·d + P·d), P ≤ B classes
+        width = len(present)
+        counts = torch.bincount(inverse, minlength=width)
+        first = torch.full((width,), x.shape[0], dtype=torch.int64, device=self.device)
+        first.scatter_reduce_(0, inverse, torch.arange(x.shape[0], device=self.device), "amin")
+        new = (self.counts[present] == 0)[:, None]  # a class seen for the first time is shifted by its first sample
+        shift = torch.where(new, x[first], self.means[present].to(p))
+        z = x - shift[inverse]
+        sums = torch.zeros(width, self.dim, dtype=p, device=self.device).index_add_(0, inverse, z)
+        sq = torch.zeros(width, dtype=p, device=self.device).index_add_(0, inverse, z.square().sum(1))
+        scatter = z.T @ z
 
-    def _class_scatter(self, centred: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        """Per-class scatter of a centred batch as one GEMM: (one-hot ⊗ x)ᵀ x, reshaped to (K, d, d)."""
-        classes = torch.unique(labels)
-        onehot = (labels[:, None] == classes[None, :]).to(centred.dtype)
-        stacked = (onehot[:, :, None] * centred[:, None, :]).reshape(centred.shape[0], -1)
-        out = torch.zeros(self.num_classes, self.dim, self.dim, dtype=centred.dtype, device=centred.device)
-        out[classes] = (stacked.T @ centred).reshape(len(classes), self.dim, self.dim)
-        return out
+        acc = self.dtype
+        n_b = counts.to(acc)
+        n_a = self.counts[present].to(acc)
+        delta = sums.to(acc) / n_b[:, None]  # batch mean − shift
+        shift_old = shift.to(acc) + delta - self.means[present]  # batch mean − old mean
+        weight = n_a * n_b / (n_a + n_b)
+        self.sq_dev[present] += sq.to(acc) - n_b * delta.square().sum(1) + weight * shift_old.square().sum(1)
+        rows = torch.cat([shift_old * weight.sqrt()[:, None], delta * n_b.sqrt()[:, None]]).to(p)
+        signed = torch.cat([rows[:width], -rows[width:]])
+        self.scatter += (scatter + rows.T @ signed).to(acc)
+        if self.per_class_cov:
+            corr = (weight[:, None, None] * shift_old[:, :, None] * shift_old[:, None, :]
+                    - n_b[:, None, None] * delta[:, :, None] * delta[:, None, :])
+            self.class_scatter[present] += self._class_scatter(z, inverse, width).to(acc) + corr
+        self.means[present] += shift_old * (n_b / (n_a + n_b))[:, None]
+        self.counts[present] += counts
+
+    @staticmethod
+    def _class_scatter(z: torch.Tensor, inverse: torch.Tensor, width: int) -> torch.Tensor:
+        """Per-class scatter of a shifted batch as one GEMM: (one-hot ⊗ z)ᵀ z, reshaped to (P, d, d)."""
+        onehot = (inverse[:, None] == torch.arange(width, device=z.device)[None, :]).to(z.dtype)
+        stacked = (onehot[:, :, None] * z[:, None, :]).reshape(z.shape[0], -1)
+        return (stacked.T @ z).reshape(width, z.shape[1], z.shape[1])
 
     def _combine(self, counts, means, sq_dev, scatter, class_scatter) -> None:
-        """Chan et al. pairwise merge of another set of per-class (n, μ, M2) into this one."""
+        """Chan et al. pairwise merge of another set of per-class (n, μ, M2) into this one (float64)."""
         n_a = self.counts.to(self.dtype)
         n_b = counts.to(self.dtype)
         total = n_a + n_b
@@ -138,30 +290,19 @@ class ClassStats:
         self.means += delta * ratio[:, None]
         self.counts += counts
 
-    def merge(self, other: "ClassStats") -> "ClassStats":
-        """Fold another ``ClassStats`` (e.g. a data shard) into this one; returns self."""
-        if not isinstance(other, ClassStats):
-            raise TypeError(f"can only merge a ClassStats; got {type(other).__name__}")
-        if (other.num_classes, other.dim) != (self.num_classes, self.dim):
-            raise ValueError(f"cannot merge ClassStats of shape (K={other.num_classes}, d={other.dim}) "
-                             f"into (K={self.num_classes}, d={self.dim})")
-        if other.per_class_cov != self.per_class_cov:
-            raise ValueError("cannot merge ClassStats with and without per_class_cov")
+    def _merge(self, other: "ClassStats") -> None:
         cs = other.class_scatter.to(self.device) if self.per_class_cov else None
         self._combine(other.counts.to(self.device), other.means.to(self.device), other.sq_dev.to(self.device),
                       other.scatter.to(self.device), cs)
-        return self
 
     def all_reduce(self, group=None) -> "ClassStats":
         """Combine the statistics of every rank of ``torch.distributed`` in place (exact, two reductions).
 
         First the counts and n_k μ_k are summed to get the global means; then every rank adds the shift of
         its own means, Σ_k n_rk (μ_rk − μ_k)(μ_rk − μ_k)ᵀ, to its scatter, and the scatters are summed.
+        Every tensor sent lives on the state's device.
         """
-        import torch.distributed as dist
-
-        if not (dist.is_available() and dist.is_initialized()):
-            raise RuntimeError("all_reduce needs an initialised torch.distributed process group")
+        dist = _dist()
         counts = self.counts.clone()
         dist.all_reduce(counts, group=group)
         weighted = self.means * self.counts[:, None].to(self.dtype)
@@ -181,9 +322,10 @@ class ClassStats:
         self.counts, self.means, self.scatter, self.sq_dev = counts, global_means, scatter, sq_dev
         return self
 
-    # -- results and persistence ----------------------------------------------------------------
+    # -- results --------------------------------------------------------------------------------
     def finalize(self) -> FinalStats:
-        """Return a float64 CPU snapshot for the metrics."""
+        """Return a float64 CPU snapshot for the metrics; an error if no sample was accumulated."""
+        self._require_samples(int(self.counts.sum()))
         f64 = dict(dtype=torch.float64, device="cpu")
         return FinalStats(
             counts=self.counts.to("cpu"),
@@ -192,31 +334,6 @@ class ClassStats:
             scatter=self.scatter.to(**f64),
             class_scatter=None if self.class_scatter is None else self.class_scatter.to(**f64),
         )
-
-    def state_dict(self) -> dict:
-        state = {"num_classes": self.num_classes, "dim": self.dim, "per_class_cov": self.per_class_cov,
-                 "counts": self.counts, "means": self.means, "sq_dev": self.sq_dev, "scatter": self.scatter}
-        if self.per_class_cov:
-            state["class_scatter"] = self.class_scatter
-        return state
-
-    def load_state_dict(self, state: dict) -> None:
-        if not isinstance(state, dict):
-            raise TypeError(f"state must be a dict from ClassStats.state_dict(); got {type(state).__name__}")
-        missing = {"num_classes", "dim", "per_class_cov", "counts", "means", "sq_dev", "scatter"} - set(state)
-        if missing:
-            raise ValueError(f"ClassStats state is missing keys: {sorted(missing)}")
-        shape = (state["num_classes"], state["dim"], bool(state["per_class_cov"]))
-        if shape != (self.num_classes, self.dim, self.per_class_cov):
-            raise ValueError(f"ClassStats state has (K, d, per_class_cov) = {shape}; "
-                             f"expected {(self.num_classes, self.dim, self.per_class_cov)}")
-        kw = dict(dtype=self.dtype, device=self.device)
-        self.counts = state["counts"].to(self.device, torch.int64).clone()
-        self.means = state["means"].to(**kw).clone()
-        self.sq_dev = state["sq_dev"].to(**kw).clone()
-        self.scatter = state["scatter"].to(**kw).clone()
-        if self.per_class_cov:
-            self.class_scatter = state["class_scatter"].to(**kw).clone()
 
     @classmethod
     def from_features(cls, features, labels, num_classes: int | None = None, batch_size: int = 8192, **kwargs):
@@ -229,79 +346,116 @@ class ClassStats:
         return stats
 
 
-class NCCCounts:
+class NCCCounts(_Accumulator):
     """Second pass for NC4: per-class counts of nearest-class-center (NCC) hits and, with a classifier,
     of NCC/classifier agreement and classifier hits (Papyan et al. 2020, §NC4).
 
-    NCC(h) = argmin_k ‖h − μ_k‖² over classes present in the statistics; the classifier decision is
-    argmax_k (W h + b)_k, bias included when given.
+    NCC(h) = argmin_k ‖h − μ_k‖² over classes present in the statistics, searched over tiles of
+    ``tile_size`` classes (memory O(batch · tile)); the classifier decision is argmax_k (W h + b)_k, bias
+    included when given, also over tiles. The search runs in float64 on the CPU and float32 on CUDA/MPS
+    unless ``dtype`` says otherwise.
     """
 
-    def __init__(self, means: torch.Tensor, present: torch.Tensor | None = None, W=None, b=None, device=None):
+    def __init__(self, means: torch.Tensor, present: torch.Tensor | None = None, W=None, b=None, device=None,
+                 tile_size: int = 4096, dtype: torch.dtype | None = None):
+        check_scalar(tile_size, "tile_size", int, low=1)
         self.device = means.device if device is None else torch.device(device)
-        dtype = _default_dtype(self.device)
-        self.means = means.to(self.device, dtype)
+        self.dtype = (torch.float64 if self.device.type == "cpu" else torch.float32) if dtype is None else dtype
+        self.tile_size = tile_size
+        self.means = means.to(self.device, self.dtype)
         k = self.means.shape[0]
-        self.present = torch.ones(k, dtype=torch.bool) if present is None else present.to("cpu", torch.bool)
-        self.penalty = torch.where(self.present, 0.0, float("inf")).to(self.device, dtype)
+        present = torch.ones(k, dtype=torch.bool) if present is None else present.to(torch.bool)
+        self.penalty = torch.where(present.to(self.device), 0.0, float("inf")).to(self.dtype)
+        self.sq_norms = self.means.square().sum(1) + self.penalty
         self.W = self.b = None
         if W is not None:
             W, b = check_classifier(W, b, num_classes=k, dim=self.means.shape[1])
-            self.W, self.b = W.to(self.device, dtype), None if b is None else b.to(self.device, dtype)
-        self.ncc_correct = torch.zeros(k, dtype=torch.int64, device=self.device)
-        self.agree = torch.zeros(k, dtype=torch.int64, device=self.device)
-        self.net_correct = torch.zeros(k, dtype=torch.int64, device=self.device)
-        self.counts = torch.zeros(k, dtype=torch.int64, device=self.device)
+            self.W = W.to(self.device, self.dtype)
+            self.b = torch.zeros(k, dtype=self.dtype, device=self.device) if b is None else b.to(self.device, self.dtype)
+        zeros = lambda dev: torch.zeros(k, dtype=torch.int64, device=dev)  # noqa: E731
+        self._declare({"num_classes": k, "dim": self.means.shape[1], "classifier": W is not None},
+                      ncc_correct=zeros, agree=zeros, net_correct=zeros, counts=zeros)
+
+    def _moved(self) -> tuple[str, ...]:
+        return ("means", "penalty", "sq_norms", "W", "b")
 
     @classmethod
-    def from_stats(cls, stats: "ClassStats", W=None, b=None) -> "NCCCounts":
-        return cls(stats.means, stats.counts.to("cpu") > 0, W=W, b=b, device=stats.device)
+    def from_stats(cls, stats: "ClassStats", W=None, b=None, **kwargs) -> "NCCCounts":
+        return cls(stats.means, stats.counts > 0, W=W, b=b, device=stats.device, **kwargs)
+
+    def _tiled_argmax(self, x: torch.Tensor, rows: torch.Tensor, offset: torch.Tensor) -> torch.Tensor:
+        """argmax_k (x rowsᵀ − offset)_k over tiles of classes, keeping the first maximiser on ties."""
+        best = torch.full((x.shape[0],), -float("inf"), dtype=x.dtype, device=x.device)
+        arg = torch.zeros(x.shape[0], dtype=torch.int64, device=x.device)
+        for start in range(0, rows.shape[0], self.tile_size):
+            scores = x @ rows[start:start + self.tile_size].T - offset[None, start:start + self.tile_size]
+            value, index = scores.max(1)
+            better = value > best
+            best = torch.where(better, value, best)
+            arg = torch.where(better, index + start, arg)
+        return arg
 
     def predict_ncc(self, x: torch.Tensor) -> torch.Tensor:
-        dist = (self.means.square().sum(1)[None, :] - 2.0 * x @ self.means.T) + self.penalty[None, :]
-        return dist.argmin(1)
+        """argmin_k ‖x − μ_k‖² = argmax_k (x·μ_k − ‖μ_k‖²/2)."""
+        return self._tiled_argmax(x, self.means, 0.5 * self.sq_norms)
 
     def update(self, features, labels) -> None:
         x, y = check_features_labels(features, labels, self.means.shape[0])
         if x.shape[1] != self.means.shape[1]:
             raise ValueError(f"features have dim {x.shape[1]}; the class means have dim {self.means.shape[1]}")
-        x, y = x.to(self.device, self.means.dtype), y.to(self.device)
+        x, y = x.to(self.device, self.dtype), y.to(self.device)
         k = self.means.shape[0]
         ncc = self.predict_ncc(x)
         self.counts += torch.bincount(y, minlength=k)
         self.ncc_correct += torch.bincount(y[ncc == y], minlength=k)
         if self.W is not None:
-            logits = x @ self.W.T + (0.0 if self.b is None else self.b[None, :])
-            net = logits.argmax(1)
+            net = self._tiled_argmax(x, self.W, -self.b)
             self.agree += torch.bincount(y[ncc == net], minlength=k)
             self.net_correct += torch.bincount(y[net == y], minlength=k)
 
-    def all_reduce(self, group=None) -> "NCCCounts":
-        import torch.distributed as dist
+    def _check_like(self, other, what: str) -> None:
+        super()._check_like(other, what)
+        if not torch.equal(other.means.to(self.means), self.means):
+            raise ValueError(f"cannot {what} NCCCounts measured against different class means")
 
-        for t in (self.ncc_correct, self.agree, self.net_correct, self.counts):
-            dist.all_reduce(t, group=group)
+    def _merge(self, other: "NCCCounts") -> None:
+        for name in self._state:
+            getattr(self, name).add_(getattr(other, name).to(self.device))
+
+    def all_reduce(self, group=None) -> "NCCCounts":
+        dist = _dist()
+        for name in self._state:
+            dist.all_reduce(getattr(self, name), group=group)
         return self
 
+    def finalize(self) -> dict:
+        """Per-class int64 CPU counts {counts, ncc_correct, agree, net_correct}; an error if nothing was seen."""
+        self._require_samples(int(self.counts.sum()))
+        return {name: getattr(self, name).to("cpu") for name in self._state}
 
-class NCMCStats:
+
+class NCMCStats(_Accumulator):
     """Streaming NCMC collapse statistics (Yan et al. 2024, §4.3; ncmc.md §5).
 
     Per sample of class k: c = ‖h/‖h‖ − w̄^(k)/‖w̄^(k)‖‖² (collapse to the mean of the class's centers) and
     v = 1 − (h/‖h‖)·(w_k/‖w_k‖) (variability against the classifier). Mean and population std of c and the
-    mean of v are kept with Chan et al.'s pairwise update, so a std near zero keeps its precision.
+    mean of v are kept with Chan et al.'s pairwise update, so a std near zero keeps its precision. The state
+    (count, mean, M2, Σ v) lives on ``device`` (default: the frame's device), as do the frame's targets.
     """
 
-    def __init__(self, frame):
-        self.device = frame.classifier.device
-        dtype = _default_dtype(self.device)
+    def __init__(self, frame, device=None, dtype: torch.dtype | None = None):
+        self.device = frame.classifier.device if device is None else torch.device(device)
+        self.dtype = _default_dtype(self.device) if dtype is None else dtype
         mean_centers = frame.mean_centers()
-        self.targets = (mean_centers / mean_centers.norm(dim=1, keepdim=True)).to(dtype)
-        self.classifier = (frame.classifier / frame.classifier.norm(dim=1, keepdim=True)).to(dtype)
-        self.count = 0
-        self.mean = torch.zeros((), dtype=dtype)
-        self.m2 = torch.zeros((), dtype=dtype)
-        self.variability_sum = torch.zeros((), dtype=dtype)
+        self.targets = (mean_centers / mean_centers.norm(dim=1, keepdim=True)).to(self.device, self.dtype)
+        self.classifier = (frame.classifier / frame.classifier.norm(dim=1, keepdim=True)).to(self.device, self.dtype)
+        scalar = lambda dev: torch.zeros((), dtype=self.dtype, device=dev)  # noqa: E731
+        self._declare({"num_classes": self.targets.shape[0], "dim": self.targets.shape[1]},
+                      count=lambda dev: torch.zeros((), dtype=torch.int64, device=dev),
+                      mean=scalar, m2=scalar, variability_sum=scalar)
+
+    def _moved(self) -> tuple[str, ...]:
+        return ("targets", "classifier")
 
     def update(self, features, labels) -> None:
         x, y = check_features_labels(features, labels, self.targets.shape[0])
@@ -309,31 +463,50 @@ class NCMCStats:
             raise ValueError(f"features have dim {x.shape[1]}; the frame has dim {self.targets.shape[1]}")
         if x.shape[0] == 0:
             return
-        x = x.to(self.targets.device, self.targets.dtype)
-        y = y.to(self.targets.device)
+        x, y = x.to(self.device, self.dtype), y.to(self.device)
         unit = x / x.norm(dim=1, keepdim=True).clamp(min=torch.finfo(x.dtype).tiny)
         collapse = (unit - self.targets[y]).square().sum(1)
         variability = 1.0 - (unit * self.classifier[y]).sum(1)
-        n_b = x.shape[0]
-        mean_b = collapse.mean()
-        m2_b = (collapse - mean_b).square().sum()
-        total = self.count + n_b
-        delta = mean_b.cpu() - self.mean
-        self.m2 = self.m2 + m2_b.cpu() + delta.square() * self.count * n_b / total
-        self.mean = self.mean + delta * n_b / total
-        self.variability_sum = self.variability_sum + variability.sum().cpu()
-        self.count = total
+        self._combine(torch.tensor(x.shape[0], device=self.device), collapse.mean(),
+                      (collapse - collapse.mean()).square().sum(), variability.sum())
+
+    def _combine(self, n_b, mean_b, m2_b, variability_b) -> None:
+        """Chan et al. merge of (n, mean, M2, Σ v) into the state."""
+        n_a, n_b_f = self.count.to(self.dtype), n_b.to(self.dtype)
+        total = n_a + n_b_f
+        delta = mean_b - self.mean
+        self.m2 = self.m2 + m2_b + delta.square() * n_a * n_b_f / total
+        self.mean = self.mean + delta * n_b_f / total
+        self.variability_sum = self.variability_sum + variability_b
+        self.count = self.count + n_b
+
+    def _check_like(self, other, what: str) -> None:
+        super()._check_like(other, what)
+        if not torch.equal(other.targets.to(self.targets), self.targets):
+            raise ValueError(f"cannot {what} NCMCStats of different frames")
+
+    def _merge(self, other: "NCMCStats") -> None:
+        if int(other.count):
+            self._combine(other.count.to(self.device), other.mean.to(self.device), other.m2.to(self.device),
+                          other.variability_sum.to(self.device))
 
     def all_reduce(self, group=None) -> "NCMCStats":
-        """Exact combination over ranks: sum n, n·mean, variability; then the shifted M2."""
-        import torch.distributed as dist
-
-        local = torch.stack([torch.tensor(float(self.count), dtype=self.mean.dtype), self.mean * self.count,
-                             self.variability_sum])
+        """Exact combination over ranks: sum n, n·mean, Σ v; then the shifted M2. Sends state-device tensors."""
+        dist = _dist()
+        count = self.count.clone()
+        dist.all_reduce(count, group=group)
+        local = torch.stack([self.mean * self.count.to(self.dtype), self.variability_sum])
         dist.all_reduce(local, group=group)
-        count = int(local[0])
-        mean = local[1] / max(count, 1)
-        m2 = self.m2 + self.count * (self.mean - mean).square()
+        mean = local[0] / count.clamp(min=1).to(self.dtype)
+        m2 = self.m2 + self.count.to(self.dtype) * (self.mean - mean).square()
         dist.all_reduce(m2, group=group)
-        self.count, self.mean, self.m2, self.variability_sum = count, mean, m2, local[2]
+        self.count, self.mean, self.m2, self.variability_sum = count, mean, m2, local[1]
         return self
+
+    def finalize(self) -> dict:
+        """Float64 CPU {count, mean, std (population), variability}; an error if nothing was seen."""
+        count = int(self.count)
+        self._require_samples(count)
+        return {"count": count, "mean": float(self.mean),
+                "std": math.sqrt(max(float(self.m2) / count, 0.0)),
+                "variability": float(self.variability_sum) / count}
