@@ -7,7 +7,7 @@ import itertools
 import numpy as np
 
 
-def reference(features, labels, W=None, b=None, global_mean="uniform", ddof=0):
+def reference(features, labels, W=None, b=None, global_mean="uniform", ddof=0, cdnv_exponent=2.0, ood=None):
     x = np.asarray(features, dtype=np.float64)
     y = np.asarray(labels)
     classes = sorted(set(y.tolist()))
@@ -27,7 +27,7 @@ def reference(features, labels, W=None, b=None, global_mean="uniform", ddof=0):
     out = {"nc1": np.trace(sw @ np.linalg.pinv(sb, rcond=1e-10, hermitian=True)) / k,
            "nc1_quotient": np.trace(sw) / np.trace(sb)}
     var = [np.sum((x[y == c] - means[i]) ** 2) / (counts[i] - ddof) for i, c in enumerate(classes)]
-    out["cdnv"] = np.mean([(var[i] + var[j]) / (2 * np.sum((means[i] - means[j]) ** 2))
+    out["cdnv"] = np.mean([(var[i] + var[j]) / (2 * np.linalg.norm(means[i] - means[j]) ** cdnv_exponent)
                            for i, j in itertools.combinations(range(k), 2)])
     norms = np.linalg.norm(mc, axis=1)
     out["equinorm_means"] = np.std(norms, ddof=1) / np.mean(norms)
@@ -38,7 +38,19 @@ def reference(features, labels, W=None, b=None, global_mean="uniform", ddof=0):
     def etf(g):
         return np.linalg.norm(g / np.linalg.norm(g) - (np.eye(k) - 1 / k) / np.sqrt(k - 1))
 
+    def orth(g):
+        return np.linalg.norm(g / np.linalg.norm(g) - np.eye(k) / np.sqrt(k))
+
     out["etf_error_means"] = etf(mc @ mc.T)
+    out["orth_error_means"] = orth(means @ means.T)
+    units = mc / norms[:, None]
+    dists = np.array([np.linalg.norm(units[i] - units[j]) for i, j in itertools.combinations(range(k), 2)])
+    out["gnc2_log_mean"] = np.mean(np.log(1 / dists))
+    out["gnc2_log_var"] = np.var(np.log(1 / dists))
+    out["gnc2_riesz_mean"] = np.mean(dists ** -(x.shape[1] - 2.0))
+    if ood is not None:
+        direction = np.asarray(ood, dtype=np.float64).mean(0) - mu_g
+        out["nc5_ood"] = np.mean([abs(m @ direction) / (np.linalg.norm(m) * np.linalg.norm(direction)) for m in mc])
     if W is not None:
         w = np.asarray(W, dtype=np.float64)[classes]
         wn = np.linalg.norm(w, axis=1)
@@ -48,6 +60,11 @@ def reference(features, labels, W=None, b=None, global_mean="uniform", ddof=0):
         out["max_angle_weights"] = np.mean(np.abs(np.array(wcos) + 1 / (k - 1)))
         out["etf_error_weights"] = etf(w @ w.T)
         out["self_duality"] = etf(w @ mc.T)
+        out["orth_error_weights"] = orth(w @ w.T)
+        sims = np.array([w[i] @ mc[i] for i in range(k)])
+        out["unc3"] = np.std(sims, ddof=1) / np.mean(sims)
+        out["duality_cos_per_class"] = sims / (wn * norms)
+        out["duality_cos_mean"] = np.mean(out["duality_cos_per_class"])
         out["duality_papyan"] = np.sum((w / np.linalg.norm(w) - mc / np.linalg.norm(mc)) ** 2)
         full_w = np.asarray(W, dtype=np.float64)
         bias = np.zeros(full_w.shape[0]) if b is None else np.asarray(b, dtype=np.float64)

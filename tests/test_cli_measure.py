@@ -86,3 +86,32 @@ def test_absent_class_warning_cli(tmp_path, capsys):
     captured = capsys.readouterr()
     assert json.loads(captured.out)["absent_classes"] == [3]
     assert "no samples" in captured.err
+
+
+def test_measure_min_count_ood_and_exponent(feature_file, tmp_path, capsys):
+    path, x, y, W = feature_file
+    ood = np.random.default_rng(4).normal(size=(9, 6))
+    ood_path = tmp_path / "ood.npz"
+    np.savez(ood_path, features=ood)
+    assert main(["measure", "--features", str(path), "--json", "--min-count", "6", "--ood", str(ood_path),
+                 "--cdnv-exponent", "1", "--tile-size", "2"]) == 0
+    captured = capsys.readouterr()
+    out = json.loads(captured.out)
+    keep = y < 3  # class 3 has 5 samples
+    ref = reference(x[keep], y[keep], W=W, ood=ood, cdnv_exponent=1.0)
+    assert out["num_classes_below_min_count"] == 1 and "fewer than min_count=6" in captured.err
+    assert "keeps the within-class scatter" in captured.err  # Σ_W is pooled without per-class scatter
+    for key in ("cdnv", "nc5_ood", "unc3", "gnc2_log_mean", "orth_error_means", "duality_cos_mean"):
+        assert out[key] == pytest.approx(ref[key], rel=1e-10), key
+    np.savez(ood_path, labels=y)
+    assert main(["measure", "--features", str(path), "--ood", str(ood_path)]) == 2
+    assert "ood.npz: missing array 'features'" in capsys.readouterr().err
+
+
+def test_measure_help_lists_options_and_keys(capsys):
+    with pytest.raises(SystemExit):
+        main(["measure", "--help"])
+    text = capsys.readouterr().out
+    for word in ("--min-count", "--ood", "--cdnv-exponent", "--tile-size", "gnc2_log_mean", "gnc2_riesz_mean",
+                 "unc3", "duality_cos_mean", "orth_error_weights", "nc5_ood", "num_classes_below_min_count"):
+        assert word in text, word

@@ -13,7 +13,9 @@ from nc_reference import reference
 
 KEYS = ["nc1", "nc1_quotient", "cdnv", "equinorm_means", "equiangularity_means", "max_angle_means",
         "etf_error_means", "equinorm_weights", "equiangularity_weights", "max_angle_weights",
-        "etf_error_weights", "self_duality", "duality_papyan", "ncc_mismatch", "ncc_accuracy"]
+        "etf_error_weights", "self_duality", "duality_papyan", "ncc_mismatch", "ncc_accuracy",
+        "orth_error_means", "orth_error_weights", "gnc2_log_mean", "gnc2_log_var", "gnc2_riesz_mean", "unc3",
+        "duality_cos_mean", "nc5_ood"]
 
 
 @pytest.mark.parametrize("fixture", ["balanced", "longtailed"])
@@ -23,10 +25,61 @@ def test_agrees_with_float64_reference(request, fixture, global_mean, ddof):
     x, y, _ = request.getfixturevalue(fixture)
     rng = np.random.default_rng(5)
     W, b = rng.normal(size=(6, x.shape[1])), rng.normal(size=6)
-    got = measure_features(x, y, W=W, b=b, global_mean=global_mean, ddof=ddof)
-    want = reference(x, y, W=W, b=b, global_mean=global_mean, ddof=ddof)
+    ood = rng.normal(size=(20, x.shape[1]))
+    got = measure_features(x, y, W=W, b=b, global_mean=global_mean, ddof=ddof, ood=ood)
+    want = reference(x, y, W=W, b=b, global_mean=global_mean, ddof=ddof, ood=ood)
     for key in KEYS:
         assert got[key] == pytest.approx(want[key], rel=1e-10, abs=1e-12), key
+    np.testing.assert_allclose(got["duality_cos_per_class"], want["duality_cos_per_class"], rtol=1e-12)
+
+
+def test_tiled_equals_direct_and_reference_at_larger_k():
+    """K = 240 > d = 16 (the d × d spectrum path), tiles of 37 classes vs one block and the numpy reference."""
+    counts = [3 + i % 5 for i in range(240)]
+    x, y, _ = make_features(counts, dim=16, seed=9, spread=0.3)
+    rng = np.random.default_rng(2)
+    W, ood = rng.normal(size=(240, 16)), rng.normal(size=(15, 16))
+    s = ClassStats.from_features(x, y, per_class_cov=False)
+    tiled = measure(s, W=W, ood=ood, tile_size=37, cdnv_exponent=1.5)
+    direct = measure(s, W=W, ood=ood, tile_size=240, cdnv_exponent=1.5)
+    want = reference(x, y, W=W, ood=ood, cdnv_exponent=1.5)
+    for key in KEYS:
+        if key.startswith("ncc"):
+            continue
+        assert tiled[key] == pytest.approx(direct[key], rel=1e-10, abs=1e-13), key
+        assert tiled[key] == pytest.approx(want[key], rel=1e-10, abs=1e-13), key
+    assert tiled["rank"] == 16 and len(tiled["sigma_b_spectrum"]) == 16
+
+
+def test_min_count_leaves_out_rare_classes():
+    x, y, _ = make_features([40, 30, 20, 3, 1], dim=6, seed=4)
+    keep = y < 3
+    W = np.random.default_rng(0).normal(size=(5, 6))
+    s = ClassStats.from_features(x, y, per_class_cov=True)
+    with pytest.warns(UserWarning, match="2 classes have fewer than min_count=5"):
+        out = measure(s, W=W, min_count=5)
+    assert out["num_classes_below_min_count"] == 2 and out["num_measured_classes"] == 3
+    want = reference(x[keep], y[keep], W=W)
+    for key in ("nc1", "nc1_quotient", "cdnv", "etf_error_means", "self_duality", "unc3", "gnc2_log_mean"):
+        assert out[key] == pytest.approx(want[key], rel=1e-10), key
+    without = ClassStats.from_features(x, y)
+    with pytest.warns(UserWarning) as caught:
+        assert measure(without, min_count=5)["cdnv"] == pytest.approx(want["cdnv"], rel=1e-10)
+    assert any("keeps the within-class scatter" in str(w.message) for w in caught)
+    with pytest.raises(ValueError, match="at least two classes with samples; got 1 with at least min_count=35"):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            measure(s, min_count=35)
+
+
+def test_ood_statistics_equal_ood_features(balanced):
+    x, y, _ = balanced
+    ood = np.random.default_rng(3).normal(size=(50, x.shape[1])) + 2.0
+    s = ClassStats.from_features(x, y)
+    from_stats = ClassStats.from_features(ood, np.zeros(50, dtype=int), num_classes=1)
+    assert measure(s, ood=from_stats)["nc5_ood"] == pytest.approx(measure(s, ood=ood)["nc5_ood"], rel=1e-12)
+    with pytest.raises(ValueError, match="ood features have dim 3"):
+        measure(s, ood=np.zeros((4, 3)))
 
 
 def test_exact_etf_features_are_fully_collapsed():

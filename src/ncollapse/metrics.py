@@ -5,32 +5,45 @@ Conventions (design.md §3; metrics.md explains where public codebases differ):
 * μ_G: ``global_mean="uniform"`` mean of class means (Papyan et al. 2020) or ``"weighted"`` sample mean.
 * Σ_W = (1/(N − ddof·K)) Σ_k Σ_i (h − μ_k)(h − μ_k)ᵀ;  Σ_B = (1/K) Σ_k (μ_k − μ_G)(μ_k − μ_G)ᵀ.
 * NC1 = tr(Σ_W Σ_B^†)/K (``scale="papyan"`` drops the /K, Papyan et al. 2020 Fig. 6). Σ_B^† comes from a
-  float64 eigendecomposition of the K × K Gram M_c M_cᵀ keeping eigenvalues > rtol·λ_max; the kept rank
-  and the spectrum are reported. ``nc1_quotient`` = tr Σ_W / tr Σ_B (Tirer et al. 2023).
-* CDNV (Galanti et al. 2021, Def. 1): mean over k < l of (V_k + V_l) / (2‖μ_k − μ_l‖²), V_k = Σ_i‖h − μ_k‖²/(n_k − ddof).
+  float64 eigendecomposition of the min(K, d)-sized problem (M_c M_cᵀ when K ≤ d, M_cᵀ M_c when d < K)
+  keeping eigenvalues > rtol·λ_max; the kept rank and the spectrum are reported. ``nc1_quotient`` =
+  tr Σ_W / tr Σ_B (Tirer et al. 2023).
+* CDNV (Galanti et al. 2021, Def. 1): mean over k < l of (V_k + V_l) / (2‖μ_k − μ_l‖^p), p = ``cdnv_exponent``
+  (default 2), V_k = Σ_i‖h − μ_k‖²/(n_k − ddof).
 * NC2 (Papyan et al. 2020): equinorm = std(ddof=1)/mean of ‖μ_k − μ_G‖ (and ‖w_k‖); equiangularity = std
   (population) of off-diagonal cosines; max-angle = mean over k ≠ l of |cos + 1/(K−1)|; etf_error =
-  ‖G/‖G‖_F − (I − 11ᵀ/K)/√(K−1)‖_F (Zhu et al. 2021, eq. NC2).
+  ‖G/‖G‖_F − (I − 11ᵀ/K)/√(K−1)‖_F (Zhu et al. 2021, eq. NC2); orth_error = ‖G/‖G‖_F − I/√K‖_F of the
+  uncentred means M Mᵀ (and W Wᵀ), the orthogonal frame of bias-free imbalanced MSE / NCMC's classifier.
+* GNC2 (Liu et al. 2023, hyperspherical uniformity): mean and population variance over k < l of
+  log(1/‖u_k − u_l‖), u_k = (μ_k − μ_G)/‖μ_k − μ_G‖, and the mean Riesz kernel ‖u_k − u_l‖^−(d−2).
 * NC3: ``self_duality`` = etf_error of W M_cᵀ (Zhu et al. 2021, eq. NC3); ``duality_papyan`` =
-  ‖W/‖W‖_F − M_c/‖M_c‖_F‖_F² (Papyan et al. 2020).
+  ‖W/‖W‖_F − M_c/‖M_c‖_F‖_F² (Papyan et al. 2020); ``duality_cos_mean`` = mean of cos(w_k, μ_k − μ_G)
+  (per class in ``duality_cos_per_class``); ``unc3`` = std(ddof=1)/mean of ⟨w_k, μ_k − μ_G⟩ (Wu & Papyan
+  2024, uniform duality).
 * NC4 (Papyan et al. 2020): ``ncc_mismatch`` = share of samples where the nearest class mean differs from
   argmax(W h + b); needs the second pass ``stats.NCCCounts``.
+* NC5 (Ammar et al. 2024): ``nc5_ood`` = mean over k of |cos(μ_k − μ_G, μ_ood − μ_G)| for OOD features.
 * Minority collapse (Fang et al. 2021, §4): mean/std of pairwise cosines among minority classifiers and
   among minority centred means; head/medium/tail groups by class size (head > 100, tail < 20).
 
-Classes without samples are left out (listed in ``absent_classes``, with a warning).
+Every K × K quantity is computed in tiles (``pairwise.py``) or through a d × d closed form, so memory is
+O(K·d + d² + tile²) and language-model vocabularies (K ≈ 30k) fit.
+Classes without samples are left out (listed in ``absent_classes``, with a warning), and so are classes with
+fewer than ``min_count`` samples (counted in ``num_classes_below_min_count``).
 """
 
 from __future__ import annotations
 
 import math
 import warnings
+from numbers import Real
 
 import numpy as np
 import torch
 
-from .stats import ClassStats, FinalStats, NCCCounts
-from .validation import check_classifier, check_counts, check_features_labels, check_scalar
+from .pairwise import duality_pass, vector_pairs
+from .stats import ClassStats, FinalStats, NCCCounts, NCMCStats
+from .validation import check_classifier, check_counts, check_features, check_features_labels, check_scalar
 
 __all__ = ["measure", "measure_features", "measure_ncmc", "etf_error", "class_groups"]
 
@@ -50,22 +63,7 @@ def etf_error(gram: torch.Tensor) -> float:
 def _cov(values: torch.Tensor) -> float:
     """Coefficient of variation std(ddof=1)/mean (Papyan et al. 2020, equinorm)."""
     mean = values.mean()
-    return float(values.std(correction=1) / mean) if mean > 0 else float("nan")
-
-
-def _angle_stats(vectors: torch.Tensor) -> tuple[float, float, float, float]:
-    """(mean, std, max-angle, pairs) of off-diagonal cosines among the rows of ``vectors``."""
-    k = vectors.shape[0]
-    norms = vectors.norm(dim=1)
-    if bool((norms == 0).any()):  # an angle to the zero vector is undefined
-        nan = float("nan")
-        return nan, nan, nan, torch.full((k * (k - 1) // 2,), nan, dtype=vectors.dtype)
-    unit = vectors / norms[:, None]
-    cos = unit @ unit.T
-    iu = torch.triu_indices(k, k, offset=1)
-    pairs = cos[iu[0], iu[1]]
-    return (float(pairs.mean()), float(pairs.std(correction=0)),
-            float((pairs + 1.0 / (k - 1)).abs().mean()), pairs)
+    return float(values.std(correction=1) / mean) if mean > 0 and len(values) > 1 else float("nan")
 
 
 def class_groups(counts, thresholds=(100, 20)) -> dict[str, list[int]]:
@@ -86,14 +84,47 @@ def _finalize(stats) -> FinalStats:
     raise TypeError(f"stats must be a ClassStats or FinalStats; got {type(stats).__name__}")
 
 
+def _spectrum(centred: torch.Tensor, rtol: float):
+    """Eigenvalues (descending, ≥ 0) of the min(K, d)-sized problem, M_c M_cᵀ (K ≤ d) or M_cᵀ M_c (d < K),
+    which share their nonzero spectrum, and the unit directions v_i in feature space of the kept ones."""
+    k, d = centred.shape
+    small = centred @ centred.T if k <= d else centred.T @ centred
+    eigvals, eigvecs = torch.linalg.eigh(small)
+    order = torch.argsort(eigvals, descending=True)
+    eigvals, eigvecs = eigvals[order].clamp(min=0.0), eigvecs[:, order]
+    lam_max = float(eigvals[0])
+    keep = eigvals > rtol * lam_max if lam_max > 0 else torch.zeros_like(eigvals, dtype=torch.bool)
+    directions = eigvecs[:, keep]
+    if k <= d:  # v_i = M_cᵀ u_i / √λ_i
+        directions = centred.T @ directions / eigvals[keep].sqrt()
+    return eigvals, directions, keep
+
+
+def _ood_mean(ood, dim: int) -> torch.Tensor:
+    """μ_ood in float64: the sample mean of OOD features (n, d) or of the samples behind OOD statistics."""
+    if isinstance(ood, (ClassStats, FinalStats)):
+        f = _finalize(ood)
+        mean = (f.counts.to(torch.float64)[:, None] * f.means).sum(0) / f.num_samples
+    else:
+        mean = check_features(ood, "ood").to("cpu", torch.float64).mean(0)
+    if mean.shape[0] != dim:
+        raise ValueError(f"ood features have dim {mean.shape[0]}; the class statistics have dim {dim}")
+    return mean
+
+
 def measure(stats, W=None, b=None, global_mean: str = "uniform", ddof: int = 0, rtol: float = 1e-10,
             scale: str = "per_class", ncc: NCCCounts | None = None, group_counts=None,
-            group_thresholds=(100, 20), minority=None) -> dict:
+            group_thresholds=(100, 20), minority=None, min_count: int = 1, ood=None,
+            cdnv_exponent: float = 2.0, tile_size: int = 2048) -> dict:
     """Compute the NC metrics of design.md §3 from class statistics (and optionally W, b and an NCC pass).
 
-    Returns a dict of Python floats/ints and numpy arrays; key names are a contract (see README).
-    ``group_counts`` (e.g. the training counts when ``stats`` hold test features) decides head/medium/tail
-    and the minority classes; ``minority`` overrides the minority classes (default: the tail group).
+    Returns a dict of Python floats/ints and numpy arrays; key names are a contract (see README and
+    docs/measurement.md). ``group_counts`` (e.g. the training counts when ``stats`` hold test features)
+    decides head/medium/tail and the minority classes; ``minority`` overrides the minority classes (default:
+    the tail group). ``min_count`` leaves out classes with fewer samples (reported in
+    ``num_classes_below_min_count``); ``ood`` (OOD features (n, d) or their ``ClassStats``) adds ``nc5_ood``;
+    ``cdnv_exponent`` is p in ‖μ_k − μ_l‖^p of the CDNV; ``tile_size`` bounds the pairwise blocks (memory
+    O(K·d + d² + tile²); the result does not depend on it).
     """
     s = _finalize(stats)
     if global_mean not in ("uniform", "weighted"):
@@ -103,51 +134,57 @@ def measure(stats, W=None, b=None, global_mean: str = "uniform", ddof: int = 0, 
     if ddof not in (0, 1):
         raise ValueError(f"ddof == {ddof!r}, must be 0 or 1")
     check_scalar(rtol, "rtol", float, low=0.0, high=1.0)
+    check_scalar(min_count, "min_count", int, low=1)
+    check_scalar(cdnv_exponent, "cdnv_exponent", Real, low=0.0, low_open=True)
+    check_scalar(tile_size, "tile_size", int, low=1)
 
     present = s.counts > 0
+    measured = s.counts >= min_count
     k_all = s.num_classes
     absent = torch.nonzero(~present).flatten().tolist()
+    below = present & ~measured
+    k = int(measured.sum())
     if absent:
         warnings.warn(f"classes {absent} have no samples; measuring over the {int(present.sum())} present classes",
                       stacklevel=2)
-    k = int(present.sum())
+    if bool(below.any()):
+        warnings.warn(f"{int(below.sum())} classes have fewer than min_count={min_count} samples; "
+                      f"measuring over the other {k}", stacklevel=2)
     if k < 2:
-        raise ValueError(f"NC metrics need at least two classes with samples; got {k}")
-    n = s.counts[present].to(torch.float64)
+        raise ValueError(f"NC metrics need at least two classes with samples; got {k}"
+                         + (f" with at least min_count={min_count}" if min_count > 1 else ""))
+    n = s.counts[measured].to(torch.float64)
     total = float(n.sum())
-    means = s.means[present]
+    means = s.means[measured]
     mu_g = means.mean(0) if global_mean == "uniform" else (n[:, None] * means).sum(0) / total
     centred = means - mu_g
-    denom = total - ddof * k
+    scatter, n_w, k_w = _within_scatter(s, measured, below)
+    denom = n_w - ddof * k_w
     if denom <= 0:
-        raise ValueError(f"ddof={ddof} needs more than {k} samples for {k} classes; got {int(total)}")
-    sigma_w = s.scatter / denom
+        raise ValueError(f"ddof={ddof} needs more than {k_w} samples for {k_w} classes; got {int(n_w)}")
+    sigma_w = scatter / denom
 
-    gram = centred @ centred.T
-    eigvals, eigvecs = torch.linalg.eigh(gram)
-    order = torch.argsort(eigvals, descending=True)
-    eigvals, eigvecs = eigvals[order].clamp(min=0.0), eigvecs[:, order]
-    lam_max = float(eigvals[0])
-    keep = eigvals > rtol * lam_max if lam_max > 0 else torch.zeros_like(eigvals, dtype=torch.bool)
+    eigvals, directions, keep = _spectrum(centred, rtol)
     factor = float(k) if scale == "papyan" else 1.0
 
     def trace_with_pinv(scatter: torch.Tensor) -> float:
-        """tr(S Σ_B^†)/K = Σ_i u_iᵀ M_c S M_cᵀ u_i / λ_i² over kept eigenpairs (λ_i of M_c M_cᵀ)."""
+        """tr(S Σ_B^†)/K = Σ_i v_iᵀ S v_i / λ_i over the kept eigenpairs (λ_i of M_cᵀM_c, Σ_B = M_cᵀM_c/K)."""
         if not bool(keep.any()):
             return float("nan")
-        u = eigvecs[:, keep]
-        projected = (u.T @ centred) @ scatter @ (centred.T @ u)
-        return factor * float((torch.diagonal(projected) / eigvals[keep] ** 2).sum())
+        return factor * float(((directions * (scatter @ directions)).sum(0) / eigvals[keep]).sum())
 
     tr_b = float(eigvals.sum()) / k
     out: dict = {
         "num_classes": k_all,
-        "num_present_classes": k,
+        "num_present_classes": int(present.sum()),
+        "num_measured_classes": k,
         "num_samples": int(total),
         "dim": s.dim,
         "global_mean": global_mean,
         "ddof": ddof,
         "scale": scale,
+        "min_count": min_count,
+        "num_classes_below_min_count": int(below.sum()),
         "absent_classes": absent,
         "class_counts": s.counts.numpy().copy(),
         "nc1": trace_with_pinv(sigma_w),
@@ -156,42 +193,30 @@ def measure(stats, W=None, b=None, global_mean: str = "uniform", ddof: int = 0, 
         "sigma_b_spectrum": (eigvals / k).numpy(),
         "trace_sigma_w": float(torch.trace(sigma_w)),
         "trace_sigma_b": tr_b,
+        "cdnv_exponent": cdnv_exponent,
     }
-    if lam_max == 0:
+    if float(eigvals[0]) == 0:
         warnings.warn("all class means coincide: between-class scatter is zero, NC1 is undefined (NaN)", stacklevel=2)
 
-    variances = s.sq_dev[present] / (n - ddof)
+    variances = s.sq_dev[measured] / (n - ddof)
     if ddof and bool((n <= ddof).any()):
         warnings.warn("classes with a single sample have no ddof=1 variance; CDNV leaves their pairs out", stacklevel=2)
         variances = torch.where(n > ddof, variances, torch.full_like(variances, float("nan")))
-    sq_norms = torch.diagonal(gram)
-    dist2 = sq_norms[:, None] + sq_norms[None, :] - 2.0 * gram
-
-    def cdnv(idx: torch.Tensor) -> float:
-        if len(idx) < 2:
-            return float("nan")
-        iu = torch.triu_indices(len(idx), len(idx), offset=1)
-        a, c = idx[iu[0]], idx[iu[1]]
-        vals = (variances[a] + variances[c]) / (2.0 * dist2[a, c])
-        vals = vals[~torch.isnan(vals)]
-        return float(vals.mean()) if len(vals) else float("nan")
-
-    out["cdnv"] = cdnv(torch.arange(k))
+    geo = vector_pairs(centred, tile_size, variances=variances, cdnv_exponent=cdnv_exponent, offset=mu_g, gnc2=True)
+    out["cdnv"] = geo["cdnv"]
     out["equinorm_means"] = _cov(centred.norm(dim=1))
-    _, eq, max_angle, _ = _angle_stats(centred)
-    out["equiangularity_means"], out["max_angle_means"] = eq, max_angle
-    out["etf_error_means"] = etf_error(gram)
+    out["equiangularity_means"], out["max_angle_means"] = geo["cos_std"], geo["max_angle"]
+    out["etf_error_means"], out["orth_error_means"] = geo["etf_error"], geo["orth_error"]
+    for key in ("gnc2_log_mean", "gnc2_log_var", "gnc2_riesz_mean"):
+        out[key] = geo[key]
+    if ood is not None:
+        direction = _ood_mean(ood, s.dim) - mu_g
+        cos = (centred @ direction) / (centred.norm(dim=1) * direction.norm())
+        out["nc5_ood"] = float(cos.abs().mean())
 
     if W is not None:
         W, b = check_classifier(W, b, num_classes=k_all, dim=s.dim)
-        w = W[present]
-        out["equinorm_weights"] = _cov(w.norm(dim=1))
-        _, eq, max_angle, _ = _angle_stats(w)
-        out["equiangularity_weights"], out["max_angle_weights"] = eq, max_angle
-        out["etf_error_weights"] = etf_error(w @ w.T)
-        out["self_duality"] = etf_error(w @ centred.T)
-        out["duality_papyan"] = float(
-            (w / torch.linalg.matrix_norm(w) - centred / torch.linalg.matrix_norm(centred)).square().sum())
+        _classifier_metrics(out, W[measured], centred, tile_size)
 
     if ncc is not None:
         hits = ncc.finalize()
@@ -205,44 +230,81 @@ def measure(stats, W=None, b=None, global_mean: str = "uniform", ddof: int = 0, 
     ref = s.counts if group_counts is None else torch.as_tensor(check_counts(group_counts, "group_counts", True))
     if ref.shape[0] != k_all:
         raise ValueError(f"group_counts has {ref.shape[0]} entries; expected {k_all} (one per class)")
-    if int(ref[present].max()) != int(ref[present].min()):
-        _group_metrics(out, s, present, ref, group_thresholds, cdnv, trace_with_pinv)
-        _minority_collapse(out, present, ref, group_thresholds, minority, centred, W)
+    if int(ref[measured].max()) != int(ref[measured].min()):
+        position = torch.cumsum(measured.to(torch.int64), 0) - 1  # index among measured classes
+        _group_metrics(out, s, measured, position, ref, group_thresholds, centred, variances, cdnv_exponent,
+                       tile_size, trace_with_pinv)
+        _minority_collapse(out, measured, position, ref, group_thresholds, minority, centred, W, tile_size)
     return out
 
 
-def _group_metrics(out, s, present, ref, thresholds, cdnv, trace_with_pinv) -> None:
+def _within_scatter(s: FinalStats, measured: torch.Tensor, below: torch.Tensor):
+    """(scatter, N, K) behind Σ_W: the measured classes' within-class scatter. Classes below ``min_count`` are
+    subtracted with their per-class scatter; without it, ones with spread stay in (with a warning)."""
+    n_all = s.counts.to(torch.float64)
+    if not bool(below.any()):
+        return s.scatter, float(n_all[measured].sum()), int(measured.sum())
+    if s.class_scatter is not None:
+        return s.scatter - s.class_scatter[below].sum(0), float(n_all[measured].sum()), int(measured.sum())
+    if bool((s.sq_dev[below] > 0).any()):
+        warnings.warn("Σ_W keeps the within-class scatter of the classes below min_count (build ClassStats with "
+                      "per_class_cov=True to remove it)", stacklevel=3)
+        present = s.counts > 0
+        return s.scatter, float(n_all[present].sum()), int(present.sum())
+    return s.scatter, float(n_all[measured].sum()), int(measured.sum())
+
+
+def _classifier_metrics(out: dict, w: torch.Tensor, centred: torch.Tensor, tile_size: int) -> None:
+    """NC2 of the classifier rows, NC3 duality (Papyan et al. 2020; Zhu et al. 2021), per-class duality
+    cos(w_k, μ_k − μ_G), UNC3 = std(ddof=1)/mean of ⟨w_k, μ_k − μ_G⟩ (Wu & Papyan 2024, uniform duality)."""
+    out["equinorm_weights"] = _cov(w.norm(dim=1))
+    geo = vector_pairs(w, tile_size, offset=torch.zeros(w.shape[1], dtype=w.dtype))
+    out["equiangularity_weights"], out["max_angle_weights"] = geo["cos_std"], geo["max_angle"]
+    out["etf_error_weights"], out["orth_error_weights"] = geo["etf_error"], geo["orth_error"]
+    out["self_duality"] = duality_pass(w, centred, tile_size)
+    out["duality_papyan"] = float(
+        (w / torch.linalg.matrix_norm(w) - centred / torch.linalg.matrix_norm(centred)).square().sum())
+    similarity = (w * centred).sum(1)
+    duality_cos = similarity / (w.norm(dim=1) * centred.norm(dim=1))
+    out["duality_cos_mean"] = float(duality_cos.mean())
+    out["duality_cos_per_class"] = duality_cos.numpy()
+    mean = float(similarity.mean())
+    out["unc3"] = float(similarity.std(correction=1)) / mean if mean != 0 else float("nan")
+
+
+def _group_metrics(out, s, measured, position, ref, thresholds, centred, variances, cdnv_exponent, tile_size,
+                   trace_with_pinv) -> None:
     """Per-group cdnv, nc1_quotient and (with per-class scatter) nc1 over the classes of each group."""
-    position = torch.cumsum(present.to(torch.int64), 0) - 1  # index among present classes
     out["group_classes"] = {}
     for name, classes in class_groups(ref.tolist(), thresholds).items():
-        classes = [c for c in classes if bool(present[c])]
+        classes = [c for c in classes if bool(measured[c])]
         out["group_classes"][name] = classes
         if not classes:
             continue
         idx = position[torch.tensor(classes)]
         n_g = float(s.counts[classes].sum())
-        out[f"cdnv_{name}"] = cdnv(idx)
+        out[f"cdnv_{name}"] = (vector_pairs(centred[idx], tile_size, variances=variances[idx],
+                                            cdnv_exponent=cdnv_exponent)["cdnv"]
+                               if len(classes) > 1 else float("nan"))
         tr_b = out["trace_sigma_b"]
         out[f"nc1_quotient_{name}"] = float(s.sq_dev[classes].sum()) / n_g / tr_b if tr_b > 0 else float("nan")
         if s.class_scatter is not None:
             out[f"nc1_{name}"] = trace_with_pinv(s.class_scatter[classes].sum(0) / n_g)
 
 
-def _minority_collapse(out, present, ref, thresholds, minority, centred, W) -> None:
+def _minority_collapse(out, measured, position, ref, thresholds, minority, centred, W, tile_size) -> None:
     """Fang et al. 2021, §4: cosines among minority classifiers / class means; collapse shows as cos → 1."""
     if minority is None:
         minority = class_groups(ref.tolist(), thresholds)["tail"]
-    minority = [int(c) for c in minority if bool(present[int(c)])]
+    minority = [int(c) for c in minority if bool(measured[int(c)])]
     out["minority_classes"] = minority
     if len(minority) < 2:
         return
-    position = torch.cumsum(present.to(torch.int64), 0) - 1
-    mean, std, _, _ = _angle_stats(centred[position[torch.tensor(minority)]])
-    out["minority_cos_means_mean"], out["minority_cos_means_std"] = mean, std
+    geo = vector_pairs(centred[position[torch.tensor(minority)]], tile_size)
+    out["minority_cos_means_mean"], out["minority_cos_means_std"] = geo["cos_mean"], geo["cos_std"]
     if W is not None:
-        mean, std, _, _ = _angle_stats(W[torch.tensor(minority)])
-        out["minority_cos_weights_mean"], out["minority_cos_weights_std"] = mean, std
+        geo = vector_pairs(W[torch.tensor(minority)], tile_size)
+        out["minority_cos_weights_mean"], out["minority_cos_weights_std"] = geo["cos_mean"], geo["cos_std"]
 
 
 def measure_features(features, labels, W=None, b=None, num_classes: int | None = None, **kwargs) -> dict:
@@ -260,8 +322,6 @@ def measure_features(features, labels, W=None, b=None, num_classes: int | None =
 
 def measure_ncmc(stats) -> dict:
     """NCMC metrics (Yan et al. 2024, §4.3): mean and std of ‖ĥ − w̄^(k)/‖w̄^(k)‖‖² and mean of 1 − ĥ·ŵ_k."""
-    from .stats import NCMCStats
-
     if not isinstance(stats, NCMCStats):
         raise TypeError(f"measure_ncmc needs an NCMCStats; got {type(stats).__name__}")
     final = stats.finalize()

@@ -7,15 +7,28 @@ import sys
 import warnings
 
 from .._io import dumps_line
-from ..data.features import load_features
+from ..data.features import load_features, load_ood_features
 from ..metrics import measure_features
 from ..serialize import format_report, to_jsonable
 
 EXAMPLES = """examples:
   ncollapse measure --features feats.npz
   ncollapse measure --features feats.npz --global-mean weighted --ddof 1 --json
+  ncollapse measure --features lm_tokens.npz --min-count 5 --ood ood.npz --json
 
 The .npz holds 'features' (N x d), 'labels' (N,), and optionally 'weight' (K x d) and 'bias' (K,).
+OOD.npz holds 'features' only. Memory is O(K d + d^2 + tile^2): K x K quantities are computed in tiles.
+
+keys (--json): nc1 nc1_quotient rank sigma_b_spectrum trace_sigma_w trace_sigma_b (NC1);
+  cdnv (Galanti, exponent --cdnv-exponent); equinorm_means equiangularity_means max_angle_means
+  etf_error_means orth_error_means (NC2, orth = uncentred means vs an orthogonal frame);
+  gnc2_log_mean gnc2_log_var gnc2_riesz_mean (GNC2 hyperspherical uniformity, Liu et al. 2023);
+  with 'weight': equinorm_weights equiangularity_weights max_angle_weights etf_error_weights
+  orth_error_weights self_duality duality_papyan duality_cos_mean duality_cos_per_class
+  unc3 (uniform duality, Wu & Papyan 2024) ncc_mismatch ncc_agreement classifier_accuracy;
+  ncc_accuracy (NC4); nc5_ood with --ood (Ammar et al. 2024); num_classes_below_min_count with
+  --min-count; per group (head > 100, tail < 20 samples): cdnv_*, nc1_quotient_*, minority_cos_*.
+  Definitions: docs/measurement.md.
 """
 
 
@@ -30,17 +43,26 @@ def register(sub) -> None:
     p.add_argument("--scale", choices=["per_class", "papyan"], default="per_class",
                    help="NC1 = tr(Sw Sb^+)/K (default) or without /K (Papyan)")
     p.add_argument("--rtol", type=float, default=1e-10, help="relative eigenvalue cut-off for the pseudo-inverse")
+    p.add_argument("--min-count", type=int, default=1, metavar="N",
+                   help="leave out classes with fewer than N samples (their number is reported)")
+    p.add_argument("--ood", metavar="OOD.npz", help="out-of-distribution features ('features' only) for nc5_ood")
+    p.add_argument("--cdnv-exponent", type=float, default=2.0, metavar="P",
+                   help="CDNV denominator 2 ||mu_k - mu_l||^P (default 2, Galanti et al.)")
+    p.add_argument("--tile-size", type=int, default=2048, metavar="T",
+                   help="classes per tile of the pairwise pass (memory ~ T^2; results do not depend on it)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=run)
 
 
 def run(args) -> int:
     data = load_features(args.features)
+    ood = None if args.ood is None else load_ood_features(args.ood)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         report = measure_features(data.features, data.labels, W=data.weight, b=data.bias,
                                   num_classes=data.num_classes, global_mean=args.global_mean,
-                                  ddof=args.ddof, rtol=args.rtol, scale=args.scale)
+                                  ddof=args.ddof, rtol=args.rtol, scale=args.scale, min_count=args.min_count,
+                                  ood=ood, cdnv_exponent=args.cdnv_exponent, tile_size=args.tile_size)
     for w in caught:
         print(f"warning: {w.message}", file=sys.stderr)
     if args.json:

@@ -9,9 +9,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..validation import check_classifier, check_features_labels
+from ..validation import check_classifier, check_features, check_features_labels
 
-__all__ = ["FeatureFile", "load_features"]
+__all__ = ["FeatureFile", "load_features", "load_ood_features"]
 
 
 @dataclass(frozen=True)
@@ -27,25 +27,31 @@ class FeatureFile:
         return max(top, 0 if self.weight is None else self.weight.shape[0])
 
 
-def load_features(path) -> FeatureFile:
-    """Load and validate a feature file; every problem is a one-line error naming the file."""
+def _read_npz(path, required: tuple[str, ...]) -> dict:
+    """The arrays of an .npz archive holding at least ``required``; a one-line error naming the file otherwise."""
     path = Path(path)
+    wanted = " and ".join(repr(key) for key in required)
     if not path.exists():
         raise FileNotFoundError(f"{path}: no such file")
     if path.is_dir():
-        raise ValueError(f"{path}: is a directory; expected an .npz file with arrays 'features' and 'labels'")
+        raise ValueError(f"{path}: is a directory; expected an .npz file with arrays {wanted}")
     try:
         archive = np.load(path, allow_pickle=False)
     except (zipfile.BadZipFile, OSError, ValueError) as exc:
         raise ValueError(f"{path}: not a readable .npz file ({exc.__class__.__name__}); "
-                         "save one with numpy.savez(path, features=X, labels=y)") from None
+                         f"save one with numpy.savez(path, {', '.join(f'{k}=...' for k in required)})") from None
     if not isinstance(archive, np.lib.npyio.NpzFile):
-        raise ValueError(f"{path}: holds a single array, not an .npz archive with 'features' and 'labels'")
+        raise ValueError(f"{path}: holds a single array, not an .npz archive with {wanted}")
     with archive:
-        missing = [key for key in ("features", "labels") if key not in archive.files]
+        missing = [key for key in required if key not in archive.files]
         if missing:
             raise ValueError(f"{path}: missing array {missing[0]!r}; found {sorted(archive.files)}")
-        arrays = {key: archive[key] for key in archive.files}
+        return {key: archive[key] for key in archive.files}
+
+
+def load_features(path) -> FeatureFile:
+    """Load and validate a feature file; every problem is a one-line error naming the file."""
+    arrays = _read_npz(path, ("features", "labels"))
     try:
         features, labels = check_features_labels(arrays["features"], arrays["labels"])
         weight = bias = None
@@ -56,3 +62,12 @@ def load_features(path) -> FeatureFile:
     except (ValueError, TypeError) as exc:
         raise type(exc)(f"{path}: {exc}") from None
     return FeatureFile(features, labels, weight, bias)
+
+
+def load_ood_features(path) -> torch.Tensor:
+    """Load the (N, d) ``features`` array of an out-of-distribution .npz (other arrays are ignored)."""
+    arrays = _read_npz(path, ("features",))
+    try:
+        return check_features(arrays["features"], name="features")
+    except (ValueError, TypeError) as exc:
+        raise type(exc)(f"{path}: {exc}") from None
