@@ -4,8 +4,8 @@
   with and without a bias.
 * ``minority_collapse`` (Fang et al. 2021, fig. 5): K_A majority and K_B minority classes, imbalance ratio R from
   1 to 1000; mean cosine among minority classifiers vs R at the (L-BFGS) optimum of the regularised CE UFM.
-* ``small_init`` (Mixon et al. 2020): unregularised MSE gradient flow (RK4) from initial scales 1e-3 … 3;
-  NC metrics at the end vs the initial scale.
+* ``small_init`` (Mixon et al. 2020): unregularised MSE gradient flow (RK4) with a free bias from initial scales
+  1e-3 … 3; NC metrics and the strong-neural-collapse errors (``ufm.snc``) at the end vs the initial scale.
 * ``extended`` (Tirer & Bruna 2022): MSE UFM with one extra linear layer, and with linear + ReLU; NC at H and at
   the last layer.
 * ``fixed_classifiers`` (Pernici et al. 2021): CE with a fixed simplex ETF, d-cube or d-orthoplex classifier;
@@ -30,6 +30,7 @@ from ..report.figures import figure, write_png
 from ..serialize import to_jsonable
 from . import theory
 from .problem import UFMProblem
+from .snc import snc_errors
 from .solve import OPTIMIZERS, group_problems, solve
 
 __all__ = ["EXPERIMENTS", "run_experiment", "summarize", "sweep", "load_grid", "nc_dynamics", "minority_collapse",
@@ -133,17 +134,20 @@ def minority_collapse(out_dir, size: str = "full", seed: int = 0, progress: bool
 
 
 def small_init(out_dir, size: str = "full", seed: int = 0, progress: bool = False) -> dict:
-    """Unregularised MSE gradient flow from initial scale σ (Mixon et al. 2020): NC at the end vs σ."""
+    """Unregularised MSE gradient flow with a free bias from initial scale σ (Mixon et al. 2020): NC and SNC vs σ."""
     if size == "full":
         k, n, d, steps, dt, seeds, scales = 4, 10, 8, 1500, 0.5, 3, np.logspace(-3, 0.5, 8).tolist()
     else:
-        k, n, d, steps, dt, seeds, scales = 3, 3, 4, 40, 0.5, 1, [1e-2, 1.0]
+        k, n, d, steps, dt, seeds, scales = 3, 3, 4, 200, 0.5, 1, [1e-2, 1.0]
     grid = list(itertools.product(scales, range(seeds)))
-    problems = [UFMProblem.balanced(k, n, d, loss="mse", lambda_w=0.0, lambda_h=0.0, init_scale=s, seed=seed + r)
-                for s, r in grid]
+    problems = [UFMProblem.balanced(k, n, d, loss="mse", bias="free", lambda_w=0.0, lambda_h=0.0, init_scale=s,
+                                    seed=seed + r) for s, r in grid]
     result = solve(problems, optimizer="flow", lr=dt, steps=steps, log_points=2, progress=progress)
     final = result.trajectory[-1]["metrics"]
-    keys = ("nc1", "etf_error_means", "self_duality", "duality_papyan")
+    for i, metrics in enumerate(final):
+        w, b = result.classifier(i)
+        metrics.update(snc_errors(w, *result.features(i), b))
+    keys = ("nc1", "etf_error_means", "self_duality", "duality_papyan", "snc_gram", "snc_feature", "snc_bias")
     table = {key: [float(np.mean([final[i][key] for i, (s, _) in enumerate(grid) if s == scale])) for scale in scales]
              for key in keys}
 
@@ -152,7 +156,7 @@ def small_init(out_dir, size: str = "full", seed: int = 0, progress: bool = Fals
         for key in keys:
             ax.plot(scales, np.maximum(table[key], 1e-16), "o-", label=key)
         ax.set(xscale="log", yscale="log", xlabel="initial scale σ", ylabel="metric at the end of the flow",
-               title=f"MSE gradient flow (RK4, dt={dt}, T={steps * dt:g}), no regularisation")
+               title=f"MSE gradient flow (RK4, dt={dt}, T={steps * dt:g}), free bias, no regularisation")
         ax.legend()
 
     data = {"experiment": "small_init", "size": size, "classes": k, "per_class": n, "dim": d, "dt": dt,
