@@ -1,5 +1,6 @@
 """The five UFM experiments (tiny sizes): files written, and the effect each one is about."""
 
+import importlib.util
 import json
 
 import pytest
@@ -11,15 +12,18 @@ from ncollapse.ufm.experiments import EXPERIMENTS, run_experiment
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
+NAMES = [name for name in EXPERIMENTS if name != "max_margin" or importlib.util.find_spec("cvxpy")]
+
+
 @pytest.fixture(scope="module")
 def results(tmp_path_factory):
     out = tmp_path_factory.mktemp("ufm")
-    return out, {name: run_experiment(name, out, size="tiny") for name in EXPERIMENTS}
+    return out, {name: run_experiment(name, out, size="tiny") for name in NAMES}
 
 
 def test_every_experiment_writes_json_and_png(results):
     out, data = results
-    for name in EXPERIMENTS:
+    for name in NAMES:
         assert json.loads((out / f"{name}.json").read_text()) == data[name]
         assert (out / f"{name}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
@@ -46,6 +50,16 @@ def test_small_init_and_extended_and_fixed(results):
     assert linear["nc1_H"] < 1e-6 and linear["nc1_last"] < 1e-6
     geo = data["fixed_classifiers"]["geometries"]
     assert geo["etf"]["min_margin"] > geo["cube"]["min_margin"] and geo["etf"]["accuracy"] == 1.0
+
+
+def test_gradient_descent_turns_towards_the_max_margin_solution(results):
+    """Ji et al. 2022: the direction of unregularised CE GD tends to the max-margin one (slowly, like 1/log t)."""
+    if "max_margin" not in results[1]:
+        pytest.skip("the theory extra (cvxpy) is not installed")
+    for run in results[1]["max_margin"]["runs"].values():
+        for key in ("cos_logits", "cos_params", "margin_ratio"):
+            assert all(a < b for a, b in zip(run[key], run[key][1:])), (key, run[key])
+        assert run["cos_logits"][-1] > 0.97 and run["cos_params"][-1] > 0.9 and run["margin_ratio"][-1] <= 1
 
 
 def test_experiment_cli(tmp_path, capsys):

@@ -10,6 +10,8 @@
   the last layer.
 * ``fixed_classifiers`` (Pernici et al. 2021): CE with a fixed simplex ETF, d-cube or d-orthoplex classifier;
   achieved loss and margin per geometry.
+* ``max_margin`` (Ji et al. 2022): unregularised CE gradient descent without a bias against the max-margin
+  solution (``ufm.maxmargin``, needs the ``theory`` extra); cosines and margin ratio vs the number of steps.
 
 ``size="tiny"`` shrinks every experiment to a few seconds (tests); ``"full"`` stays under two minutes on a CPU.
 ``sweep(config)`` runs a grid (``load_grid`` reads the TOML form) as one stacked solve per compatible group.
@@ -29,12 +31,13 @@ from .._io import atomic_write_json
 from ..report.figures import figure, write_png
 from ..serialize import to_jsonable
 from . import theory
+from .maxmargin import compare_direction, max_margin
 from .problem import UFMProblem
 from .snc import snc_errors
 from .solve import OPTIMIZERS, group_problems, solve
 
 __all__ = ["EXPERIMENTS", "run_experiment", "summarize", "sweep", "load_grid", "nc_dynamics", "minority_collapse",
-           "small_init", "extended", "fixed_classifiers"]
+           "small_init", "extended", "fixed_classifiers", "max_margin_direction"]
 
 SIZES = ("tiny", "full")
 _TRACKED = ("nc1", "etf_error_means", "etf_error_weights", "self_duality", "ncc_mismatch")
@@ -232,8 +235,40 @@ def fixed_classifiers(out_dir, size: str = "full", seed: int = 0, progress: bool
     return _save(out_dir, "fixed_classifiers", data, draw)
 
 
+def max_margin_direction(out_dir, size: str = "full", seed: int = 0, progress: bool = False) -> dict:
+    """Unregularised CE GD without a bias vs the max-margin solution (Ji et al. 2022), balanced and imbalanced."""
+    if size == "full":
+        cases, d, checkpoints = ((5, 5, 5, 5), (10, 10, 2, 2)), 8, [10, 100, 1000, 10000]
+    else:
+        cases, d, checkpoints = ((2, 2, 2), (3, 3, 1)), 4, [10, 100, 1000]
+    solutions = [max_margin(counts) for counts in cases]
+    problems = [UFMProblem(loss="ce", counts=counts, dim=d, lambda_w=0.0, lambda_h=0.0, seed=seed) for counts in cases]
+    runs = {"-".join(map(str, counts)): {"steps": checkpoints, "max_margin_objective": sol["objective"],
+                                         "loss": [], "cos_logits": [], "cos_params": [], "margin_ratio": []}
+            for counts, sol in zip(cases, solutions)}
+    for steps in checkpoints:  # the same seeded path, stopped at each checkpoint
+        result = solve(problems, optimizer="gd", lr=1.0, steps=steps, tol=0.0, record_metrics=False,
+                       progress=progress)
+        for i, (run, sol) in enumerate(zip(runs.values(), solutions)):
+            run["loss"].append(float(result.objective[i]))
+            for key, value in compare_direction(result.classifier(i)[0], *result.features(i), sol).items():
+                run[key].append(value)
+
+    def draw(fig):
+        axes = fig.subplots(1, 3)
+        for ax, key in zip(axes, ("cos_logits", "cos_params", "margin_ratio")):
+            for label, run in runs.items():
+                ax.plot(checkpoints, run[key], "o-", label=f"counts {label}")
+            ax.set(xscale="log", xlabel="GD step (lr 1)", title=key)
+        axes[0].legend(fontsize=7)
+
+    data = {"experiment": "max_margin", "size": size, "dim": d, "lr": 1.0, "solver": solutions[0]["solver"],
+            "runs": runs}
+    return _save(out_dir, "max_margin", data, draw)
+
+
 EXPERIMENTS = {"nc_dynamics": nc_dynamics, "minority_collapse": minority_collapse, "small_init": small_init,
-               "extended": extended, "fixed_classifiers": fixed_classifiers}
+               "extended": extended, "fixed_classifiers": fixed_classifiers, "max_margin": max_margin_direction}
 
 
 def run_experiment(name: str, out_dir, size: str = "full", seed: int = 0, progress: bool = False) -> dict:
