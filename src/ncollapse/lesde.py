@@ -5,8 +5,15 @@ prediction), LE impact matrix E = (α − β) I + β 11ᵀ (α intra-class, β i
 blocks G_kl = r_k r_lᵀ, so the drift of class k is Σ_l E_kl r_k r_lᵀ X̄_l = r_k (E s)_k with s_l = ⟨r_l, X̄_l⟩.
 
 * LE-ODE (seed eq. 43): dX̄/dt = A X̄ for the class means.
-* LE-SDE (seed eq. 42): every sample X_{k,i} moves with its class's drift plus independent noise σ dW_{k,i};
-  integrated by Euler–Maruyama, X ← X + dt·drift + σ√dt·ξ, all seeds at once as one (S, K, n, p) tensor.
+* LE-SDE (seed eq. 42): dX = A X̄ dt + Σ^½ dW for the representative tuple X = (X_1, …, X_K) ∈ R^{Kp}; sample i
+  of every class forms one tuple, tuples get independent noise, and Σ is σ²I (a number ``noise``) or any PSD
+  (Kp × Kp) matrix, so noise may differ per class and correlate across classes. Integrated by Euler–Maruyama,
+  X ← X + dt·drift + √dt Σ^½ ξ, all seeds at once as one (S, K, n, p) tensor.
+* Separability (seed Thm. of §3.2.2, eqs. 44–45; derived in docs/ufm.md §6): with X̄ = E X the exact LE-ODE
+  solution and X(0) = X̄(0), X(t) ~ N(X̄(t), tΣ), so for classes k ≠ l the best fixed direction u separates
+  them, ⟨u, X_k(t) − X_l(t)⟩ > 0 (eq. 44), with probability max_u P = Φ(√(Δᵀ S⁻¹ Δ / t)), where
+  Δ = X̄_k(t) − X̄_l(t) and S = Σ_kk + Σ_ll − Σ_kl − Σ_lk; it tends to 1 (eq. 45) iff a mode with a positive
+  rate moves Δ, and to ½ otherwise. ``separability`` simulates many paths at once and reports both.
 
 Spectrum (derived in docs/ufm.md): on span{r_k} A acts as c E with c = ‖r_k‖² = (K−1)/K, so the mode
 (r_1, …, r_K) — whose class means form a simplex ETF — grows at λ_etf = c(α + (K−1)β), the K−1 modes
@@ -32,7 +39,8 @@ import torch
 from .metrics import measure_features
 from .validation import check_scalar
 
-__all__ = ["simulate", "LESDEResult", "etf_condition", "mode_rates", "le_drift"]
+__all__ = ["simulate", "LESDEResult", "etf_condition", "mode_rates", "le_drift", "mean_path", "separability",
+           "separability_formula"]
 
 _TRACKED = ("nc1", "nc1_quotient", "etf_error_means", "equinorm_means", "equiangularity_means")
 
@@ -65,6 +73,66 @@ def le_drift(means: torch.Tensor, alpha: float, beta: float) -> torch.Tensor:
     return es[..., None] * r
 
 
+def mean_path(means0: torch.Tensor, alpha: float, beta: float, t: float) -> torch.Tensor:
+    """Exact LE-ODE solution X̄(t) from X̄(0) = ``means0`` (K, p) (seed eq. 43 with G_kl = r_k r_lᵀ).
+
+    With s_k = ⟨r_k, X̄_k⟩: ds/dt = cEs, so s(t) = e^{cEt} s(0) = (e^{λ_o t}(I − J) + e^{λ_e t} J) s(0) with J = 11ᵀ/K,
+    λ_e, λ_o the ``mode_rates``, and X̄_k(t) = X̄_k(0) + r_k (s_k(t) − s_k(0)) / c.
+    """
+    k = means0.shape[0]
+    c = (k - 1) / k
+    rates = mode_rates(k, alpha, beta)
+    r = torch.eye(k, dtype=means0.dtype) - 1.0 / k
+    if max(rates.values()) * t > 700:
+        raise ValueError(f"the LE-ODE mean overflows float64 by t = {t:g} (growth rate {max(rates.values()):.3g}); "
+                         f"use a smaller t")
+    s0 = (r * means0).sum(1)
+    mean_s = s0.mean()
+    st = math.exp(rates["other_modes"] * t) * (s0 - mean_s) + math.exp(rates["etf_mode"] * t) * mean_s
+    return means0 + r * ((st - s0) / c)[:, None]
+
+
+def _noise_root(noise, num_classes: int, dim: int) -> torch.Tensor | None:
+    """Σ^½ (symmetric PSD root) of a (Kp × Kp) covariance, or None for a number σ (Σ = σ²I, handled elementwise)."""
+    if isinstance(noise, Real) and not isinstance(noise, bool):
+        check_scalar(noise, "noise", Real, low=0.0)
+        return None
+    cov = torch.as_tensor(np.asarray(noise, dtype=np.float64))
+    size = num_classes * dim
+    if cov.shape != (size, size):
+        raise ValueError(f"noise covariance has shape {tuple(cov.shape)}; expected (K·p, K·p) = ({size}, {size}) "
+                         f"for K = {num_classes} classes of p = {dim} features")
+    if not bool(torch.isfinite(cov).all()) or not torch.allclose(cov, cov.T, atol=1e-12 * max(1.0, cov.abs().max())):
+        raise ValueError("noise covariance must be a finite symmetric matrix")
+    eig, vec = torch.linalg.eigh(cov)
+    if float(eig.min()) < -1e-10 * max(1.0, float(eig.max())):
+        raise ValueError(f"noise covariance is not positive semidefinite (smallest eigenvalue {float(eig.min()):.3g})")
+    return (vec * eig.clamp(min=0).sqrt()) @ vec.T
+
+
+def _correlated(xi: torch.Tensor, root: torch.Tensor) -> torch.Tensor:
+    """Σ^½ applied to each representative tuple of ξ (S, K, n, p): tuples are (K·p)-vectors over classes."""
+    s, k, n, p = xi.shape
+    tuples = xi.permute(0, 2, 1, 3).reshape(s, n, k * p) @ root.T.to(xi)
+    return tuples.reshape(s, n, k, p).permute(0, 2, 1, 3)
+
+
+def _euler_maruyama(x, alpha, beta, dt, steps, noise, root, g, stops):
+    """X ← X + dt·A X̄ + √dt Σ^½ ξ on x (S, K, n, p), X̄ the mean over n; yields (step, x) at each step in ``stops``."""
+    for step in range(steps + 1):
+        if step in stops:
+            if not bool(x.abs().max() < 1e100):  # also catches NaN/Inf
+                raise ValueError(f"LE-SDE features overflowed by step {step} (t = {step * dt:g}); "
+                                 f"use fewer steps or a smaller dt")
+            yield step, x
+        if step == steps:
+            return
+        x = x + dt * le_drift(x.mean(2), alpha, beta)[:, :, None, :]
+        if root is not None or noise > 0:
+            xi = torch.randn(x.shape, generator=g, dtype=torch.float64).to(x)
+            x = x + math.sqrt(dt) * (noise * xi if root is None else _correlated(xi, root))
+
+
 @dataclass
 class LESDEResult:
     """Simulated features (S, K, n, p) at the end, and NC metrics per seed at log-spaced times."""
@@ -92,13 +160,14 @@ def _metrics(features: torch.Tensor) -> dict[str, list[float]]:
     return out
 
 
-def simulate(num_classes: int, alpha: float, beta: float, steps: int = 2000, dt: float = 0.01, noise: float = 0.0,
+def simulate(num_classes: int, alpha: float, beta: float, steps: int = 2000, dt: float = 0.01, noise=0.0,
              seeds: int = 4, per_class: int = 1, init_scale: float = 1.0, seed: int = 0, log_points: int = 20,
              device=None, dtype: torch.dtype = torch.float64) -> LESDEResult:
     """Integrate the LE-SDE (LE-ODE when ``noise`` = 0) for ``seeds`` independent runs at once.
 
-    Initial features are N(0, init_scale²) entries drawn from ``torch.Generator(seed)``; noise increments come
-    from the same generator. Returns features at the end and NC metrics (``measure_features``) at ~``log_points``
+    ``noise`` is σ (Σ = σ²I) or the (K² × K²) covariance Σ of a representative tuple (module docstring). Initial
+    features are N(0, init_scale²) entries drawn from ``torch.Generator(seed)``; noise increments come from the
+    same generator. Returns features at the end and NC metrics (``measure_features``) at ~``log_points``
     log-spaced times.
     """
     check_scalar(num_classes, "num_classes", Integral, low=2)
@@ -106,7 +175,7 @@ def simulate(num_classes: int, alpha: float, beta: float, steps: int = 2000, dt:
         check_scalar(value, name, Real)
     check_scalar(steps, "steps", Integral, low=1)
     check_scalar(dt, "dt", Real, low=0.0, low_open=True)
-    check_scalar(noise, "noise", Real, low=0.0)
+    root = _noise_root(noise, num_classes, num_classes)
     check_scalar(seeds, "seeds", Integral, low=1)
     check_scalar(per_class, "per_class", Integral, low=1)
     check_scalar(init_scale, "init_scale", Real, low=0.0, low_open=True)
@@ -117,19 +186,95 @@ def simulate(num_classes: int, alpha: float, beta: float, steps: int = 2000, dt:
     log_at = sorted({0, steps, *(int(round(v)) for v in grid)})
     trajectory: dict[str, list] = {key: [] for key in _TRACKED}
     times = []
-    for step in range(steps + 1):
-        if step in log_at:
-            if not bool(x.abs().max() < 1e100):  # also catches NaN/Inf
-                raise ValueError(f"LE-SDE features overflowed by step {step} (t = {step * dt:g}); "
-                                 f"use fewer steps or a smaller dt")
-            times.append(step * dt)
-            for key, values in _metrics(x).items():
-                trajectory[key].append(values)
-        if step == steps:
-            break
-        x = x + dt * le_drift(x.mean(2), alpha, beta)[:, :, None, :]
-        if noise > 0:
-            xi = torch.randn(shape, generator=g, dtype=torch.float64).to(x)
-            x = x + noise * math.sqrt(dt) * xi
+    for step, x in _euler_maruyama(x, alpha, beta, dt, steps, noise, root, g, set(log_at)):
+        times.append(step * dt)
+        for key, values in _metrics(x).items():
+            trajectory[key].append(values)
     return LESDEResult(x, times, trajectory, mode_rates(num_classes, alpha, beta),
                        etf_condition(num_classes, alpha, beta))
+
+
+def _pair_covariances(cov: torch.Tensor, k: int, pairs: torch.Tensor) -> torch.Tensor:
+    """S_kl = Σ_kk + Σ_ll − Σ_kl − Σ_lk, the (p × p) covariance rate of X_k − X_l, for every pair: (P, p, p)."""
+    blocks = cov.reshape(k, cov.shape[0] // k, k, cov.shape[0] // k).permute(0, 2, 1, 3)
+    a, b = pairs[:, 0], pairs[:, 1]
+    return blocks[a, a] + blocks[b, b] - blocks[a, b] - blocks[b, a]
+
+
+def _noise_cov(noise, k: int) -> tuple[torch.Tensor | None, torch.Tensor, torch.Tensor]:
+    """(Σ^½ or None, pairs (P, 2), pair covariance rates (P, p, p)); singular pair covariances are an error."""
+    root = _noise_root(noise, k, k)
+    cov = torch.eye(k * k, dtype=torch.float64) * noise ** 2 if root is None else root @ root
+    pairs = torch.combinations(torch.arange(k), 2)
+    rate_cov = _pair_covariances(cov, k, pairs)
+    smallest = torch.linalg.eigvalsh(rate_cov).min(1).values
+    if bool((smallest <= 1e-12).any()):
+        a, b = pairs[int(smallest.argmin())].tolist()
+        raise ValueError(f"the noise of X_{a} − X_{b} has a singular covariance (smallest eigenvalue "
+                         f"{float(smallest.min()):.3g}); separability needs positive definite pair covariances")
+    return root, pairs, rate_cov
+
+
+def separability_formula(means0: torch.Tensor, alpha: float, beta: float, noise, t: float) -> dict:
+    """P(separable) of every class pair at time t > 0 and its t → ∞ limit (module docstring, seed eqs. 44–45).
+
+    ``probability`` = Φ(√(Δᵀ (tS)⁻¹ Δ)) with Δ = X̄_k(t) − X̄_l(t) from ``mean_path``; ``limit`` is 1 when a mode
+    with a positive rate moves Δ (it then outgrows the noise's √t), else ½. ``pairs`` lists (k, l), k < l.
+    """
+    means0 = torch.as_tensor(np.asarray(means0, dtype=np.float64))
+    k = means0.shape[0]
+    if means0.shape != (k, k):
+        raise ValueError(f"means0 has shape {tuple(means0.shape)}; expected (K, p) with p = K")
+    check_scalar(t, "t", Real, low=0.0, low_open=True)
+    _, pairs, rate_cov = _noise_cov(noise, k)
+    mean = mean_path(means0, alpha, beta, t)
+    delta = (mean[pairs[:, 0]] - mean[pairs[:, 1]])[..., None]
+    distance = (delta.transpose(1, 2) @ torch.linalg.solve(t * rate_cov, delta))[:, 0, 0].sqrt()
+    rates = mode_rates(k, alpha, beta)
+    r = torch.eye(k, dtype=torch.float64) - 1.0 / k
+    s0 = (r * means0).sum(1)
+    other = r * (s0 - s0.mean())[:, None]  # c times the coefficient of e^{λ_o t} in X̄_k(t)
+    tol = 1e-12 * max(1.0, float(s0.abs().max()))
+    moves_other = (other[pairs[:, 0]] - other[pairs[:, 1]]).norm(dim=1) > tol
+    grows = (moves_other & (rates["other_modes"] > 0)) | (abs(float(s0.mean())) > tol and rates["etf_mode"] > 0)
+    return {"pairs": pairs.tolist(), "probability": torch.special.ndtr(distance).tolist(),
+            "limit": torch.where(grows, 1.0, 0.5).tolist()}
+
+
+def separability(num_classes: int, alpha: float, beta: float, noise, times, paths: int = 10000, dt: float = 0.01,
+                 means0=None, seed: int = 0, device=None) -> dict:
+    """Separability of every class pair, simulated on ``paths`` LE-SDE paths at once against ``separability_formula``.
+
+    Paths start at X̄(0) = ``means0`` (K × K; default N(0, 1) entries from ``torch.Generator(seed)``) and take
+    ``simulate``'s Euler–Maruyama step with the drift at the mean over paths, so the simulation never uses the
+    closed form. At each of ``times`` the simulated probability is the fraction of paths with ⟨û, X_k − X_l⟩ > 0
+    for the direction û = Ŝ⁻¹Δ̂ fitted to the paths. ``noise`` is σ or a (K² × K²) covariance whose pair
+    covariances S_kl must be positive definite.
+    """
+    check_scalar(num_classes, "num_classes", Integral, low=2)
+    for name, value in (("alpha", alpha), ("beta", beta)):
+        check_scalar(value, name, Real)
+    check_scalar(paths, "paths", Integral, low=2)
+    check_scalar(dt, "dt", Real, low=0.0, low_open=True)
+    times = [check_scalar(t, "times entry", Real, low=0.0, low_open=True) for t in times]
+    if not times or times != sorted(times):
+        raise ValueError(f"times must be a non-empty increasing list of positive times; got {times}")
+    k = num_classes
+    root, pairs, _ = _noise_cov(noise, k)
+    g = torch.Generator().manual_seed(int(seed))
+    means0 = torch.randn(k, k, generator=g, dtype=torch.float64) if means0 is None else means0
+    means0 = torch.as_tensor(np.asarray(means0, dtype=np.float64))
+    stops = sorted({max(1, int(round(t / dt))) for t in times})
+    x = means0[None, :, None, :].expand(1, k, paths, k).to(device or "cpu", torch.float64)
+    simulated, formula = [], []
+    for step, x in _euler_maruyama(x, alpha, beta, dt, stops[-1], noise, root, g, set(stops)):
+        diff = (x[0, pairs[:, 0]] - x[0, pairs[:, 1]]).cpu()  # (P, paths, p)
+        centred = diff - diff.mean(1, keepdim=True)
+        u = torch.linalg.solve(centred.transpose(1, 2) @ centred / (paths - 1), diff.mean(1)[..., None])
+        simulated.append(((diff @ u)[..., 0] > 0).double().mean(1).tolist())
+        formula.append(separability_formula(means0, alpha, beta, noise, step * dt))
+    probability = [f["probability"] for f in formula]
+    return {"times": [step * dt for step in stops], "pairs": formula[0]["pairs"], "simulated": simulated,
+            "formula": probability, "limit": formula[0]["limit"], "paths": paths, "dt": dt,
+            "rates": mode_rates(k, alpha, beta),
+            "max_abs_diff": float(np.abs(np.asarray(simulated) - np.asarray(probability)).max())}
