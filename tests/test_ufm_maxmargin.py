@@ -18,7 +18,7 @@ def balanced():
 
 
 def test_balanced_optimum_is_the_centred_label_matrix(balanced):
-    """Z_c = I − 11ᵀ/K and ‖Z*‖_* = (K − 1)√n (docs/ufm.md §8)."""
+    """Z_c = I − 11ᵀ/K and ‖Z*‖_* = (K − 1)√n (docs/ufm.md, "Max-margin limit")."""
     assert balanced["objective"] == pytest.approx(2 * math.sqrt(3), rel=1e-6)
     assert np.allclose(balanced["class_logits"], np.eye(3) - 1 / 3, atol=1e-5)
     assert balanced["logits"].shape == (3, 9)

@@ -9,7 +9,7 @@ blocks G_kl = r_k r_lᵀ, so the drift of class k is Σ_l E_kl r_k r_lᵀ X̄_l 
   of every class forms one tuple, tuples get independent noise, and Σ is σ²I (a number ``noise``) or any PSD
   (Kp × Kp) matrix, so noise may differ per class and correlate across classes. Integrated by Euler–Maruyama,
   X ← X + dt·drift + √dt Σ^½ ξ, all seeds at once as one (S, K, n, p) tensor.
-* Separability (seed Thm. of §3.2.2, eqs. 44–45; derived in docs/ufm.md §6): with X̄ = E X the exact LE-ODE
+* Separability (seed Thm. of §3.2.2, eqs. 44–45; derived in docs/ufm.md, "Separability"): with X̄ = E X the exact LE-ODE
   solution and X(0) = X̄(0), X(t) ~ N(X̄(t), tΣ), so for classes k ≠ l the best fixed direction u separates
   them, ⟨u, X_k(t) − X_l(t)⟩ > 0 (eq. 44), with probability max_u P = Φ(√(Δᵀ S⁻¹ Δ / t)), where
   Δ = X̄_k(t) − X̄_l(t) and S = Σ_kk + Σ_ll − Σ_kl − Σ_lk; it tends to 1 (eq. 45) iff a mode with a positive

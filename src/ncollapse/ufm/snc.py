@@ -1,7 +1,7 @@
 """Strong neural collapse (SNC) errors of Mixon, Parshall & Pi (2020), "Neural collapse with unconstrained features".
 
-For the MSE UFM with an unpenalised bias, K classes of n samples each, Mixon et al. (§3, the invariant subspace S
-of the linearised gradient flow) call (W, H, b) strongly collapsed when
+For the MSE UFM with an unpenalised bias, K classes of n samples each, Mixon et al. (the invariant subspace S of
+the linearised gradient flow) call (W, H, b) strongly collapsed when
 
     W Wᵀ = √n (I_K − 11ᵀ/K),   H = (1/√n)(W ⊗ 1_n)ᵀ  (h_{k,i} = w_k/√n),   b = 1/K · 1_K.
 
