@@ -1,7 +1,7 @@
 """Run every quick experiment config (configs/experiments/) through the CLI and write docs/results/experiments.md.
 
     python benchmarks/run_experiments.py                      # all six, then the results page
-    python benchmarks/run_experiments.py --only transfer      # one (the page lists what has results)
+    python benchmarks/run_experiments.py --only transfer      # one; the other sections keep their last text
     python benchmarks/run_experiments.py --set data.root=DIR  # passed to every run (data.root must fit every config)
 
 Each run is ``ncollapse experiment NAME --config C --out runs/experiments/NAME --quiet --json`` in a subprocess,
@@ -29,6 +29,7 @@ RUNS = {
     "random-labels": "configs/experiments/random_labels_mnist.toml",
     "transfer": "configs/experiments/transfer_mnist.toml",
     "fixed-classifiers": "configs/experiments/fixed_classifiers_fashion.toml",
+    "lesde-fit": "configs/experiments/lesde_fit_mnist.toml",
 }
 
 
@@ -127,12 +128,30 @@ def section_fixed(r: dict) -> list[str]:
                    f(v["nc/nc1"]), f(v["nc/etf_error_means"]), f(v["nc/self_duality"])] for h, v in r["heads"].items()])
 
 
+def section_lesde(r: dict) -> list[str]:
+    fit = r["fit"]
+    lines = table(["quantity", "value"], [
+        ["α (intra-class impact, per epoch)", f(fit["alpha"])], ["β (inter-class impact, per epoch)", f(fit["beta"])],
+        ["relative residual of the drift", f(fit["residual"], 3)],
+        ["ETF mode rate c(α + (K−1)β)", f(fit["rates"]["etf_mode"])],
+        ["other modes' rate c(α − β)", f(fit["rates"]["other_modes"])],
+        ["ETF condition (β > 0 and α + (K−1)β > 0)", "holds" if fit["etf_condition"] else "fails"],
+        ["steps whose local fit satisfies it", f"{r['local_etf_fraction']:.0%}"]])
+    lines += ["", f"{fit['points']} recorded epochs of {r['num_classes']} classes, {r['train_size']} training images; "
+              f"final test accuracy {pct(r['summary']['final_test_acc'])}. Local fits on consecutive records:", ""]
+    return lines + table(["epochs", "α", "β", "residual", "ETF condition"],
+                         [[f"{x['epoch_from']}→{x['epoch_to']}", f(x["alpha"], 3), f(x["beta"], 3),
+                           f(x["residual"], 3), "holds" if x["etf_condition"] else "fails"]
+                          for x in thin(r["local_fits"])])
+
+
 SECTIONS = {"test-collapse": ("Train vs test collapse (Hui et al. 2022)", section_test_collapse),
             "cdnv-gap": ("CDNV train vs test and the generalisation gap (Galanti et al. 2021)", section_cdnv),
             "layerwise-ncc": ("Layer-wise NCC and ε-effective depth (Galanti et al. 2022)", section_layerwise),
             "random-labels": ("Neural collapse with random labels (Zhu et al. 2021, fig. 4)", section_random),
             "transfer": ("Source collapse vs few-shot transfer (Galanti et al. 2021, fig. 10)", section_transfer),
-            "fixed-classifiers": ("Fixed simplex / d-cube / d-orthoplex classifiers (Pernici et al.)", section_fixed)}
+            "fixed-classifiers": ("Fixed simplex / d-cube / d-orthoplex classifiers (Pernici et al.)", section_fixed),
+            "lesde-fit": ("LE-ODE fitted to a network's class-mean logits (Zhang et al. 2021b)", section_lesde)}
 
 
 def run_one(name: str, out_root: Path, sets: list[str]) -> dict:
@@ -150,7 +169,20 @@ def run_one(name: str, out_root: Path, sets: list[str]) -> dict:
     return {"command": " ".join(cmd), "wall_s": wall}
 
 
+def previous_sections(doc: Path) -> dict[str, list[str]]:
+    """The current page's sections ({"## title": lines}), kept for experiments without results in this run."""
+    sections: dict[str, list[str]] = {}
+    current = None
+    for line in doc.read_text(encoding="utf-8").splitlines() if doc.is_file() else []:
+        if line.startswith("## "):
+            current = sections.setdefault(line, [])
+        if current is not None:
+            current.append(line)
+    return sections
+
+
 def write_doc(doc: Path, out_root: Path, timings: dict) -> None:
+    kept = previous_sections(doc)
     lines = ["# Results of the quick generalisation and transfer experiments", "",
              "Produced by `python benchmarks/run_experiments.py` (which runs each command below and rewrites this page). "
              "Every run trains on CPU from the quick config in `configs/experiments/`, data from `../shared/data` "
@@ -161,6 +193,10 @@ def write_doc(doc: Path, out_root: Path, timings: dict) -> None:
     for name, (title, section) in SECTIONS.items():
         path = out_root / name / "results.json"
         if not path.is_file():
+            old = kept.get(f"## {title}", [])
+            while old and not old[-1].strip():
+                old = old[:-1]
+            lines += old + [""] if old else []
             continue
         result = json.loads(path.read_text())
         t = timings.get(name)

@@ -14,6 +14,10 @@ blocks G_kl = r_k r_lᵀ, so the drift of class k is Σ_l E_kl r_k r_lᵀ X̄_l 
   them, ⟨u, X_k(t) − X_l(t)⟩ > 0 (eq. 44), with probability max_u P = Φ(√(Δᵀ S⁻¹ Δ / t)), where
   Δ = X̄_k(t) − X̄_l(t) and S = Σ_kk + Σ_ll − Σ_kl − Σ_lk; it tends to 1 (eq. 45) iff a mode with a positive
   rate moves Δ, and to ½ otherwise. ``separability`` simulates many paths at once and reports both.
+* Fit (Zhang et al. 2021b fit the LE-ODE to recorded class means): the drift is linear in (α, β),
+  A X̄ = α D_α(X̄) + β D_β(X̄) with D_α = ``le_drift``(·, 1, 0) and D_β = ``le_drift``(·, 0, 1), so ``fit_le_ode``
+  solves the least-squares problem Σ_j ‖(X̄_{j+1} − X̄_j)/Δt_j − ½(A X̄_j + A X̄_{j+1})‖² (trapezoidal rule) in
+  closed form and reports the relative residual and ``etf_condition`` of the fitted pair.
 
 Spectrum (derived in docs/ufm.md): on span{r_k} A acts as c E with c = ‖r_k‖² = (K−1)/K, so the mode
 (r_1, …, r_K) — whose class means form a simplex ETF — grows at λ_etf = c(α + (K−1)β), the K−1 modes
@@ -40,7 +44,7 @@ from .metrics import measure_features
 from .validation import check_scalar
 
 __all__ = ["simulate", "LESDEResult", "etf_condition", "mode_rates", "le_drift", "mean_path", "separability",
-           "separability_formula"]
+           "separability_formula", "fit_le_ode"]
 
 _TRACKED = ("nc1", "nc1_quotient", "etf_error_means", "equinorm_means", "equiangularity_means")
 
@@ -278,3 +282,35 @@ def separability(num_classes: int, alpha: float, beta: float, noise, times, path
             "formula": probability, "limit": formula[0]["limit"], "paths": paths, "dt": dt,
             "rates": mode_rates(k, alpha, beta),
             "max_abs_diff": float(np.abs(np.asarray(simulated) - np.asarray(probability)).max())}
+
+
+def fit_le_ode(times, means) -> dict:
+    """Least-squares (α, β) of the LE-ODE dX̄/dt = A X̄ to class means ``means`` (T, K, K) at ``times`` (T,).
+
+    Trapezoidal differences (module docstring); the means are logits of K classes (p = K) and are centred over the
+    logits first, since the drift is orthogonal to 1 and softmax ignores that direction. Returns ``alpha``,
+    ``beta``, ``residual`` = ‖observed − fitted difference quotients‖ / ‖observed‖ (0: the ODE explains every
+    step), ``rates`` and ``etf_condition`` (K ≥ 4: β > 0 and α + (K − 1)β > 0).
+    """
+    means = torch.as_tensor(np.asarray(means, dtype=np.float64))
+    t = torch.as_tensor(np.asarray(times, dtype=np.float64))
+    if means.ndim != 3 or means.shape[1] != means.shape[2] or means.shape[1] < 2:
+        raise ValueError(f"means has shape {tuple(means.shape)}; expected (T, K, K) class-mean logits, K >= 2")
+    if t.shape != (means.shape[0],) or len(t) < 2:
+        raise ValueError(f"times has shape {tuple(t.shape)}; expected ({means.shape[0]},) with at least 2 points")
+    step = t[1:] - t[:-1]
+    if not bool((step > 0).all()):
+        raise ValueError("times must be strictly increasing")
+    if not bool(torch.isfinite(means).all()):
+        raise ValueError("means contain NaN or Inf")
+    k = means.shape[1]
+    x = means - means.mean(2, keepdim=True)
+    observed = (x[1:] - x[:-1]) / step[:, None, None]
+    columns = [0.5 * (le_drift(x[:-1], *ab) + le_drift(x[1:], *ab)) for ab in ((1.0, 0.0), (0.0, 1.0))]
+    design = torch.stack([c.reshape(-1) for c in columns], 1)
+    (alpha, beta), *_ = np.linalg.lstsq(design.numpy(), observed.reshape(-1).numpy(), rcond=None)
+    fitted = design @ torch.tensor([alpha, beta], dtype=torch.float64)
+    norm = float(observed.norm())
+    residual = float((observed.reshape(-1) - fitted).norm()) / norm if norm > 0 else math.nan
+    return {"alpha": float(alpha), "beta": float(beta), "residual": residual, "points": len(t),
+            "rates": mode_rates(k, float(alpha), float(beta)), "etf_condition": etf_condition(k, float(alpha), float(beta))}

@@ -16,6 +16,7 @@ EXAMPLES = """experiments:
   random-labels      NC on shuffled training labels (Zhu et al. 2021, fig. 4)
   transfer           source-class CDNV vs few-shot accuracy on unseen classes (Galanti et al. 2021)
   fixed-classifiers  learnable vs simplex / d-cube / d-orthoplex heads (Pernici et al.)
+  lesde-fit          LE-ODE alpha, beta fitted to the class-mean logits over training (Zhang et al. 2021b)
 
 examples:
   ncollapse experiment test-collapse --config configs/experiments/test_collapse_mnist.toml --out runs/exp/tc

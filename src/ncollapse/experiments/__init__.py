@@ -9,6 +9,7 @@ and a ``report.html`` into ``out_dir``:
 ``random-labels``            NC with shuffled training labels (Zhu et al. 2021, fig. 4)
 ``transfer``                 source-class CDNV vs few-shot accuracy on unseen classes (Galanti et al. 2021)
 ``fixed-classifiers``        learnable vs simplex / d-cube / d-orthoplex heads (Pernici et al. 2021)
+``lesde-fit``                LE-ODE (α, β) fitted to the class-mean logits over training (Zhang et al. 2021b)
 ============================ =====================================================================
 
 A config is a training TOML plus an ``[experiment]`` table (keys and defaults: ``EXPERIMENTS[name][1]``);
@@ -24,9 +25,10 @@ from .layerwise import DEFAULTS as _LAYERWISE, layerwise_depth
 from .shuffled import DEFAULTS as _RANDOM, random_labels
 from .split_collapse import DEFAULTS as _SPLIT, train_test_collapse
 from .fewshot import DEFAULTS as _TRANSFER, transfer
+from .lesde_fit import DEFAULTS as _LESDE, lesde_fit
 
 __all__ = ["EXPERIMENTS", "run_experiment", "load_experiment_config", "train_test_collapse", "cdnv_gap",
-           "layerwise_depth", "random_labels", "transfer", "fixed_classifiers"]
+           "layerwise_depth", "random_labels", "transfer", "fixed_classifiers", "lesde_fit"]
 
 EXPERIMENTS = {
     "test-collapse": (train_test_collapse, _SPLIT),
@@ -35,6 +37,7 @@ EXPERIMENTS = {
     "random-labels": (random_labels, _RANDOM),
     "transfer": (transfer, _TRANSFER),
     "fixed-classifiers": (fixed_classifiers, _FIXED),
+    "lesde-fit": (lesde_fit, _LESDE),
 }
 
 
