@@ -17,10 +17,11 @@ import numpy as np
 import torch
 
 from ..lesde import fit_le_ode, mean_path
-from ..report import write_report
+from ..report.figures import figure_row
+from ..report.html import html_table, write_report
 from ..train import build_data
 from ..train.dist import resolve_device
-from ._common import eval_loader, features_of, figure, html_table, train_run, write_results
+from ._common import eval_loader, features_of, train_run, write_results
 
 __all__ = ["lesde_fit", "class_mean_logits", "DEFAULTS"]
 
@@ -43,7 +44,7 @@ def _residual_coordinate(means: torch.Tensor) -> np.ndarray:
 
 
 def _figure(epochs, observed: np.ndarray, predicted: np.ndarray, fit: dict, local: list[dict]):
-    fig, (ax, ax2) = figure(12, 4, ncols=2)
+    fig, (ax, ax2) = figure_row(12, 4, ncols=2)
     for k in range(observed.shape[1]):
         ax.plot(epochs, observed[:, k], "o", ms=3, color=f"C{k % 10}")
         ax.plot(epochs, predicted[:, k], "-", lw=1, color=f"C{k % 10}")
