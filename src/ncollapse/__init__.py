@@ -2,24 +2,37 @@
 
 The public API re-exports the measurement core; sub-packages hold the rest
 (``ncollapse.ufm``, ``ncollapse.data``, ``ncollapse.nn``, ``ncollapse.train``, ``ncollapse.report``).
+The re-exports load on first use (PEP 562), so ``import ncollapse`` and the CLI's ``--version`` and
+``--help`` do not import torch.
 """
 
-from .geometry import (class_aware_centers, dcube_vertices, dorthoplex_vertices, multicenter_frame,
-                       orthonormal_frame, simplex_etf)
-from .metrics import measure, measure_features
-from .stats import ClassStats, NCCCounts
+from __future__ import annotations
+
+import importlib
 
 __version__ = "0.1.0"
 
-__all__ = [
-    "ClassStats",
-    "NCCCounts",
-    "measure",
-    "measure_features",
-    "simplex_etf",
-    "orthonormal_frame",
-    "dcube_vertices",
-    "dorthoplex_vertices",
-    "multicenter_frame",
-    "class_aware_centers",
-]
+_EXPORTS = {
+    "ClassStats": "stats",
+    "NCCCounts": "stats",
+    "measure": "metrics",
+    "measure_features": "metrics",
+    "simplex_etf": "geometry",
+    "orthonormal_frame": "geometry",
+    "dcube_vertices": "geometry",
+    "dorthoplex_vertices": "geometry",
+    "multicenter_frame": "geometry",
+    "class_aware_centers": "geometry",
+}
+
+__all__ = list(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_EXPORTS])

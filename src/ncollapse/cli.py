@@ -1,21 +1,31 @@
 """Command-line interface: a thin layer over the Python API.
 
 Every module in ``ncollapse.commands`` that defines ``register(subparsers)`` adds one subcommand;
-``register`` creates the parser and sets ``func=run`` with ``run(args) -> int``. ``TypeError`` and
-``ValueError`` (bad input), ``FileNotFoundError`` and ``KeyboardInterrupt`` become a one-line message
-on stderr and exit status 2 (130 for an interrupt); everything else is a bug and keeps its traceback.
+``register`` creates the parser and sets ``func=run`` with ``run(args) -> int``, and ``HELP`` is its
+one-line summary. Only the chosen subcommand's ``register`` runs; the others are listed by ``HELP``, and
+command modules import torch inside ``run``, so ``--version``, ``--help`` and commands that need no
+tensors start without importing torch.
+
+``TypeError`` and ``ValueError`` (bad input), ``FileNotFoundError``, ``FileExistsError``, ``IsADirectoryError``,
+``NotADirectoryError`` and ``PermissionError`` become a one-line message on stderr and exit status 2;
+``KeyboardInterrupt`` exits 130; a closed stdout (``ncollapse ... | head``) exits 141 (128 + SIGPIPE) without
+a message. Everything else is a bug and keeps its traceback.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import pkgutil
 import sys
 
 from . import __version__, commands
 
 EXIT_BAD_INPUT = 2
+EXIT_BROKEN_PIPE = 141
+BAD_INPUT = (ValueError, TypeError, FileNotFoundError, FileExistsError, IsADirectoryError, NotADirectoryError,
+             PermissionError)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -23,27 +33,52 @@ class _Parser(argparse.ArgumentParser):
         self.exit(EXIT_BAD_INPUT, f"{self.prog}: error: {message}\n")
 
 
-def build_parser() -> argparse.ArgumentParser:
+def command_names() -> list[str]:
+    """Names of the subcommands (the public modules of ``ncollapse.commands``)."""
+    return sorted(m.name for m in pkgutil.iter_modules(commands.__path__) if not m.name.startswith("_"))
+
+
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The CLI parser; only ``command``'s options are registered (all of them when ``command`` is None)."""
     parser = _Parser(prog="ncollapse", description="Measure, simulate and train for neural collapse.",
                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action="version", version=f"ncollapse {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
-    for info in sorted(pkgutil.iter_modules(commands.__path__), key=lambda m: m.name):
-        module = importlib.import_module(f"{commands.__name__}.{info.name}")
-        if hasattr(module, "register"):
+    for name in command_names():
+        module = importlib.import_module(f"{commands.__name__}.{name}")
+        if command is None or name == command:
             module.register(sub)
+        else:
+            sub.add_parser(name, help=module.HELP)
     return parser
 
 
+def _chosen(argv: list[str]) -> str:
+    """The subcommand named on the command line ('' when none): the first word that is not an option."""
+    return next((word for word in argv if not word.startswith("-")), "")
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
+    try:
+        try:
+            return _main(argv)
+        finally:
+            sys.stdout.flush()
+    except BrokenPipeError:  # the reader went away (| head): stop quietly, like other Unix tools
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_BROKEN_PIPE
+
+
+def _main(argv: list[str]) -> int:
+    parser = build_parser(_chosen(argv))
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
         parser.print_help(sys.stderr)
         return EXIT_BAD_INPUT
     try:
         return int(args.func(args) or 0)
-    except (ValueError, TypeError, FileNotFoundError, IsADirectoryError, PermissionError) as exc:
+    except BAD_INPUT as exc:
         message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         print(f"ncollapse {args.command}: error: {message}", file=sys.stderr)
         return EXIT_BAD_INPUT

@@ -6,7 +6,6 @@ import argparse
 import sys
 
 from .._io import dumps_line
-from ..data import DATASETS, format_counts, load_dataset, load_longtail
 from ..data.fetch import SOURCES, fetch
 from ..serialize import to_jsonable
 
@@ -21,9 +20,11 @@ EXAMPLES = """examples:
 """
 
 
+HELP = "fetch data sets and show their class counts"
+
+
 def register(sub) -> None:
-    p = sub.add_parser("data", help="fetch data sets and show their class counts",
-                       description="Fetch data sets and inspect their class counts.\n\n" + EXAMPLES,
+    p = sub.add_parser("data", help=HELP, description="Fetch data sets and inspect their class counts.\n\n" + EXAMPLES,
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     actions = p.add_subparsers(dest="data_command", metavar="ACTION", parser_class=type(p))
     actions.required = True
@@ -40,7 +41,7 @@ def register(sub) -> None:
     i = actions.add_parser("info", help="per-class counts of a split or a long-tailed subset",
                            description="Per-class counts of a data set.\n\n" + EXAMPLES,
                            formatter_class=argparse.RawDescriptionHelpFormatter)
-    i.add_argument("name", choices=list(DATASETS), help="data set")
+    i.add_argument("name", help="data set: a name of ncollapse.data.DATASETS (an unknown name lists them)")
     i.add_argument("--root", metavar="DIR", help="folder holding the files (or its parent)")
     i.add_argument("--split", default="train", help="split to read (default train)")
     i.add_argument("--imbalance", type=float, metavar="TAU", help="long-tailed training set with n_min/n_max = TAU")
@@ -79,6 +80,8 @@ def run_fetch(args) -> int:
 
 
 def run_info(args) -> int:
+    from ..data import format_counts, load_dataset, load_longtail
+
     if args.imbalance is None:
         ds = load_dataset(args.name, args.root, args.split)
     else:

@@ -10,8 +10,11 @@ from .._io import dumps_line
 from ..serialize import to_jsonable
 
 
+HELP = "digits-LT: train CE and CAL, solve a UFM sweep, write one report"
+
+
 def register(sub) -> None:
-    p = sub.add_parser("demo", help="digits-LT: train CE and CAL, solve a UFM sweep, write one report",
+    p = sub.add_parser("demo", help=HELP,
                        description="The end-to-end demo (no downloads, a few CPU minutes): scikit-learn's digits made "
                                    "long-tailed (imbalance 0.1), a CE and a CAL (NCMC) model trained with the trainer, "
                                    "a batched UFM sweep, and OUT/report.html comparing them.\n\nexamples:\n"

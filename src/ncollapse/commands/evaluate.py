@@ -17,9 +17,11 @@ Reads DIR/checkpoint.pt and the config stored in it; the data root is the one th
 """
 
 
+HELP = "accuracy and NC metrics of a trained run"
+
+
 def register(sub) -> None:
-    p = sub.add_parser("evaluate", help="accuracy and NC metrics of a trained run",
-                       description="Evaluate a run directory's checkpoint.\n\n" + EXAMPLES,
+    p = sub.add_parser("evaluate", help=HELP, description="Evaluate a run directory's checkpoint.\n\n" + EXAMPLES,
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--run", required=True, metavar="DIR", help="run directory written by ncollapse train")
     p.add_argument("--split", choices=["train", "test"], default="test")

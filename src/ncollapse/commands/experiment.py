@@ -28,8 +28,11 @@ A config is a training config (see ncollapse train --help) plus an [experiment] 
 """
 
 
+HELP = "run a generalisation / transfer experiment from a TOML config"
+
+
 def register(sub) -> None:
-    p = sub.add_parser("experiment", help="run a generalisation / transfer experiment from a TOML config",
+    p = sub.add_parser("experiment", help=HELP,
                        description="Run one of the review's generalisation and transfer experiments.\n\n" + EXAMPLES,
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("name", metavar="NAME", help="experiment name (listed below)")

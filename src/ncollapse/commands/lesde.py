@@ -23,8 +23,11 @@ examples:
 """
 
 
+HELP = "simulate the locally elastic SDE/ODE of class features"
+
+
 def register(subparsers) -> None:
-    parser = subparsers.add_parser("lesde", help="simulate the locally elastic SDE/ODE of class features",
+    parser = subparsers.add_parser("lesde", help=HELP,
                                    description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--classes", type=int, default=4, help="number of classes K")
     parser.add_argument("--alpha", type=float, default=1.0, help="intra-class impact")

@@ -7,8 +7,6 @@ import sys
 import warnings
 
 from .._io import dumps_line
-from ..data.features import load_features, load_ood_features
-from ..metrics import measure_features
 from ..serialize import format_report, to_jsonable
 
 EXAMPLES = """examples:
@@ -32,9 +30,11 @@ keys (--json): nc1 nc1_quotient rank sigma_b_spectrum trace_sigma_w trace_sigma_
 """
 
 
+HELP = "NC1-NC4 metrics of saved features"
+
+
 def register(sub) -> None:
-    p = sub.add_parser("measure", help="NC1-NC4 metrics of saved features",
-                       description="Measure neural collapse of a feature file.\n\n" + EXAMPLES,
+    p = sub.add_parser("measure", help=HELP, description="Measure neural collapse of a feature file.\n\n" + EXAMPLES,
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--features", required=True, metavar="F.npz", help="feature file (.npz)")
     p.add_argument("--global-mean", choices=["uniform", "weighted"], default="uniform",
@@ -55,6 +55,9 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
+    from ..data.features import load_features, load_ood_features
+    from ..metrics import measure_features
+
     data = load_features(args.features)
     ood = None if args.ood is None else load_ood_features(args.ood)
     with warnings.catch_warnings(record=True) as caught:

@@ -23,8 +23,11 @@ width (f+1)K = F + K the multi-center frame needs (the extra linear layer's mini
 """
 
 
+HELP = "NCMC helpers: centers per class, RCR vs GCR toy figure"
+
+
 def register(sub) -> None:
-    p = sub.add_parser("ncmc", help="NCMC helpers: centers per class, RCR vs GCR toy figure",
+    p = sub.add_parser("ncmc", help=HELP,
                        description="Neural collapse to multiple centers (Yan et al. 2024).\n\n" + EXAMPLES,
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     tasks = p.add_subparsers(dest="ncmc_task", metavar="TASK")

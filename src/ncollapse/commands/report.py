@@ -21,8 +21,11 @@ only leave their sections out, with a note on the page and on stderr.
 """
 
 
+HELP = "HTML report of a run or a comparison of runs"
+
+
 def register(subparsers) -> None:
-    parser = subparsers.add_parser("report", help="HTML report of a run or a comparison of runs",
+    parser = subparsers.add_parser("report", help=HELP,
                                    description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
     what = parser.add_mutually_exclusive_group(required=True)
     what.add_argument("--run", metavar="DIR", help="run directory to report on")

@@ -24,8 +24,11 @@ repeats. Cells show mean ± std over seeds; cells without runs show "–" with a
 """
 
 
+HELP = "render run directories as a results table (Markdown / LaTeX)"
+
+
 def register(sub) -> None:
-    p = sub.add_parser("table", help="render run directories as a results table (Markdown / LaTeX)",
+    p = sub.add_parser("table", help=HELP,
                        description="Render run directories in the layout of a paper table.\n\n" + EXAMPLES,
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--layout", required=True, help="table layout (see above)")

@@ -22,8 +22,11 @@ checkpoint.pt (every epoch) and summary.json. Ctrl-C / SIGTERM saves a checkpoin
 """
 
 
+HELP = "train a classifier from a TOML config (resumable)"
+
+
 def register(sub) -> None:
-    p = sub.add_parser("train", help="train a classifier from a TOML config (resumable)",
+    p = sub.add_parser("train", help=HELP,
                        description="Train a classifier and track accuracy and NC metrics.\n\n" + EXAMPLES,
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--config", required=True, metavar="C.toml", help="TOML config (see configs/)")

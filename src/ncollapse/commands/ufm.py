@@ -6,7 +6,6 @@ import argparse
 import sys
 
 from .._io import atomic_write_json, dumps_line
-from ..geometry import class_aware_centers
 
 DESCRIPTION = """\
 Solve an unconstrained features model (UFM) and compare it with its closed-form optimum.
@@ -31,12 +30,15 @@ def _layers(text: str) -> tuple[str, ...]:
     return tuple(v for v in text.split(",") if v)
 
 
+HELP = "simulate unconstrained features models against their theory"
+
+
 def register(subparsers) -> None:
     from ..ufm.experiments import EXPERIMENTS
     from ..ufm.problem import BIASES, FIXED, LOSSES, NORMALIZE
     from ..ufm.solve import OPTIMIZERS
 
-    parser = subparsers.add_parser("ufm", help="simulate unconstrained features models against their theory",
+    parser = subparsers.add_parser("ufm", help=HELP,
                                    description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--loss", choices=LOSSES, default="ce")
     shape = parser.add_mutually_exclusive_group()
@@ -97,6 +99,7 @@ def _progress(args) -> bool:
 
 
 def run(args) -> int:
+    from ..geometry import class_aware_centers
     from ..ufm import UFMProblem, solve
     from ..ufm.experiments import summarize
 

@@ -3,21 +3,36 @@
 >>> from ncollapse.data import load_dataset, make_longtail
 >>> ds = load_dataset("digits", split="train")
 >>> lt = make_longtail(ds, imbalance=0.1)
+
+The names below load on first use (PEP 562), so ``ncollapse.data.fetch`` (downloads) imports no torch.
 """
 
-from .datasets import DATASETS, DataNotFoundError, Dataset, concat_datasets, load_dataset, load_longtail
-from .longtail import format_counts, longtail_counts, longtail_indices, make_longtail, max_feasible_n_max
+from __future__ import annotations
 
-__all__ = [
-    "Dataset",
-    "DataNotFoundError",
-    "DATASETS",
-    "load_dataset",
-    "load_longtail",
-    "concat_datasets",
-    "make_longtail",
-    "longtail_counts",
-    "longtail_indices",
-    "max_feasible_n_max",
-    "format_counts",
-]
+import importlib
+
+_EXPORTS = {
+    "Dataset": "datasets",
+    "DataNotFoundError": "datasets",
+    "DATASETS": "datasets",
+    "load_dataset": "datasets",
+    "load_longtail": "datasets",
+    "concat_datasets": "datasets",
+    "make_longtail": "longtail",
+    "longtail_counts": "longtail",
+    "longtail_indices": "longtail",
+    "max_feasible_n_max": "longtail",
+    "format_counts": "longtail",
+}
+
+__all__ = list(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_EXPORTS])
