@@ -41,15 +41,16 @@ def test_ufm_imbalanced_mse_and_ncmc(capsys):
 
 
 def test_no_theory_gives_null(capsys):
-    out = _json(capsys, ["ufm", "--loss", "mse", "--extra-layers", "linear,relu", "--steps", "20", "--json"])
+    out = _json(capsys, ["ufm", "--loss", "mse", "--classes", "4", "--extra-layers", "linear,relu", "--steps", "20",
+                         "--json"])
     assert out["theory"] is None and out["theory_gap"] is None
 
 
 @pytest.mark.parametrize("argv, message", [
     (["ufm", "--counts", "5,0,3"], "counts[1] == 0"),
-    (["ufm", "--lambda-h", "-1"], "lambda_h == -1.0, must be >= 0"),
+    (["ufm", "--classes", "4", "--lambda-h", "-1"], "lambda_h == -1.0, must be >= 0"),
     (["ufm", "--classes", "6", "--dim", "3"], "dim == 3 is below K - 1 = 5"),
-    (["ufm", "--optimizer", "gd", "--lr", "1000", "--steps", "300"], "diverged at step"),
+    (["ufm", "--classes", "4", "--optimizer", "gd", "--lr", "1000", "--steps", "300"], "diverged at step"),
 ])
 def test_bad_input_exits_2_with_one_line(capsys, argv, message):
     assert main(argv) == 2
@@ -71,7 +72,7 @@ def test_unknown_names_exit_2(capsys, argv, message):
 
 
 def test_divergence_never_writes_nan_json(capsys):
-    assert main(["ufm", "--optimizer", "gd", "--lr", "1000", "--json"]) == 2
+    assert main(["ufm", "--classes", "4", "--optimizer", "gd", "--lr", "1000", "--json"]) == 2
     captured = capsys.readouterr()
     assert captured.out == "" and "smaller lr" in captured.err
 

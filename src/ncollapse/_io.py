@@ -38,3 +38,24 @@ def atomic_write_json(path, obj) -> Path:
 def dumps_line(obj) -> str:
     """One JSON object on one line; NaN is refused (convert with ``serialize.to_jsonable`` first)."""
     return json.dumps(obj, allow_nan=False)
+
+
+def check_out_dir(path, flag: str = "--out") -> Path:
+    """Refuse an output folder path that names an existing file (or lies under one); returns it as a Path."""
+    path = Path(path)
+    blocker = next((p for p in (path, *path.parents) if p.exists() and not p.is_dir()), None)
+    if blocker is not None:
+        what = "is an existing file" if blocker == path else f"lies under {blocker}, which is a file"
+        raise ValueError(f"{flag} {path} {what}; give a folder path (it is created when missing)")
+    return path
+
+
+def check_in_file(path, flag: str) -> Path:
+    """Refuse an input file path that is missing or names a folder, naming the option it came from."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"{flag} {path}: no such file")
+    if path.is_dir():
+        hint = f" (did you mean {path / 'config.toml'}?)" if (path / "config.toml").is_file() else ""
+        raise IsADirectoryError(f"{flag} {path} is a folder; give a TOML file{hint}")
+    return path

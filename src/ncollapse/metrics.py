@@ -42,6 +42,7 @@ import numpy as np
 import torch
 
 from .pairwise import duality_pass, vector_pairs
+from .serialize import brief_list
 from .stats import ClassStats, FinalStats, NCCCounts, NCMCStats
 from .validation import check_classifier, check_counts, check_features, check_features_labels, check_scalar
 
@@ -145,8 +146,8 @@ def measure(stats, W=None, b=None, global_mean: str = "uniform", ddof: int = 0, 
     below = present & ~measured
     k = int(measured.sum())
     if absent:
-        warnings.warn(f"classes {absent} have no samples; measuring over the {int(present.sum())} present classes",
-                      stacklevel=2)
+        warnings.warn(f"classes {brief_list(absent)} have no samples; measuring over the {int(present.sum())} "
+                      "present classes", stacklevel=2)
     if bool(below.any()):
         warnings.warn(f"{int(below.sum())} classes have fewer than min_count={min_count} samples; "
                       f"measuring over the other {k}", stacklevel=2)

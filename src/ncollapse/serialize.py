@@ -10,7 +10,7 @@ import math
 
 import numpy as np
 
-__all__ = ["to_jsonable", "format_report"]
+__all__ = ["to_jsonable", "format_report", "brief_list"]
 
 
 def to_jsonable(value):
@@ -28,6 +28,14 @@ def to_jsonable(value):
     return value
 
 
+def brief_list(values, limit: int = 10) -> str:
+    """``values`` as a list literal, cut after ``limit`` items with the total: "[1, 2, ..., 10, ... (2997 in all)]"."""
+    values = list(values)
+    if len(values) <= limit:
+        return str(values)
+    return "[" + ", ".join(map(str, values[:limit])) + f", ... ({len(values)} in all)]"
+
+
 def format_report(report: dict) -> str:
     """A readable two-column table of the scalar metrics."""
     lines = []
@@ -40,5 +48,5 @@ def format_report(report: dict) -> str:
             shown = ", ".join(f"{v:.3g}" for v in value[:8])
             lines.append(f"{key:<28} [{shown}{', ...' if len(value) > 8 else ''}]")
         elif isinstance(value, list) and value:
-            lines.append(f"{key:<28} {value}")
+            lines.append(f"{key:<28} {brief_list(value)}")
     return "\n".join(lines)

@@ -8,6 +8,7 @@ shape, with a message that says what was expected, what was received and how to 
 from __future__ import annotations
 
 import math
+import os
 from numbers import Integral, Real
 
 import numpy as np
@@ -18,9 +19,12 @@ __all__ = [
     "check_labels",
     "check_features_labels",
     "check_finite",
+    "check_magnitude",
+    "infer_num_classes",
     "check_scalar",
     "check_counts",
     "check_classifier",
+    "check_memory",
 ]
 
 
@@ -48,9 +52,30 @@ def check_finite(x: torch.Tensor, name: str) -> None:
     raise ValueError(f"{name} contains {kind} ({count} of {x.numel()} entries, first in row {first})")
 
 
+def check_magnitude(x: torch.Tensor, name: str) -> None:
+    """Raise if a sum of squares of ``x`` could overflow the precision it is accumulated in.
+
+    Second moments are GEMMs in float32 for float32 and narrower input and in float64 for float64
+    (design.md §3), so max |x| must stay below sqrt(finfo.max / numel): e.g. about 1e153 for a float64
+    (40, 5) batch, where features scaled by 1e200 would otherwise overflow into an eigensolver failure.
+    """
+    if x.numel() == 0:
+        return
+    lo, hi = torch.aminmax(x)
+    largest = max(-float(lo), float(hi))
+    work = torch.float64 if x.dtype == torch.float64 else torch.float32
+    limit = math.sqrt(torch.finfo(work).max / x.numel())
+    if largest > limit:
+        raise ValueError(f"{name} has entries up to {largest:.3g} in magnitude; their squares overflow "
+                         f"{str(work).replace('torch.', '')} (limit about {limit:.1g} for shape {tuple(x.shape)}); "
+                         f"rescale the features, e.g. divide them by their largest norm")
+
+
 def check_features(features, name: str = "features", finite: bool = True) -> torch.Tensor:
-    """Return ``features`` as a 2-D floating tensor (n_samples, dim)."""
+    """Return ``features`` as a 2-D real floating tensor (n_samples, dim); ``finite`` also checks the values."""
     x = _as_tensor(features, name)
+    if x.is_complex():
+        raise TypeError(f"{name} must be real; got dtype {x.dtype} (pass {name}.real to drop the imaginary part)")
     if x.dim() != 2:
         hint = ""
         if x.dim() > 2:
@@ -62,6 +87,7 @@ def check_features(features, name: str = "features", finite: bool = True) -> tor
         x = x.to(torch.float64)
     if finite:
         check_finite(x, name)
+        check_magnitude(x, name)
     return x
 
 
@@ -88,10 +114,32 @@ def check_labels(labels, num_classes: int | None = None, name: str = "labels") -
     return y
 
 
+def infer_num_classes(labels: torch.Tensor, name: str = "labels") -> int:
+    """K = max label + 1 for validated labels, refusing what would make most of those classes empty.
+
+    Labels such as {0, 1000, 2000, 3000} (or one label of 10^12, which would allocate terabytes of
+    per-class statistics) are refused when more than half of the classes 0..max have no sample.
+    """
+    if labels.numel() == 0:
+        raise ValueError(f"{name} is empty (0 samples); give at least one sample of each of two classes")
+    top = int(labels.max())
+    present = int(torch.unique(labels).numel())
+    if top + 1 > 2 * present:
+        raise ValueError(f"{name} go up to {top} but only {present} distinct values occur ({top + 1 - present} of "
+                         f"{top + 1} classes would be empty); pass num_classes or remap labels to 0..{present - 1} "
+                         f"(numpy.unique(labels, return_inverse=True))")
+    return top + 1
+
+
 def check_features_labels(features, labels, num_classes: int | None = None, finite: bool = True):
-    """Validate a (features, labels) pair; returns tensors on the features' device."""
+    """Validate a (features, labels) pair; returns tensors on the features' device.
+
+    Without ``num_classes`` the labels must be dense enough to infer it (``infer_num_classes``).
+    """
     x = check_features(features, finite=finite)
     y = check_labels(labels, num_classes)
+    if num_classes is None:
+        infer_num_classes(y)
     if x.shape[0] != y.shape[0]:
         raise ValueError(
             f"features and labels have inconsistent numbers of samples: {x.shape[0]} and {y.shape[0]}"
@@ -145,3 +193,14 @@ def check_classifier(W, b=None, num_classes: int | None = None, dim: int | None 
             raise ValueError(f"b has {b.shape[0]} entries; expected {W.shape[0]} (one per class)")
         check_finite(b, "b")
     return W, b
+
+
+def check_memory(nbytes: int, what: str, fix: str) -> None:
+    """Refuse to allocate more than this machine's physical memory; the message names what needs it and the fix."""
+    try:
+        total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, ValueError, OSError):  # no sysconf (Windows): let the allocator decide
+        return
+    if nbytes > total:
+        raise ValueError(f"{what} needs about {nbytes / 2**30:.3g} GiB, more than this machine's "
+                         f"{total / 2**30:.3g} GiB of memory; {fix}")

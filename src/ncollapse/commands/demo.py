@@ -6,7 +6,7 @@ import argparse
 import logging
 import sys
 
-from .._io import dumps_line
+from .._io import check_out_dir, dumps_line
 from ..serialize import to_jsonable
 
 
@@ -36,6 +36,7 @@ def run(args) -> int:
         raise ValueError(f"--epochs == {args.epochs}, must be >= 1")
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr, format="%(message)s")
     say = (lambda m: None) if args.quiet else (lambda m: print(m, file=sys.stderr, flush=True))
+    check_out_dir(args.out)
     info = run_demo(args.out, epochs=args.epochs, seed=args.seed, progress=not args.quiet and sys.stderr.isatty(),
                     log_fn=say)
     if args.json:

@@ -6,7 +6,7 @@ import argparse
 import logging
 import sys
 
-from .._io import dumps_line
+from .._io import check_in_file, check_out_dir, dumps_line
 from ..serialize import to_jsonable
 
 EXAMPLES = """experiments:
@@ -50,6 +50,9 @@ def run(args) -> int:
     from ..experiments import run_experiment
 
     logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO, stream=sys.stderr, format="%(message)s")
+    if args.config is not None:
+        check_in_file(args.config, "--config")
+    check_out_dir(args.out)
     result = run_experiment(args.name, args.config, args.out, args.set, device=args.device,
                             progress=not args.quiet and sys.stderr.isatty())
     if args.json:

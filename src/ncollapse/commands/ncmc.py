@@ -5,9 +5,8 @@ from __future__ import annotations
 import argparse
 import math
 import sys
-from pathlib import Path
 
-from .._io import atomic_write_json, dumps_line
+from .._io import atomic_write_json, check_out_dir, dumps_line
 from ..serialize import to_jsonable
 
 EXAMPLES = """examples:
@@ -99,7 +98,7 @@ def run_centers(args) -> int:
 def run_toy(args) -> int:
     from ..experiments.ncmc_toy import toy_figure
 
-    out = Path(args.out)
+    out = check_out_dir(args.out)
     out.mkdir(parents=True, exist_ok=True)
     runs = toy_figure(out / "ncmc_toy.png", _int_list(args.centers, "--centers"), num_samples=args.samples,
                       theta=args.theta, seed=args.seed)

@@ -11,7 +11,7 @@ DESCRIPTION = """\
 Write one self-contained HTML page (figures embedded, no network) plus the PNGs beside it.
 
 examples:
-  ncollapse report --run runs/cifar10_lt_ce                 # -> runs/cifar10_lt_ce/report.html
+  ncollapse report --run runs/mnist_lt_ce                   # -> runs/mnist_lt_ce/report.html
   ncollapse report --run runs/a --out /tmp/a.html
   ncollapse report --compare runs/ce runs/cal --out runs/compare.html
   ncollapse report --run runs/a --json                      # {"report": ..., "figures": [...], "notes": [...]}

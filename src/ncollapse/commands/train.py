@@ -7,13 +7,14 @@ import logging
 import os
 import sys
 
-from .._io import dumps_line
+from .._io import check_in_file, check_out_dir, dumps_line
 from ..serialize import to_jsonable
 
 EXAMPLES = """examples:
-  ncollapse train --config configs/quick/mnist_lt_ce.toml --set data.root=../shared/data/mnist --out runs/x
-  ncollapse train --config configs/quick/mnist_lt_ce.toml --set train.epochs=2 --set optim.lr=0.05 --out runs/y
-  ncollapse train --config configs/quick/mnist_lt_ce.toml --out runs/x --resume      # after Ctrl-C
+  ncollapse train --config configs/quick/mnist_lt_ce.toml --set data.root=../shared/data/mnist --out runs/mnist_lt_ce
+  ncollapse train --config runs/mnist_lt_ce/config.toml --out runs/mnist_lt_ce --resume      # after Ctrl-C
+  ncollapse train --config configs/quick/mnist_lt_ce.toml --set data.root=../shared/data/mnist \
+      --set train.epochs=2 --set optim.lr=0.05 --out runs/short
   torchrun --nproc_per_node 2 -m ncollapse train --config C.toml --out runs/ddp      # DDP (gloo on CPU)
 
 --set values are TOML literals (numbers, true/false, ["a", "b"]); anything else is a string.
@@ -46,7 +47,8 @@ def run(args) -> int:
     rank = int(os.environ.get("RANK", "0"))
     logging.basicConfig(level=logging.WARNING if args.quiet or rank else logging.INFO, stream=sys.stderr,
                         format="%(message)s")
-    config = load_config(args.config, args.set)
+    config = load_config(check_in_file(args.config, "--config"), args.set)
+    check_out_dir(args.out)
     summary = train(config, args.out, resume=args.resume, device=args.device,
                     command=" ".join(["ncollapse", *sys.argv[1:]]),
                     progress=not args.quiet and sys.stderr.isatty())

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .._io import atomic_write_json, dumps_line
+from .._io import atomic_write_json, check_in_file, check_out_dir, dumps_line
 
 DESCRIPTION = """\
 Solve an unconstrained features model (UFM) and compare it with its closed-form optimum.
@@ -44,7 +44,7 @@ def register(subparsers) -> None:
     shape = parser.add_mutually_exclusive_group()
     shape.add_argument("--counts", type=_int_list, help="samples per class, e.g. 500,100,20")
     shape.add_argument("--per-class", type=int, default=10, help="samples per class (balanced, with --classes)")
-    parser.add_argument("--classes", type=int, default=4, help="number of classes K (with --per-class)")
+    parser.add_argument("--classes", type=int, help="number of classes K (with --per-class)")
     parser.add_argument("--dim", type=int, default=8, help="feature dimension d")
     parser.add_argument("--bias", choices=BIASES, default="none")
     parser.add_argument("--lambda-w", type=float, help="classifier weight decay (default 5e-3 where it applies)")
@@ -103,6 +103,10 @@ def run(args) -> int:
     from ..ufm import UFMProblem, solve
     from ..ufm.experiments import summarize
 
+    from ..validation import check_memory
+
+    if args.counts is None and args.classes is None:
+        raise ValueError("give the class sizes: --counts N1,N2,... or --classes K (with --per-class, default 10)")
     counts = args.counts if args.counts is not None else (args.per_class,) * args.classes
     centers = args.centers_per_class
     if args.centers is not None:
@@ -112,6 +116,9 @@ def run(args) -> int:
                          temperature=args.temperature, extra_layers=args.extra_layers,
                          fixed_classifier=args.fixed_classifier, centers_per_class=centers, theta=args.theta,
                          lambda_norm=args.lambda_norm, init_scale=args.init_scale, seed=args.seed)
+    if str(args.device) == "cpu":  # parameters, gradients and optimizer state: at least four float64 copies
+        size = sum(problem.counts) * problem.dim + len(problem.counts) * problem.dim
+        check_memory(32 * size, f"ufm with {sum(problem.counts)} x {problem.dim} features", "lower --dim or the counts")
     result = solve(problem, optimizer=args.optimizer, steps=args.steps, lr=args.lr, tol=args.tol,
                    record_metrics=False, device=args.device, progress=_progress(args))
     summary = {"problem": problem.to_dict(), **summarize(result, 0)}
@@ -137,7 +144,7 @@ def run(args) -> int:
 def run_sweep(args) -> int:
     from ..ufm.experiments import load_grid, sweep
 
-    result = sweep(load_grid(args.grid), progress=_progress(args))
+    result = sweep(load_grid(check_in_file(args.grid, "--grid")), progress=_progress(args))
     if args.out:
         atomic_write_json(args.out, result)
     if args.json:
@@ -154,6 +161,7 @@ def run_sweep(args) -> int:
 def run_experiment(args) -> int:
     from ..ufm.experiments import run_experiment as run_named
 
+    check_out_dir(args.out)
     data = run_named(args.name, args.out, size=args.size, seed=args.seed, progress=_progress(args))
     if args.json:
         print(dumps_line(data))

@@ -35,9 +35,12 @@ def _read_npz(path, required: tuple[str, ...]) -> dict:
         raise FileNotFoundError(f"{path}: no such file")
     if path.is_dir():
         raise ValueError(f"{path}: is a directory; expected an .npz file with arrays {wanted}")
+    if path.stat().st_size == 0:
+        raise ValueError(f"{path}: empty file (0 bytes); save one with "
+                         f"numpy.savez(path, {', '.join(f'{k}=...' for k in required)})")
     try:
         archive = np.load(path, allow_pickle=False)
-    except (zipfile.BadZipFile, OSError, ValueError) as exc:
+    except (zipfile.BadZipFile, OSError, ValueError, EOFError) as exc:
         raise ValueError(f"{path}: not a readable .npz file ({exc.__class__.__name__}); "
                          f"save one with numpy.savez(path, {', '.join(f'{k}=...' for k in required)})") from None
     if not isinstance(archive, np.lib.npyio.NpzFile):
@@ -53,7 +56,8 @@ def load_features(path) -> FeatureFile:
     """Load and validate a feature file; every problem is a one-line error naming the file."""
     arrays = _read_npz(path, ("features", "labels"))
     try:
-        features, labels = check_features_labels(arrays["features"], arrays["labels"])
+        rows = arrays["weight"].shape[0] if "weight" in arrays and arrays["weight"].ndim == 2 else None
+        features, labels = check_features_labels(arrays["features"], arrays["labels"], rows)
         weight = bias = None
         if "weight" in arrays:
             weight, bias = check_classifier(arrays["weight"], arrays.get("bias"), dim=features.shape[1])
