@@ -3,8 +3,11 @@ import math
 import pytest
 import torch
 
-from ncollapse.geometry import (center_angle_cos, class_aware_centers, dcube_vertices, dorthoplex_vertices,
-                                multicenter_frame, orthonormal_frame, simplex_etf)
+from ncollapse.geometry import (FIXED_FRAMES, center_angle_cos, class_aware_centers, dcube_vertices,
+                                dorthoplex_vertices, fixed_frame, multicenter_frame, orthonormal_frame, simplex_etf)
+from ncollapse.nn.build import HEADS
+from ncollapse.nn.heads import FixedHead
+from ncollapse.ufm.problem import FIXED, UFMProblem
 
 
 @pytest.mark.parametrize("k,d,seed", [(2, 1, None), (5, 4, None), (10, 10, 3), (7, 32, 0)])
@@ -103,3 +106,15 @@ def test_multicenter_frame_bad_input():
         multicenter_frame(30, [1, 1], 2.0)
     with pytest.raises(ValueError, match="at least one"):
         multicenter_frame(30, [1, 0], 0.2)
+
+
+def test_fixed_frame_registry_is_shared_by_heads_and_the_ufm():
+    assert set(FIXED_FRAMES) < set(HEADS) and set(FIXED_FRAMES) < set(FIXED)
+    for name, build in FIXED_FRAMES.items():
+        torch.testing.assert_close(fixed_frame(name, 4, 4, seed=2), build(4, 4, seed=2), atol=0, rtol=0)
+        torch.testing.assert_close(FixedHead.from_geometry(name, 4, 4, seed=2).weight.double(), build(4, 4, seed=2),
+                                   atol=1e-6, rtol=0)
+        problem = UFMProblem(loss="ce", counts=(2,) * 4, dim=4, fixed_classifier=name, seed=2)
+        torch.testing.assert_close(problem.fixed_weights(), build(4, 4, seed=2), atol=0, rtol=0)
+    with pytest.raises(ValueError, match="fixed frame == 'etff', must be one of etf, .*did you mean 'etf'"):
+        fixed_frame("etff", 4, 4)

@@ -37,6 +37,11 @@ def test_toml_round_trip_and_overrides(tmp_path):
     ("[optim]\nlr = -0.1\n", ValueError, ["optim.lr == -0.1", "> 0.0"]),
     ("[schedule]\nmilestones = [180, 160]\n", ValueError, ["schedule.milestones", "increasing"]),
     ("[optim\n", ValueError, ["not valid TOML"]),
+    ("[model]\nname = 'resnet33'\n", ValueError, ["model.name == 'resnet33'", "did you mean 'resnet32'"]),
+    ("[model]\nhead = 'ettf'\n", ValueError, ["model.head == 'ettf'", "did you mean 'etf'"]),
+    ("[loss]\nname = 'ldamm'\n", ValueError, ["loss.name == 'ldamm'", "did you mean 'ldam'"]),
+    ("[data]\nname = 'cifar11'\n", ValueError, ["data.name == 'cifar11'", "did you mean 'cifar10'"]),
+    ("[data]\naugment = ['crop', 'flp']\n", ValueError, ["data.augment[1] == 'flp'", "did you mean 'flip'"]),
 ])
 def test_bad_configs_name_the_key(tmp_path, text, exc, words):
     path = tmp_path / "bad.toml"

@@ -14,6 +14,7 @@ from numbers import Integral, Real
 
 import torch
 
+from .config_check import check_choice
 from .validation import check_counts, check_scalar
 
 __all__ = [
@@ -22,6 +23,8 @@ __all__ = [
     "orthonormal_frame",
     "dcube_vertices",
     "dorthoplex_vertices",
+    "FIXED_FRAMES",
+    "fixed_frame",
     "MultiCenterFrame",
     "multicenter_frame",
     "class_aware_centers",
@@ -100,6 +103,20 @@ def dorthoplex_vertices(num_classes: int, dim: int | None = None, seed: int | No
     vertices = torch.zeros(num_classes, m, dtype=torch.float64)
     vertices[idx, idx // 2] = 1.0 - 2.0 * (idx % 2).to(torch.float64)
     return vertices @ orthonormal_basis(dim, m, seed).T
+
+
+FIXED_FRAMES = {  # the one registry of fixed classifier geometries (nn.heads.FixedHead, ufm.UFMProblem)
+    "etf": simplex_etf,
+    "orthogonal": orthonormal_frame,
+    "cube": dcube_vertices,
+    "orthoplex": dorthoplex_vertices,
+}
+
+
+def fixed_frame(name: str, num_classes: int, dim: int | None = None, seed: int | None = None) -> torch.Tensor:
+    """The (K, d) rows of the fixed geometry ``name`` in ``FIXED_FRAMES`` (an unknown name: ``ValueError``)."""
+    check_choice(name, tuple(FIXED_FRAMES), "fixed frame")
+    return FIXED_FRAMES[name](num_classes, dim, seed=seed)
 
 
 def center_angle_cos(f_k, theta: float) -> torch.Tensor:

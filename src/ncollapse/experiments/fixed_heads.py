@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from ..nn.heads import FIXED_GEOMETRIES
+from ..geometry import FIXED_FRAMES
 from ..report.figures import figure_row
 from ..report.html import html_table, write_comparison
 from ..report.runs import read_metrics
@@ -60,7 +60,7 @@ def fixed_classifiers(cfg, out_dir, params: dict | None = None, device: str = "a
     """One run per head into ``out_dir``/<head>; writes results.json, PNGs and the comparison report."""
     params = {**DEFAULTS, **(params or {})}
     out = Path(out_dir)
-    allowed = ("linear", "normed", *FIXED_GEOMETRIES)
+    allowed = ("linear", "normed", *FIXED_FRAMES)
     unknown = [h for h in params["heads"] if h not in allowed]
     if unknown or not params["heads"]:
         raise ValueError(f"experiment.heads == {params['heads']}: give heads among {', '.join(allowed)}")

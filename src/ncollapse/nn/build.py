@@ -15,17 +15,17 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..geometry import check_theta
+from ..geometry import FIXED_FRAMES, check_theta
 from ..validation import check_counts, check_scalar
 from .densenet import DenseNet
-from .heads import FIXED_GEOMETRIES, FixedHead, LinearHead, MultiCenterHead, NormedHead
+from .heads import FixedHead, LinearHead, MultiCenterHead, NormedHead
 from .mlp import MLP, LeNet
 from .resnet import ResNet, ResNetCifar
 from .vgg import VGG
 
 __all__ = ["NCModel", "build_model", "MODELS", "HEADS"]
 
-HEADS = ("linear", "normed", *FIXED_GEOMETRIES, "multicenter")
+HEADS = ("linear", "normed", *FIXED_FRAMES, "multicenter")
 
 
 def _mlp(c, s, widths=(512, 512, 512), batch_norm=True):

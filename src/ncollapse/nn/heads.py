@@ -20,19 +20,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..geometry import (MultiCenterFrame, class_aware_centers, dcube_vertices, dorthoplex_vertices,
-                        multicenter_frame, orthonormal_frame, simplex_etf)
+from ..geometry import MultiCenterFrame, class_aware_centers, fixed_frame, multicenter_frame
 from ..validation import check_counts, check_scalar
 
-__all__ = ["LinearHead", "NormedHead", "FixedHead", "MultiCenterHead", "FIXED_GEOMETRIES", "gcr_scores",
-           "ncmc_centers"]
-
-FIXED_GEOMETRIES = {
-    "etf": simplex_etf,
-    "orthogonal": orthonormal_frame,
-    "cube": dcube_vertices,
-    "orthoplex": dorthoplex_vertices,
-}
+__all__ = ["LinearHead", "NormedHead", "FixedHead", "MultiCenterHead", "gcr_scores", "ncmc_centers"]
 
 
 class LinearHead(nn.Linear):
@@ -75,9 +66,7 @@ class FixedHead(nn.Module):
 
     @classmethod
     def from_geometry(cls, geometry: str, dim: int, num_classes: int, seed: int | None = 0) -> "FixedHead":
-        if geometry not in FIXED_GEOMETRIES:
-            raise ValueError(f"unknown fixed head {geometry!r}; choose one of {sorted(FIXED_GEOMETRIES)}")
-        return cls(FIXED_GEOMETRIES[geometry](num_classes, dim, seed))
+        return cls(fixed_frame(geometry, num_classes, dim, seed))
 
 
 def gcr_scores(unit_features: torch.Tensor, centers: torch.Tensor, owner: torch.Tensor,

@@ -1,22 +1,29 @@
 """Training configuration: TOML → frozen, validated dataclasses (nanoGPT-style plain data).
 
 A config file has the sections ``data``, ``model``, ``loss``, ``optim``, ``schedule``, ``train`` and
-``eval``; every key has a default below, so a file lists only what differs. Unknown sections or keys are
-errors with a "did you mean" hint; a wrong type names the key. Overrides ``section.key=value`` are parsed
-as TOML literals (``optim.lr=0.05``, ``data.augment=["flip"]``); a value that is not a TOML literal is
-taken as a plain string (``data.root=../shared/data/mnist``). ``model.options`` and ``loss.options`` are
-free tables passed to ``build_model`` / ``build_loss``, which validate them.
+``eval``; every key has a default below, so a file lists only what differs. Unknown sections or keys, and names
+outside their registry (data set, augmentation, model, head, loss), are errors with a "did you mean" hint
+(``ncollapse.config_check``) when the file is read, before any data loads; a wrong type names the key.
+Overrides ``section.key=value`` are parsed as TOML literals (``optim.lr=0.05``, ``data.augment=["flip"]``); a
+value that is not a TOML literal is taken as a plain string (``data.root=../shared/data/mnist``).
+``model.options`` and ``loss.options`` are free tables passed to ``build_model`` / ``build_loss``, which
+validate them.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import math
 import tomllib
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from ..config_check import check_choice, check_keys, check_type, hint
+from ..data.datasets import DATASETS
+from ..data.loader import AUGMENTATIONS
+from ..losses import LOSSES
+from ..nn.build import HEADS, MODELS
 
 __all__ = ["Config", "DataConfig", "ModelConfig", "LossConfig", "OptimConfig", "ScheduleConfig",
            "TrainConfig", "EvalConfig", "load_config", "read_toml", "config_from_dict", "parse_override", "dumps_toml"]
@@ -32,7 +39,7 @@ def _bounds(low=None, high=None, low_open=False):
 
 @dataclass(frozen=True)
 class DataConfig:
-    name: str = "mnist"  #: data set for ``ncollapse.data.load_dataset`` (mnist, cifar10, svhn, …)
+    name: str = field(default="mnist", metadata=_choice(*DATASETS))  #: data set for ``ncollapse.data.load_dataset``
     root: str = "data"  #: folder holding the original files (``ncollapse data fetch NAME --root DIR``)
     train_split: str = "train"  #: split to train on
     test_split: str = "test"  #: split to report test accuracy on
@@ -40,16 +47,16 @@ class DataConfig:
     n_max: int = field(default=0, metadata=_bounds(0))  #: head-class size of the LT profile; 0 = the loader's default
     profile: str = field(default="exp", metadata=_choice("exp", "step"))  #: long-tail profile
     subset_seed: int = field(default=0, metadata=_bounds(0))  #: which images the LT subset keeps (fixed across training seeds)
-    augment: tuple[str, ...] = ("crop", "flip")  #: on-device augmentations of training batches
+    #: on-device augmentations of training batches
+    augment: tuple[str, ...] = field(default=("crop", "flip"), metadata=_choice(*AUGMENTATIONS))
     pad: int = field(default=4, metadata=_bounds(0))  #: padding of the random crop, pixels
     balanced: bool = False  #: class-balanced resampling of training batches
 
 
 @dataclass(frozen=True)
 class ModelConfig:
-    name: str = "resnet32"  #: architecture for ``ncollapse.nn.build_model``
-    head: str = field(default="linear", metadata=_choice("linear", "normed", "etf", "orthogonal", "cube",
-                                                         "orthoplex", "multicenter"))
+    name: str = field(default="resnet32", metadata=_choice(*MODELS))  #: architecture for ``ncollapse.nn.build_model``
+    head: str = field(default="linear", metadata=_choice(*HEADS))
     bias: bool = True  #: learnable bias of a linear head
     feature_dim: int = field(default=0, metadata=_bounds(0))  #: width of an extra linear layer; 0 = none
     normalize_features: bool = False  #: L2-normalise the penultimate feature
@@ -62,7 +69,7 @@ class ModelConfig:
 
 @dataclass(frozen=True)
 class LossConfig:
-    name: str = "ce"  #: loss for ``ncollapse.losses.build_loss``
+    name: str = field(default="ce", metadata=_choice(*LOSSES))  #: loss for ``ncollapse.losses.build_loss``
     options: dict = field(default_factory=dict)  #: loss options (e.g. drw_epoch, scale, tau)
 
 
@@ -133,37 +140,9 @@ class Config:
 _SECTIONS = {f.name: f.default_factory for f in dataclasses.fields(Config)}
 
 
-def _hint(name: str, valid) -> str:
-    close = difflib.get_close_matches(name, list(valid), n=1)
-    return f"; did you mean {close[0]!r}?" if close else f"; valid: {', '.join(sorted(valid))}"
-
-
-_SCALARS = {dict: ("a table", dict), bool: ("true or false", bool), int: ("an integer", int),
-            float: ("a number", (int, float)), str: ("a string", str)}
-
-
-def _convert(value, kind, key: str):
-    """Check ``value`` against the annotation ``kind``; return it in the dataclass's form."""
-    if typing.get_origin(kind) is tuple:
-        item = typing.get_args(kind)[0]
-        if not isinstance(value, (list, tuple)):
-            raise TypeError(f"{key} must be a list; got {type(value).__name__} {value!r}")
-        return tuple(_convert(v, item, f"{key}[{i}]") for i, v in enumerate(value))
-    if kind not in _SCALARS:
-        raise TypeError(f"unsupported config type {kind!r} for {key}")  # pragma: no cover - programming error
-    words, accepted = _SCALARS[kind]
-    if (isinstance(value, bool) and kind is not bool) or not isinstance(value, accepted):
-        raise TypeError(f"{key} must be {words}; got {type(value).__name__} {value!r}")
-    if kind is float and math.isnan(value):
-        raise ValueError(f"{key} is NaN, must be a number")
-    return kind(value)
-
-
 def _check_meta(value, meta: dict, key: str) -> None:
-    if "choices" in meta and value not in meta["choices"]:
-        close = difflib.get_close_matches(str(value), meta["choices"], n=1)
-        hint = f"; did you mean {close[0]!r}?" if close else ""
-        raise ValueError(f"{key} == {value!r}, must be one of {', '.join(map(repr, meta['choices']))}{hint}")
+    if "choices" in meta:
+        check_choice(value, meta["choices"], key)
     low, high = meta.get("low"), meta.get("high")
     if low is not None and (value < low or (meta.get("low_open") and value == low)):
         raise ValueError(f"{key} == {value}, must be {'>' if meta.get('low_open') else '>='} {low}")
@@ -175,12 +154,11 @@ def _build_section(name: str, values: dict, source: str):
     cls = type(_SECTIONS[name]())
     fields = {f.name: f for f in dataclasses.fields(cls)}
     hints = typing.get_type_hints(cls)
+    check_keys(values, fields, lambda key: f"{source}: unknown key {name}.{key}")
     kwargs = {}
     for key, value in values.items():
-        if key not in fields:
-            raise ValueError(f"{source}: unknown key {name}.{key}{_hint(key, fields)}")
         try:
-            converted = _convert(value, hints[key], f"{name}.{key}")
+            converted = check_type(value, hints[key], f"{name}.{key}")
             _check_meta(converted, fields[key].metadata, f"{name}.{key}")
         except (TypeError, ValueError) as exc:
             raise type(exc)(f"{source}: {exc}") from None
@@ -208,7 +186,7 @@ def config_from_dict(raw: dict, source: str = "config") -> Config:
     sections = {}
     for name, values in raw.items():
         if name not in _SECTIONS:
-            raise ValueError(f"{source}: unknown section [{name}]{_hint(name, _SECTIONS)}")
+            raise ValueError(f"{source}: unknown section [{name}]{hint(name, _SECTIONS)}")
         if not isinstance(values, dict):
             raise TypeError(f"{source}: [{name}] must be a table of keys; got {type(values).__name__}")
         sections[name] = _build_section(name, values, source)
@@ -249,7 +227,7 @@ def load_config(path=None, overrides=()) -> Config:
     for text in overrides:
         section, key, value = parse_override(text)
         if section not in _SECTIONS:
-            raise ValueError(f"--set {text}: unknown section {section!r}{_hint(section, _SECTIONS)}")
+            raise ValueError(f"--set {text}: unknown section {section!r}{hint(section, _SECTIONS)}")
         raw.setdefault(section, {})[key] = value
     return config_from_dict(raw, source if not overrides else f"{source} with --set overrides")
 

@@ -28,6 +28,7 @@ import numpy as np
 import torch
 
 from .._io import atomic_write_json
+from ..config_check import check_choice, check_keys
 from ..report.figures import figure, write_png
 from ..serialize import to_jsonable
 from . import theory
@@ -317,22 +318,16 @@ def sweep(config: dict, progress: bool = False) -> dict:
     Grid points that share ``UFMProblem.batch_key`` are solved as one stacked problem.
     """
     where = config.get("source", "grid")
-    unknown = set(config) - {"problem", "grid", "solver", "source"}
-    if unknown:
-        raise ValueError(f"{where}: unknown table {sorted(unknown)[0]!r}; use [problem], [grid] and [solver]")
+    check_keys(sorted(set(config) - {"source"}), ("problem", "grid", "solver"),
+               lambda key: f"{where}: unknown table {key!r}")
     base, grid, solver = config.get("problem", {}), config.get("grid", {}), dict(config.get("solver", {}))
     for table, allowed, values in (("problem", _PROBLEM_KEYS, base), ("grid", _PROBLEM_KEYS, grid),
                                    ("solver", _SOLVER_KEYS, solver)):
-        for key in values:
-            if key not in allowed:
-                raise ValueError(f"{where}: [{table}] has unknown key {key!r}; "
-                                 f"known keys: {', '.join(sorted(allowed))}")
+        check_keys(values, allowed, lambda key: f"{where}: [{table}] has unknown key {key!r}")
     for key, values in grid.items():
         if not isinstance(values, list) or not values:
             raise ValueError(f"{where}: [grid] {key} must be a non-empty list of values")
-    if solver.get("optimizer", "lbfgs") not in OPTIMIZERS:
-        raise ValueError(f"{where}: [solver] optimizer == {solver['optimizer']!r}, "
-                         f"must be one of {', '.join(OPTIMIZERS)}")
+    check_choice(solver.get("optimizer", "lbfgs"), OPTIMIZERS, f"{where}: [solver] optimizer")
     points = [dict(zip(grid, combo)) for combo in itertools.product(*grid.values())] or [{}]
     problems = [_problem_from({**base, **point}, f"{where}: grid point {point}") for point in points]
     solver.setdefault("optimizer", "lbfgs")

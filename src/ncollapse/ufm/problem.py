@@ -32,6 +32,7 @@ from numbers import Integral, Real
 import torch
 
 from .. import geometry
+from ..config_check import check_choice
 from ..validation import check_counts, check_scalar
 
 __all__ = ["UFMProblem", "LOSSES", "BIASES", "NORMALIZE", "LAYERS", "FIXED", "DEFAULT_LAMBDA"]
@@ -40,20 +41,10 @@ LOSSES = ("ce", "mse", "supcon", "ncmc_p", "ncmc_cosine")
 BIASES = ("none", "free", "decay")
 NORMALIZE = ("none", "features", "weights", "both", "batchnorm")
 LAYERS = ("linear", "relu")
-FIXED = ("none", "etf", "orthogonal", "cube", "orthoplex", "multicenter")
+FIXED = ("none", *geometry.FIXED_FRAMES, "multicenter")
 DEFAULT_LAMBDA = 5e-3
-_FIXED_BUILDERS = {
-    "etf": geometry.simplex_etf,
-    "orthogonal": geometry.orthonormal_frame,
-    "cube": geometry.dcube_vertices,
-    "orthoplex": geometry.dorthoplex_vertices,
-}
 
 
-def _choice(value, name: str, allowed) -> str:
-    if value not in allowed:
-        raise ValueError(f"{name} == {value!r}, must be one of {', '.join(allowed)}")
-    return value
 
 
 @dataclass(frozen=True)
@@ -91,16 +82,16 @@ class UFMProblem:
 
     def __post_init__(self):
         set_ = lambda name, value: object.__setattr__(self, name, value)  # noqa: E731 (frozen dataclass)
-        _choice(self.loss, "loss", LOSSES)
-        _choice(self.bias, "bias", BIASES)
-        _choice(self.normalize, "normalize", NORMALIZE)
-        _choice(self.fixed_classifier, "fixed_classifier", FIXED)
+        check_choice(self.loss, LOSSES, "loss")
+        check_choice(self.bias, BIASES, "bias")
+        check_choice(self.normalize, NORMALIZE, "normalize")
+        check_choice(self.fixed_classifier, FIXED, "fixed_classifier")
         set_("counts", tuple(check_counts(self.counts, "counts")))
         if len(self.counts) < 2:
             raise ValueError(f"counts has {len(self.counts)} class; a UFM needs at least two classes")
         check_scalar(self.dim, "dim", Integral, low=1)
         layers = (self.extra_layers,) if isinstance(self.extra_layers, str) else self.extra_layers
-        set_("extra_layers", tuple(_choice(layer, "extra_layers entry", LAYERS) for layer in layers))
+        set_("extra_layers", tuple(check_choice(layer, LAYERS, "extra_layers entry") for layer in layers))
         check_scalar(self.temperature, "temperature", Real, low=0.0, low_open=True)
         check_scalar(self.init_scale, "init_scale", Real, low=0.0, low_open=True)
         check_scalar(self.lambda_norm, "lambda_norm", Real, low=0.0)
@@ -172,7 +163,7 @@ class UFMProblem:
         k, d = self.num_classes, self.dim
         if self.fixed_classifier == "multicenter":
             self.frame()
-        elif self.fixed_classifier in _FIXED_BUILDERS:
+        elif self.fixed_classifier in geometry.FIXED_FRAMES:
             self.fixed_weights()
         elif d < k - 1:
             raise ValueError(f"dim == {d} is below K - 1 = {k - 1}: a simplex ETF of {k} classes does not fit; "
@@ -204,7 +195,7 @@ class UFMProblem:
             return None
         if self.fixed_classifier == "multicenter":
             return self.frame().classifier
-        return _FIXED_BUILDERS[self.fixed_classifier](self.num_classes, self.dim, seed=self.seed)
+        return geometry.fixed_frame(self.fixed_classifier, self.num_classes, self.dim, seed=self.seed)
 
     def batch_key(self) -> tuple:
         """Fields that must agree for instances to share one stacked solve (counts, λ, seeds, init may differ)."""
