@@ -129,6 +129,8 @@ def test_ncmc_p_against_float64_reference(frame):
         other = sum(float(c @ hi) ** 2 for c, o in zip(frame.centers, frame.owner) if o != yi)
         ref += (own + other) / (2 * s_bar) + 0.05 * float(hi @ hi)
     assert call(loss, features=h.float(), logits=torch.zeros(5, 3), targets=y) == pytest.approx(ref / 5, rel=1e-5)
+    exact = loss.double()(h, torch.zeros(5, 3, dtype=torch.float64), y)  # float64 buffers from the exact frame
+    assert exact.dtype == torch.float64 and float(exact) == pytest.approx(ref / 5, rel=1e-12)
 
 
 def test_ncmc_cosine_reference_closed_form_and_stationary_point(frame):
@@ -144,6 +146,8 @@ def test_ncmc_cosine_reference_closed_form_and_stationary_point(frame):
         own = sum((float(c @ u) - 1) ** 2 for c, o in zip(frame.centers, frame.owner) if o == yi)
         ref += beta * own + 0.01 * (float(hi.norm()) - 1) ** 2
     assert call(loss, features=h.float(), logits=torch.zeros(4, 3), targets=y) == pytest.approx(ref / 4, rel=1e-5)
+    assert float(loss.double()(h, torch.zeros(4, 3), y)) == pytest.approx(ref / 4, rel=1e-12)
+    assert torch.equal(loss.centers, frame.centers) and loss.float().centers.dtype == torch.float32
     # at the NCMC point h = w̄^(k)/||w̄^(k)||: loss = cos α f_k (1 - cos α)^2 (Thm 3.3), and it is stationary
     means = frame.mean_centers()
     h = (means / means.norm(dim=1, keepdim=True)).float().requires_grad_()

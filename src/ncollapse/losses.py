@@ -78,7 +78,8 @@ def mixup_loss(loss_fn: nn.Module, features, logits, targets_a, targets_b, lam: 
 
 
 class _Loss(nn.Module):
-    """Checks shapes (no device sync), moves buffers to the input device, computes in float32 without autocast."""
+    """Checks shapes (no device sync), moves buffers to the input device, computes without autocast in float32,
+    or in float64 once the module holds float64 buffers (``loss.double()``)."""
 
     def __init__(self, class_counts=None):
         super().__init__()
@@ -96,8 +97,9 @@ class _Loss(nn.Module):
         buffers = list(self.buffers())
         if buffers and buffers[0].device != device:
             self.to(device)
+        dtype = torch.float64 if any(b.dtype == torch.float64 for b in buffers) else torch.float32
         with torch.autocast(device_type=device.type, enabled=False):
-            return self._loss(features.float(), logits.float(), targets, epoch)
+            return self._loss(features.to(dtype), logits.to(dtype), targets, epoch)
 
     def _loss(self, features, logits, targets, epoch):
         raise NotImplementedError
@@ -223,20 +225,34 @@ def _multicenter(frame, num_classes, name: str):
 
 
 class _NCMCLoss(_Loss):
+    """The fixed frame as float32 buffers; ``.double()`` re-derives them from the exact float64 values."""
+
     def __init__(self, class_counts, frame, name):
         super().__init__(class_counts)
         frame = _multicenter(frame, self.num_classes, name)
-        self.register_buffer("centers", frame.centers.float().clone())
+        self._exact = {}
+        self._float_buffer("centers", frame.centers)
         self.register_buffer("owner", frame.owner.clone())
-        self.register_buffer("fk", torch.tensor(frame.centers_per_class, dtype=torch.float32))
+        self._float_buffer("fk", torch.tensor(frame.centers_per_class, dtype=torch.float64))
         self.theta = frame.theta
+
+    def _float_buffer(self, name: str, exact: torch.Tensor) -> None:
+        self._exact[name] = exact.detach().to("cpu", torch.float64).clone()
+        self.register_buffer(name, self._exact[name].float())
+
+    def _apply(self, fn, recurse=True):
+        super()._apply(fn, recurse)
+        for name, exact in self._exact.items():
+            if getattr(self, name).dtype == torch.float64:
+                setattr(self, name, exact.to(getattr(self, name).device))
+        return self
 
     def _check_width(self, features):
         if features.shape[1] != self.centers.shape[1]:
             raise ValueError(f"features have width {features.shape[1]}; the frame has width {self.centers.shape[1]}")
 
     def _own(self, targets):
-        return (self.owner[None, :] == targets[:, None]).float()
+        return (self.owner[None, :] == targets[:, None]).to(self.centers.dtype)
 
 
 class NCMCLossP(_NCMCLoss):
@@ -251,7 +267,7 @@ class NCMCLossP(_NCMCLoss):
         super().__init__(class_counts, frame, "ncmc_p")
         self.feature_penalty = check_scalar(feature_penalty, "feature_penalty", Real, low=0)
         n = torch.tensor(check_counts(class_counts, "class_counts"), dtype=torch.float64)
-        self.mean_s = float((self.fk.double() * n).sum() / n.sum())
+        self.mean_s = float((self._exact["fk"] * n).sum() / n.sum())
 
     def _loss(self, features, logits, targets, epoch):
         self._check_width(features)
@@ -268,8 +284,8 @@ class NCMCCosineLoss(_NCMCLoss):
     def __init__(self, class_counts=None, frame=None, lam: float = 6e-4, weighted: bool = True):
         super().__init__(class_counts, frame, "ncmc_cosine")
         self.lam = check_scalar(lam, "lam", Real, low=0)
-        beta = center_angle_cos(self.fk.double(), self.theta) if weighted else torch.ones_like(self.fk.double())
-        self.register_buffer("beta", beta.float())
+        fk = self._exact["fk"]
+        self._float_buffer("beta", center_angle_cos(fk, self.theta) if weighted else torch.ones_like(fk))
 
     def _loss(self, features, logits, targets, epoch):
         self._check_width(features)

@@ -71,7 +71,7 @@ def class_groups(counts, thresholds=(100, 20)) -> dict[str, list[int]]:
     """Split classes by size: head n_k > thresholds[0], tail n_k < thresholds[1], medium otherwise."""
     n = check_counts(counts, "group_counts", allow_zero=True)
     head_min, tail_max = thresholds
-    groups = {"head": [], "medium": [], "tail": []}
+    groups = {g: [] for g in GROUPS}
     for k, nk in enumerate(n):
         groups["head" if nk > head_min else "tail" if nk < tail_max else "medium"].append(k)
     return groups

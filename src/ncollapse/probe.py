@@ -14,6 +14,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from .nn.modes import eval_mode
 from .stats import ClassStats, NCCCounts
 from .validation import check_scalar
 
@@ -78,15 +79,10 @@ def _probe(model: nn.Module, loader, modules: dict[str, nn.Module], pool: str, f
     """Yield ({layer: features}, labels) per batch, in eval mode under ``torch.no_grad``; restores the mode."""
     device = _model_device(model)
     forward = forward or (lambda m, x: m(x))
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.no_grad(), _hooks(model, modules, pool) as captured:
-            for inputs, labels in tqdm(loader, desc=desc, leave=False, disable=quiet):
-                forward(model, inputs.to(device))
-                yield captured, labels.to(device)
-    finally:
-        model.train(was_training)
+    with eval_mode(model), _hooks(model, modules, pool) as captured:
+        for inputs, labels in tqdm(loader, desc=desc, leave=False, disable=quiet):
+            forward(model, inputs.to(device))
+            yield captured, labels.to(device)
 
 
 def collect_stats(model: nn.Module, loader, layers, num_classes: int, pool: str = "flatten",

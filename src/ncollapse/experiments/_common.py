@@ -11,14 +11,15 @@ Training is always ``ncollapse.train.train`` (``train_run``): its ``data`` hook 
 
 from __future__ import annotations
 
-import difflib
 import sys
 from pathlib import Path
 
 import torch
 
 from .._io import atomic_write_json
+from ..config_check import check_keys, check_type, kind_of
 from ..data import Dataset
+from ..nn.modes import eval_mode
 from ..report.figures import write_png
 from ..serialize import to_jsonable
 from ..train import train
@@ -32,32 +33,6 @@ __all__ = ["load_experiment_config", "train_run", "features_of", "eval_loader", 
 
 # ------------------------------------------------------------------------------------------ config files
 
-def _check_param(key: str, value, default, source: str):
-    """``value`` in the form of ``default`` (bool, int, float, str, or a list of those); else a clear error."""
-    where = f"{source}: experiment.{key}"
-    if isinstance(default, (list, tuple)):
-        if not isinstance(value, (list, tuple)):
-            raise TypeError(f"{where} must be a list like {list(default)!r}; got {value!r}")
-        if default:
-            return [_check_param(key, v, default[0], source) for v in value]
-        return list(value)
-    if isinstance(default, bool):
-        if not isinstance(value, bool):
-            raise TypeError(f"{where} must be true or false; got {value!r}")
-        return value
-    if isinstance(default, int):
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise TypeError(f"{where} must be an integer; got {value!r}")
-        return value
-    if isinstance(default, float):
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise TypeError(f"{where} must be a number; got {value!r}")
-        return float(value)
-    if not isinstance(value, type(default)):
-        raise TypeError(f"{where} must be a {type(default).__name__}; got {value!r}")
-    return value
-
-
 def load_experiment_config(path, overrides=(), defaults: dict | None = None) -> tuple[Config, dict]:
     """(training ``Config``, experiment parameters) from a TOML file (or the defaults when ``path`` is None)
     and ``section.key=value`` overrides; unknown ``[experiment]`` keys are errors with a hint."""
@@ -70,13 +45,14 @@ def load_experiment_config(path, overrides=(), defaults: dict | None = None) -> 
         section, key, value = parse_override(text)
         (params if section == "experiment" else raw.setdefault(section, {}))[key] = value
     cfg = config_from_dict(raw, source if not overrides else f"{source} with --set overrides")
+    check_keys(params, defaults, lambda key: f"{source}: unknown key experiment.{key}")
     out = dict(defaults)
     for key, value in params.items():
-        if key not in defaults:
-            close = difflib.get_close_matches(key, list(defaults), n=1)
-            hint = f"; did you mean {close[0]!r}?" if close else f"; known keys: {', '.join(sorted(defaults)) or 'none'}"
-            raise ValueError(f"{source}: unknown key experiment.{key}{hint}")
-        out[key] = _check_param(key, value, defaults[key], source)
+        try:
+            value = check_type(value, kind_of(defaults[key]), f"experiment.{key}")
+        except (TypeError, ValueError) as exc:
+            raise type(exc)(f"{source}: {exc}") from None
+        out[key] = list(value) if isinstance(defaults[key], list) else value
     return cfg, out
 
 
@@ -97,13 +73,10 @@ def train_run(cfg: Config, out_dir, *, data=None, on_epoch=None, device: str = "
     return summary, model.to(resolve_device(device)).eval()
 
 
-@torch.no_grad()
 def features_of(model, loader) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(features, logits, labels) of every batch of ``loader``, concatenated, in eval mode."""
-    was_training = model.training
-    model.eval()
-    parts = [(*model(x), y) for x, y in loader]
-    model.train(was_training)
+    with eval_mode(model):
+        parts = [(*model(x), y) for x, y in loader]
     return tuple(torch.cat([p[i] for p in parts]).float() if i < 2 else torch.cat([p[i] for p in parts])
                  for i in range(3))
 

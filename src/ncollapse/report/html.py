@@ -20,7 +20,7 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from .._io import atomic_write_bytes, atomic_write_text
-from ..metrics import measure
+from ..metrics import GROUPS, measure
 from . import plots
 from .figures import png_bytes
 from .runs import Run, load_run
@@ -170,7 +170,7 @@ def _summary_rows(run: Run) -> list[list]:
     rows = [[f"final test accuracy (epoch {last['epoch']})", _fmt(last.get("test_acc"), True)],
             [f"best test accuracy (epoch {best_epoch})", _fmt(best, True)],
             [f"final train accuracy (epoch {last['epoch']})", _fmt(last.get("train_acc"), True)]]
-    for group in ("head", "medium", "tail"):
+    for group in GROUPS:
         if f"test_acc_{group}" in last:
             rows.append([f"final test accuracy, {group} classes", _fmt(last[f"test_acc_{group}"], True)])
     for key in ("nc/nc1", "nc/cdnv", "nc/etf_error_means", "nc/self_duality", "nc/ncc_mismatch", "ncmc/collapse_mean"):
@@ -322,7 +322,7 @@ def render_comparison(run_dirs, out, labels=None, extra_sections=None) -> tuple[
         nc1, _ = _last_value(run, "nc/nc1")
         rows.append([run.label, run.info.get("loss", "—"), run.info.get("head", "—"), run.last["epoch"],
                      _fmt(run.last.get("test_acc"), True), f"{_fmt(best, True)} (epoch {best_epoch})"]
-                    + [_fmt(run.last.get(f"test_acc_{g}"), True) for g in ("head", "medium", "tail")] + [_fmt(nc1)])
+                    + [_fmt(run.last.get(f"test_acc_{g}"), True) for g in GROUPS] + [_fmt(nc1)])
     page.add(html_table(["run", "loss", "head", "last epoch", "final test acc", "best test acc", "final head",
                      "final medium", "final tail", "last nc1"], rows, numeric_from=3))
     page.heading("Accuracy")

@@ -18,6 +18,7 @@ from matplotlib.patches import Patch
 from matplotlib.ticker import (LogFormatterSciNotation, LogLocator, MaxNLocator, NullLocator,
                                ScalarFormatter)
 
+from ..metrics import GROUPS
 from .figures import figure
 from .runs import Run
 
@@ -194,7 +195,7 @@ def per_class_figure(runs: list[Run], counts: list[int] | None, groups: dict | N
 
 def group_bars_figure(runs: list[Run]) -> Figure:
     """Grouped bars of the last logged overall / head / medium / tail test accuracy per run."""
-    keys = ["test_acc", "test_acc_head", "test_acc_medium", "test_acc_tail"]
+    keys = ["test_acc", *(f"test_acc_{g}" for g in GROUPS)]
     fig = figure(max(6.0, 1.2 * len(runs) + 4), 3.6)
     ax = fig.subplots()
     width = 0.8 / len(runs)
@@ -203,7 +204,7 @@ def group_bars_figure(runs: list[Run]) -> Figure:
         vals = np.asarray([math.nan if run.last.get(k) is None else run.last[k] for k in keys], float)
         bars = ax.bar(x - 0.4 + width * (i + 0.5), 100 * vals, width=width, color=color, label=run.label)
         ax.bar_label(bars, fmt="%.1f", fontsize=7)
-    ax.set_xticks(x, ["overall", "head", "medium", "tail"])
+    ax.set_xticks(x, ["overall", *GROUPS])
     ax.set_ylabel("test accuracy (%)")
     ax.set_title("test accuracy by group at the last logged epoch (empty group: no bar)", fontsize=10)
     ax.legend(fontsize=8)

@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..metrics import class_groups
+from ..metrics import GROUPS, class_groups
 from ..stats import ClassStats
 
 __all__ = ["Run", "load_run", "read_metrics", "load_nc_state"]
@@ -91,7 +91,7 @@ class Run:
         """head / medium / tail class ids: run.json, else ``metrics.class_groups`` of the class counts."""
         groups = self.info.get("groups")
         if isinstance(groups, dict) and groups:
-            return {g: [int(c) for c in groups.get(g, [])] for g in ("head", "medium", "tail")}
+            return {g: [int(c) for c in groups.get(g, [])] for g in GROUPS}
         counts = self.class_counts()
         return None if counts is None else class_groups(counts)
 

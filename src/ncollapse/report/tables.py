@@ -40,8 +40,6 @@ METRICS = {  # name: (source, key, percent, higher is better)
     "collapse": ("metrics", "ncmc/collapse_mean", False, False),
     "variability": ("metrics", "ncmc/variability", False, False),
 }
-_MODELS = {"resnet50": "ResNet50", "densenet": "DenseNet150", "lenet": "LeNet", "resnet32": "ResNet32",
-           "resnet18": "ResNet18", "vgg11": "VGG11", "mlp": "MLP"}
 _DATASETS = {"cifar10": "CIFAR-10", "cifar100": "CIFAR-100", "svhn": "SVHN", "stl10": "STL-10", "mnist": "MNIST",
              "fashion-mnist": "Fashion-MNIST"}
 _FLOAT_KEYS = ("tau", "theta")

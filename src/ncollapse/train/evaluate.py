@@ -17,7 +17,8 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from ..metrics import measure, measure_ncmc
+from ..metrics import GROUPS, measure, measure_ncmc
+from ..nn.modes import eval_mode
 from ..stats import ClassStats, NCCCounts, NCMCStats
 from .build import build_data, build_model_for, decision_scores, groups_of, make_loader
 from .checkpoint import load_checkpoint
@@ -52,7 +53,6 @@ def classifier_of(model) -> tuple[torch.Tensor, torch.Tensor | None]:
     return F.normalize(W, dim=1), None
 
 
-@torch.no_grad()
 def run_pass(model, loader, num_classes: int, ctx: DistContext, *, nc: bool = False, scores=None,
              autocast=None, channels_last: bool = False) -> PassResult:
     """Accuracy counts (and with ``nc`` the NC statistics) of ``model`` over ``loader``'s shard.
@@ -60,14 +60,12 @@ def run_pass(model, loader, num_classes: int, ctx: DistContext, *, nc: bool = Fa
     ``scores(features, logits)`` replaces the logits before the argmax (GCR, post-hoc logit adjustment;
     see ``build.decision_scores``).
     """
-    was_training = model.training
-    model.eval()
     device = ctx.device
     correct = torch.zeros(num_classes, dtype=torch.int64, device=device)
     counts = torch.zeros(num_classes, dtype=torch.int64, device=device)
     cached: list[tuple[torch.Tensor, torch.Tensor]] = []
     stats = None
-    try:
+    with eval_mode(model):
         for x, y in loader:
             if channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
@@ -85,8 +83,6 @@ def run_pass(model, loader, num_classes: int, ctx: DistContext, *, nc: bool = Fa
                     stats = ClassStats(num_classes, features.shape[1], device=device)
                 stats.update(features, y)
                 cached.append((features, y))
-    finally:
-        model.train(was_training)
     result = PassResult(all_reduce_sum(correct, ctx).cpu(), all_reduce_sum(counts, ctx).cpu())
     if not nc:
         return result
@@ -119,7 +115,7 @@ def accuracy_report(result: PassResult, groups: dict, prefix: str = "test_") -> 
     per_class = result.correct.double() / result.counts.clamp(min=1).double()
     per_class = torch.where(result.counts > 0, per_class, torch.full_like(per_class, float("nan")))
     out = {f"{prefix}acc": int(result.correct.sum()) / total, f"{prefix}acc_per_class": per_class.tolist()}
-    for name in ("head", "medium", "tail"):
+    for name in GROUPS:
         classes = [c for c in groups[name] if result.counts[c] > 0]
         out[f"{prefix}acc_{name}"] = float(per_class[classes].mean()) if classes else None
     return out

@@ -27,6 +27,7 @@ from tqdm import tqdm
 
 from ..data.loader import mixup
 from ..losses import mixup_loss
+from ..metrics import GROUPS
 from ..report.logging import RunLogger
 from ..serialize import to_jsonable
 from .._io import atomic_write_json
@@ -149,8 +150,8 @@ def _train(run: Run, state: TrainState, out: Path, stop: _StopFlag, logger, *, p
     if not last:
         last = json.loads(read_metrics(metrics_path, epochs)[-1]) if metrics_path.exists() else {}
     summary = {"final_test_acc": last.get("test_acc"), "best_test_acc": state.best, "best_epoch": state.best_epoch,
-               "test_acc_head": last.get("test_acc_head"), "test_acc_medium": last.get("test_acc_medium"),
-               "test_acc_tail": last.get("test_acc_tail"), "epochs": epochs, "wall_s": state.wall_s()}
+               **{f"test_acc_{g}": last.get(f"test_acc_{g}") for g in GROUPS}, "epochs": epochs,
+               "wall_s": state.wall_s()}
     if ctx.is_main:
         atomic_write_json(out / "summary.json", to_jsonable(summary))
     return {**summary, "status": "finished"}
