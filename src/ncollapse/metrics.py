@@ -220,13 +220,7 @@ def measure(stats, W=None, b=None, global_mean: str = "uniform", ddof: int = 0, 
         _classifier_metrics(out, W[measured], centred, tile_size)
 
     if ncc is not None:
-        hits = ncc.finalize()
-        seen = int(hits["counts"].sum())
-        out["ncc_accuracy"] = int(hits["ncc_correct"].sum()) / seen
-        if ncc.W is not None:
-            out["ncc_agreement"] = int(hits["agree"].sum()) / seen
-            out["ncc_mismatch"] = 1.0 - out["ncc_agreement"]
-            out["classifier_accuracy"] = int(hits["net_correct"].sum()) / seen
+        _ncc_metrics(out, ncc)
 
     ref = s.counts if group_counts is None else torch.as_tensor(check_counts(group_counts, "group_counts", True))
     if ref.shape[0] != k_all:
@@ -237,6 +231,17 @@ def measure(stats, W=None, b=None, global_mean: str = "uniform", ddof: int = 0, 
                        tile_size, trace_with_pinv)
         _minority_collapse(out, measured, position, ref, group_thresholds, minority, centred, W, tile_size)
     return out
+
+
+def _ncc_metrics(out: dict, ncc: NCCCounts) -> None:
+    """NC4 from an NCC pass: NCC accuracy and, with the classifier, agreement / mismatch (Papyan et al. 2020)."""
+    hits = ncc.finalize()
+    seen = int(hits["counts"].sum())
+    out["ncc_accuracy"] = int(hits["ncc_correct"].sum()) / seen
+    if ncc.W is not None:
+        out["ncc_agreement"] = int(hits["agree"].sum()) / seen
+        out["ncc_mismatch"] = 1.0 - out["ncc_agreement"]
+        out["classifier_accuracy"] = int(hits["net_correct"].sum()) / seen
 
 
 def _within_scatter(s: FinalStats, measured: torch.Tensor, below: torch.Tensor):

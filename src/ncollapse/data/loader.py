@@ -89,7 +89,7 @@ def mixup(x: torch.Tensor, y: torch.Tensor, alpha: float, generator: torch.Gener
     λ is drawn by inverting the Beta CDF at one uniform from ``generator`` (a CUDA generator costs one device
     sync; pass a CPU one to avoid it). Returns ``(x_mix, y, y[π], λ)``; train on λ·loss(y) + (1−λ)·loss(y[π]).
     """
-    from scipy.special import betaincinv
+    from scipy.special import betaincinv  # deliberately lazy: scipy is a heavy import only mixup needs
 
     check_scalar(alpha, "alpha", low=0.0, low_open=True)
     if not isinstance(generator, torch.Generator):

@@ -26,7 +26,7 @@ DEFAULTS = {"probe_every": 1}
 
 def spearman(x, y) -> float:
     """Spearman rank correlation (Pearson correlation of the ranks, ties averaged); NaN for constant input."""
-    from scipy.stats import rankdata
+    from scipy.stats import rankdata  # deliberately lazy: scipy.stats is a heavy import
 
     rx, ry = rankdata(np.asarray(x, float)), rankdata(np.asarray(y, float))
     if len(rx) < 2 or rx.std() == 0 or ry.std() == 0:
