@@ -13,7 +13,8 @@ and a ``report.html`` into ``out_dir``:
 ============================ =====================================================================
 
 A config is a training TOML plus an ``[experiment]`` table (keys and defaults: ``EXPERIMENTS[name][1]``);
-quick CPU configs live in ``configs/experiments/``.
+quick CPU configs live in ``configs/experiments/``. ``ncmc_toy`` (RCR vs GCR on hard features, Yan et al. 2024,
+Prop. 3.1) needs no training and runs as ``ncollapse ncmc toy``.
 """
 
 from __future__ import annotations
