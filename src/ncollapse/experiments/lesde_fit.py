@@ -19,7 +19,7 @@ import torch
 from ..lesde import fit_le_ode, mean_path
 from ..report.figures import figure_row
 from ..report.html import html_table, write_report
-from ..train import build_data
+from ..train.build import build_data
 from ..train.dist import resolve_device
 from ._common import eval_loader, features_of, train_run, write_results
 
