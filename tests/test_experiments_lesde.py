@@ -73,7 +73,8 @@ def test_lesde_fit_experiment_on_digits(tmp_path):
 def test_lesde_fit_needs_three_records(tmp_path, capsys):
     config = tmp_path / "c.toml"
     config.write_text('[data]\nname = "digits"\naugment = []\n[model]\nname = "mlp"\noptions = {widths = [16]}\n'
-                      '[schedule]\nwarmup_epochs = 0\n[train]\nepochs = 4\nthreads = 1\n[experiment]\nrecord_every = 3\n')
+                      '[schedule]\nwarmup_epochs = 0\n[train]\nepochs = 4\nthreads = 1\n'
+                      '[experiment]\nrecord_every = 3\n')
     assert main(["experiment", "lesde-fit", "--config", str(config), "--out", str(tmp_path / "o"), "--quiet"]) == 2
     assert "needs at least 3 recorded epochs; got 2" in capsys.readouterr().err
     assert not (tmp_path / "o" / "checkpoint.pt").exists()  # refused before training

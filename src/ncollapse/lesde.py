@@ -312,5 +312,6 @@ def fit_le_ode(times, means) -> dict:
     fitted = design @ torch.tensor([alpha, beta], dtype=torch.float64)
     norm = float(observed.norm())
     residual = float((observed.reshape(-1) - fitted).norm()) / norm if norm > 0 else math.nan
-    return {"alpha": float(alpha), "beta": float(beta), "residual": residual, "points": len(t),
-            "rates": mode_rates(k, float(alpha), float(beta)), "etf_condition": etf_condition(k, float(alpha), float(beta))}
+    alpha, beta = float(alpha), float(beta)
+    return {"alpha": alpha, "beta": beta, "residual": residual, "points": len(t), "rates": mode_rates(k, alpha, beta),
+            "etf_condition": etf_condition(k, alpha, beta)}

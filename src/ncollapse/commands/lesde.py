@@ -78,13 +78,15 @@ def run(args) -> int:
                       device=args.device)
     final = {key: values[-1] for key, values in result.trajectory.items()}
     out = {"classes": args.classes, "alpha": args.alpha, "beta": args.beta, "steps": args.steps, "dt": args.dt,
-           "noise": args.noise if args.noise_cov is None else args.noise_cov, "seeds": args.seeds, "per_class": args.per_class, "rates": result.rates,
+           "noise": args.noise if args.noise_cov is None else args.noise_cov, "seeds": args.seeds,
+           "per_class": args.per_class, "rates": result.rates,
            "etf_expected": result.etf_expected, "times": result.times, "final": final,
            "trajectory": result.trajectory}
     if args.json:
         print(dumps_line(to_jsonable(out)))
         return 0
-    print(f"LE-{'SDE' if args.noise > 0 or args.noise_cov else 'ODE'}: K={args.classes}, alpha={args.alpha}, beta={args.beta}, "
+    kind = "SDE" if args.noise > 0 or args.noise_cov else "ODE"
+    print(f"LE-{kind}: K={args.classes}, alpha={args.alpha}, beta={args.beta}, "
           f"T={args.steps * args.dt:g}; ETF mode rate {result.rates['etf_mode']:.4g}, "
           f"others {result.rates['other_modes']:.4g} -> simplex ETF expected: {result.etf_expected}")
     for key, values in final.items():

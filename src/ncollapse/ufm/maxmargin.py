@@ -4,11 +4,11 @@ problem (MM), and its global minimisers are neural-collapse solutions).
 
     (MM)  min ½(‖W‖_F² + ‖H‖_F²)  s.t.  (w_{y_i} − w_j)ᵀ h_i ≥ 1  for every sample i and class j ≠ y_i.
 
-Convex form (derived in docs/ufm.md, "Max-margin limit"): min over WHᵀ = Z of ½(‖W‖² + ‖H‖²) is ‖Z‖_* (W = U S^½, H = V S^½ from the
-SVD Z = U S Vᵀ, possible when d ≥ rank Z), and the margins are linear in Z, so (MM) is min ‖Z‖_* over
-z_{y_i,i} − z_{j,i} ≥ 1. Averaging the columns of one class keeps them feasible and does not raise ‖Z‖_*, so one
-column per class suffices: min ‖Z_c diag(√n_k)‖_* with (Z_c)_kk − (Z_c)_jk ≥ 1. Balanced counts give Z_c = I − 11ᵀ/K
-and the optimum (K − 1)√n. cvxpy solves the program (the optional ``theory`` extra).
+Convex form (derived in docs/ufm.md, "Max-margin limit"): min over WHᵀ = Z of ½(‖W‖² + ‖H‖²) is ‖Z‖_*
+(W = U S^½, H = V S^½ from the SVD Z = U S Vᵀ, possible when d ≥ rank Z), and the margins are linear in Z, so (MM)
+is min ‖Z‖_* over z_{y_i,i} − z_{j,i} ≥ 1. Averaging the columns of one class keeps them feasible and does not
+raise ‖Z‖_*, so one column per class suffices: min ‖Z_c diag(√n_k)‖_* with (Z_c)_kk − (Z_c)_jk ≥ 1. Balanced
+counts give Z_c = I − 11ᵀ/K and the optimum (K − 1)√n. cvxpy solves the program (the optional ``theory`` extra).
 
 Comparison with a solution (W, H) of gradient descent, rotation-free because (MM) is invariant under W → WQ, H → HQ:
 
