@@ -2,14 +2,22 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import tempfile
 from pathlib import Path
 
 
+class DiskFullError(OSError):
+    """A write ran out of space; the file it was replacing is unchanged."""
+
+
 def atomic_write_bytes(path, data: bytes) -> Path:
-    """Write ``data`` to ``path`` through a temp file in the same folder and ``os.replace``."""
+    """Write ``data`` to ``path`` through a temp file in the same folder and ``os.replace``.
+
+    A full disk (ENOSPC, EDQUOT) raises ``DiskFullError`` saying that the previous file is kept.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
@@ -20,9 +28,13 @@ def atomic_write_bytes(path, data: bytes) -> Path:
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         if os.path.exists(tmp):
             os.unlink(tmp)
+        if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            kept = f"the previous {path.name} is kept unchanged" if path.exists() else "nothing was written"
+            raise DiskFullError(f"no space left on the device while writing {path} ({len(data) >> 20} MiB); {kept}; "
+                                "free space and run again (a training run: --resume)") from None
         raise
     return path
 

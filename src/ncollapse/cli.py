@@ -7,9 +7,9 @@ command modules import torch inside ``run``, so ``--version``, ``--help`` and co
 tensors start without importing torch.
 
 ``TypeError`` and ``ValueError`` (bad input), ``FileNotFoundError``, ``FileExistsError``, ``IsADirectoryError``,
-``NotADirectoryError`` and ``PermissionError`` become a one-line message on stderr and exit status 2;
-``KeyboardInterrupt`` exits 130; a closed stdout (``ncollapse ... | head``) exits 141 (128 + SIGPIPE) without
-a message. Everything else is a bug and keeps its traceback.
+``NotADirectoryError``, ``PermissionError`` and ``_io.DiskFullError`` (a full disk) become a one-line message on
+stderr and exit status 2; ``KeyboardInterrupt`` exits 130; a closed stdout (``ncollapse ... | head``) exits 141
+(128 + SIGPIPE) without a message. Everything else is a bug and keeps its traceback.
 """
 
 from __future__ import annotations
@@ -21,11 +21,12 @@ import pkgutil
 import sys
 
 from . import __version__, commands
+from ._io import DiskFullError
 
 EXIT_BAD_INPUT = 2
 EXIT_BROKEN_PIPE = 141
-BAD_INPUT = (ValueError, TypeError, FileNotFoundError, FileExistsError, IsADirectoryError, NotADirectoryError,
-             PermissionError)
+ONE_LINE_ERRORS = (ValueError, TypeError, FileNotFoundError, FileExistsError, IsADirectoryError, NotADirectoryError,
+                   PermissionError, DiskFullError)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -78,7 +79,7 @@ def _main(argv: list[str]) -> int:
         return EXIT_BAD_INPUT
     try:
         return int(args.func(args) or 0)
-    except BAD_INPUT as exc:
+    except ONE_LINE_ERRORS as exc:
         message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         print(f"ncollapse {args.command}: error: {message}", file=sys.stderr)
         return EXIT_BAD_INPUT

@@ -4,7 +4,10 @@
 order and augmentation are pure functions of (seed, epoch, batch, rank)), every RNG state incl. the mixup
 generator, and the running loss/accuracy sums of the epoch, so a resumed run continues at the next batch and on
 CPU ends with bit-identical weights. A run directory belongs to one config: resuming under another is refused
-with the keys that differ. Writes are atomic (``_io``); the contract is in docs/training.md.
+with the keys that differ, except a larger ``train.epochs`` (extending a run). A run directory belongs to one
+process: ``RunLock`` creates ``run.lock`` (O_CREAT | O_EXCL, holding host and PID) before anything else is
+written and removes it when the run ends; a second start exits with the holder's PID, and the lock of a dead
+process is taken over with a note. Writes are atomic (``_io``); the contract is in docs/training.md.
 """
 
 from __future__ import annotations
@@ -12,7 +15,10 @@ from __future__ import annotations
 import io
 import json
 import logging
+import os
+import pickle
 import platform
+import socket
 import sys
 import time
 from dataclasses import dataclass, field
@@ -28,12 +34,84 @@ from .build import Run
 from .config import Config, config_from_dict, dumps_toml
 from .dist import DistContext, gather_objects
 
-__all__ = ["CHECKPOINT_FORMAT", "TrainState", "load_checkpoint", "open_run_dir", "restore", "save_checkpoint",
-           "save_torch", "read_metrics", "write_run_files"]
+__all__ = ["CHECKPOINT_FORMAT", "LOCK_NAME", "RunLock", "RunLockedError", "TrainState", "load_checkpoint",
+           "open_run_dir", "restore", "save_checkpoint", "save_torch", "read_metrics", "write_run_files"]
 
 log = logging.getLogger(__name__)
 
 CHECKPOINT_FORMAT = "ncollapse.train.checkpoint/1"
+LOCK_NAME = "run.lock"
+
+
+class RunLockedError(ValueError):
+    """Another live process owns the run directory."""
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
+
+
+class RunLock:
+    """Exclusive ownership of a run directory for the life of a run (a context manager).
+
+    ``run.lock`` is created atomically (``O_CREAT | O_EXCL``) with "host pid"; when it exists, a live holder
+    (or one on another host, which cannot be checked) is an error naming it, and a dead holder's lock is moved
+    aside with ``os.rename`` (only one taker wins), checked to be the one inspected, and replaced, with a note.
+    """
+
+    def __init__(self, out):
+        self.path = Path(out) / LOCK_NAME
+        self.owner = f"{socket.gethostname()} {os.getpid()}"
+
+    def __enter__(self) -> RunLock:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        for _ in range(8):
+            try:
+                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            except FileExistsError:
+                self._take_over_if_stale()
+                continue
+            with os.fdopen(fd, "w") as fh:
+                fh.write(self.owner + "\n")
+            return self
+        raise RunLockedError(f"{self.path.parent}: could not take {LOCK_NAME} (other processes keep starting here)")
+
+    def _take_over_if_stale(self) -> None:
+        try:
+            seen = self.path.read_text(encoding="utf-8").strip()
+        except FileNotFoundError:
+            return
+        host, _, pid = seen.rpartition(" ")
+        if not pid.isdigit():
+            raise RunLockedError(f"{self.path} exists but names no process ({seen!r}); delete it if no run is active")
+        if host != socket.gethostname() or _pid_alive(int(pid)):
+            where = "" if host == socket.gethostname() else f" on host {host}"
+            raise RunLockedError(f"{self.path.parent} is in use by process {pid}{where} (lock {self.path}); wait for "
+                                 f"it to finish or choose another --out")
+        aside = self.path.with_name(f"{LOCK_NAME}.stale.{os.getpid()}")
+        try:
+            os.rename(self.path, aside)
+        except FileNotFoundError:  # another process took it over first; try again
+            return
+        if aside.read_text(encoding="utf-8").strip() == seen:
+            log.warning("note: %s was left by process %s, which is no longer running; taking it over", self.path, pid)
+            aside.unlink()
+        else:  # a live process replaced the lock between our read and rename: give it back
+            os.replace(aside, self.path)
+
+    def __exit__(self, *exc) -> bool:
+        try:
+            if self.path.read_text(encoding="utf-8").strip() == self.owner:
+                self.path.unlink()
+        except FileNotFoundError:
+            pass
+        return False
 
 
 @dataclass
@@ -64,7 +142,13 @@ def load_checkpoint(path) -> dict:
         raise FileNotFoundError(f"no checkpoint at {path}")
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - any unpickling failure means the file is unusable
+    except pickle.UnpicklingError as exc:
+        if "weights only load failed" in str(exc).lower():
+            raise ValueError(f"{path} holds Python objects beyond tensors and plain containers, which ncollapse never "
+                             "writes; it is a foreign or tampered file and was not loaded") from None
+        raise ValueError(f"{path} is not a PyTorch checkpoint or is damaged ({type(exc).__name__}); restore it or "
+                         "delete the run directory to start over") from None
+    except Exception as exc:  # noqa: BLE001 - any other reading failure means the file is unusable
         raise ValueError(f"{path} is corrupted or truncated ({type(exc).__name__}); restore it or delete the run "
                          "directory to start over") from None
     if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
@@ -81,14 +165,25 @@ def _config_diff(a: dict, b: dict) -> list[str]:
     return out
 
 
+def _extension(before: dict, now: dict) -> tuple[int, int] | None:
+    """(old, new) train.epochs when ``now`` differs from ``before`` only by a larger train.epochs."""
+    old, new = before["train"]["epochs"], now["train"]["epochs"]
+    same = {**before, "train": {**before["train"], "epochs": new}} == now
+    return (old, new) if same and new > old else None
+
+
 def open_run_dir(out: Path, cfg: Config, ctx: DistContext, resume: bool) -> dict | None:
-    """The checkpoint to resume from (written by this very config and world size), or None for a fresh run in an
-    empty ``out``; checked before anything is written."""
+    """The checkpoint to resume from (written by this very config, or by it with fewer ``train.epochs``, and the
+    same world size), or None for a fresh run in an empty ``out``; checked before anything is written."""
     ckpt_path, metrics_path = out / "checkpoint.pt", out / "metrics.jsonl"
     if resume and ckpt_path.exists():
         ckpt = load_checkpoint(ckpt_path)
         # through the dataclasses, so keys added to the schema since the checkpoint count at their defaults
-        diff = _config_diff(config_from_dict(ckpt["config"], str(ckpt_path)).to_dict(), cfg.to_dict())
+        before = config_from_dict(ckpt["config"], str(ckpt_path)).to_dict()
+        extended = _extension(before, cfg.to_dict())
+        diff = [] if extended else _config_diff(before, cfg.to_dict())
+        if extended:
+            log.info("extending the run from %d to %d epochs (see docs/training.md for the schedule)", *extended)
         if diff:
             raise ValueError(f"{ckpt_path} was written by another config ({'; '.join(diff[:3])}); resume with the "
                              f"run's own config.toml or choose another --out")
@@ -96,8 +191,11 @@ def open_run_dir(out: Path, cfg: Config, ctx: DistContext, resume: bool) -> dict
             raise ValueError(f"{ckpt_path} was written by {ckpt['world_size']} processes; resume with the same "
                              f"number (now {ctx.world_size})")
         return ckpt
+    if resume and metrics_path.exists():
+        raise ValueError(f"--resume: {out} holds a run (metrics.jsonl) but no checkpoint.pt to continue from; "
+                         "nothing was changed; restore the checkpoint or choose another --out")
     if resume:
-        log.warning("--resume: no checkpoint in %s, starting a new run", out)
+        log.warning("--resume: no run in %s yet, starting a new one", out)
     elif ckpt_path.exists() or metrics_path.exists():
         raise ValueError(f"{out} already holds a run ({'checkpoint.pt' if ckpt_path.exists() else 'metrics.jsonl'}); "
                          "pass --resume to continue it or choose another --out")
@@ -105,7 +203,7 @@ def open_run_dir(out: Path, cfg: Config, ctx: DistContext, resume: bool) -> dict
 
 
 def save_torch(path: Path, obj) -> None:
-    """``torch.save`` to ``path`` atomically."""
+    """``torch.save`` to ``path`` atomically (a full disk leaves the previous file as it was)."""
     buffer = io.BytesIO()
     torch.save(obj, buffer)
     atomic_write_bytes(path, buffer.getvalue())

@@ -33,7 +33,8 @@ from ..serialize import to_jsonable
 from .._io import atomic_write_json
 from . import dist as distlib
 from .build import Run, build_run
-from .checkpoint import TrainState, open_run_dir, read_metrics, restore, save_checkpoint, save_torch, write_run_files
+from .checkpoint import (RunLock, RunLockedError, TrainState, open_run_dir, read_metrics, restore, save_checkpoint,
+                         save_torch, write_run_files)
 from .config import Config
 from .evaluate import accuracy_report, nc_report, nc_state, run_pass
 from .schedule import lr_at
@@ -88,7 +89,9 @@ def train(config: Config, out_dir, *, resume: bool = False, device: str = "auto"
     ctx = distlib.setup(device)
     try:
         with _StopFlag() as stop, ExitStack() as resources:
-            # 0. the run directory: a fresh one, or a checkpoint written by this very config (before any write)
+            # 0. the run directory: owned by this process (run.lock), then a fresh one or a checkpoint written by
+            #    this very config (before any other write)
+            _lock_run_dir(out, ctx, resources)
             ckpt = open_run_dir(out, config, ctx, resume)
             if config.train.batch_size % ctx.world_size:
                 raise ValueError(f"train.batch_size == {config.train.batch_size} is not divisible by the "
@@ -98,6 +101,9 @@ def train(config: Config, out_dir, *, resume: bool = False, device: str = "auto"
             # 1.-2. data on the device, model, loss, optimiser, precision; 3. their state from the checkpoint
             run = build_run(config, ctx, data)
             state = TrainState.fresh(ctx.device) if ckpt is None else restore(ckpt, run)
+            if ckpt is not None:
+                log.info("resuming from epoch %d, step %d%s", state.epoch + 1, state.step,
+                         f" (batch {state.batch} of the epoch)" if state.batch else "")
             del ckpt
             logger = None
             if ctx.is_main:
@@ -109,6 +115,18 @@ def train(config: Config, out_dir, *, resume: bool = False, device: str = "auto"
             return _train(run, state, out, stop, logger, progress=progress, on_epoch=on_epoch)
     finally:
         distlib.teardown(ctx)
+
+
+def _lock_run_dir(out: Path, ctx, resources: ExitStack) -> None:
+    """Rank 0 takes ``out/run.lock`` for the run's life; every rank stops when it could not."""
+    error = None
+    if ctx.is_main:
+        try:
+            resources.enter_context(RunLock(out))
+        except RunLockedError as exc:
+            error = exc
+    if distlib.any_rank(error is not None, ctx):
+        raise error or RunLockedError(f"{out} is in use by another run (rank 0 could not lock it)")
 
 
 def _train(run: Run, state: TrainState, out: Path, stop: _StopFlag, logger, *, progress: bool, on_epoch) -> dict:
