@@ -143,11 +143,11 @@ def load_checkpoint(path) -> dict:
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
-        if "weights only load failed" in str(exc).lower():
+        if "unsupported global" in str(exc).lower():
             raise ValueError(f"{path} holds Python objects beyond tensors and plain containers, which ncollapse never "
                              "writes; it is a foreign or tampered file and was not loaded") from None
-        raise ValueError(f"{path} is not a PyTorch checkpoint or is damaged ({type(exc).__name__}); restore it or "
-                         "delete the run directory to start over") from None
+        raise ValueError(f"{path} is corrupted or truncated (not a PyTorch checkpoint); restore it or delete the "
+                         "run directory to start over") from None
     except Exception as exc:  # noqa: BLE001 - any other reading failure means the file is unusable
         raise ValueError(f"{path} is corrupted or truncated ({type(exc).__name__}); restore it or delete the run "
                          "directory to start over") from None
