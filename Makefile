@@ -23,7 +23,8 @@ $(STAMP): $(BIN)/python pyproject.toml
 
 demo: $(STAMP)
 	@echo "make: running the demo (a few CPU minutes): digits-LT, CE and CAL models, a UFM sweep -> runs/demo/report.html"
-	$(BIN)/ncollapse demo
+	@echo "make: (an earlier runs/demo is kept: replace it with make demo DEMO_ARGS=--force)"
+	$(BIN)/ncollapse demo $(DEMO_ARGS)
 
 test: $(STAMP)
 	@echo "make: running the test suite (a few minutes on 2 cores)"

@@ -23,6 +23,11 @@ def test_demo_writes_report_and_five_line_summary(tmp_path, capsys):
     run = json.loads((out / "cal" / "run.json").read_text())
     assert run["head"] == "multicenter" and run["loss"] == "ncmc_cosine"
     assert run["class_counts"] == info["class_counts"] and sum(run["class_counts"]) == 579
+    report = (out / "report.html").read_bytes()
+    assert main(["demo", "--out", str(out), "--epochs", "1", "--quiet"]) == 2  # an earlier demo is not replaced
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "holds an earlier demo" in err[0] and "--force" in err[0]
+    assert (out / "report.html").read_bytes() == report
     ufm = {(r["loss"], r["imbalance"]): r for r in info["ufm"]}
     assert len(ufm) == 6
     # the UFM optimum: CE minority class means collapse under heavy imbalance, NCMC's stay near the simplex angle

@@ -128,15 +128,23 @@ def summary_lines(info: dict) -> list[str]:
     return lines
 
 
-def run_demo(out_dir="runs/demo", epochs: int = 30, seed: int = 0, progress: bool = False, log_fn=None) -> dict:
-    """Run the demo into ``out_dir``; returns {"report", "class_counts", "runs", "ufm", "wall_s", "summary"}."""
+def run_demo(out_dir="runs/demo", epochs: int = 30, seed: int = 0, progress: bool = False, log_fn=None,
+             force: bool = False) -> dict:
+    """Run the demo into ``out_dir``; returns {"report", "class_counts", "runs", "ufm", "wall_s", "summary"}.
+
+    An earlier demo in ``out_dir`` is refused unless ``force`` (then its runs are replaced).
+    """
     say = log_fn or log.info
     out = Path(out_dir)
+    earlier = [name for name in ("demo.json", "report.html", *RUNS) if (out / name).exists()]
+    if earlier and not force:
+        raise ValueError(f"{out} holds an earlier demo ({', '.join(earlier)}); pass --force to replace it or "
+                         "--out a new folder")
     start = time.perf_counter()
     runs = {}
     for i, (key, cfg) in enumerate(demo_configs(epochs, seed).items(), start=1):
         run_dir = out / key
-        if (run_dir / "run.json").is_file():  # an earlier demo's run: the demo owns this folder
+        if force and run_dir.is_dir():
             shutil.rmtree(run_dir)
         say(f"[{i}/4] training {RUNS[key]} on digits-LT for {epochs} epochs -> {run_dir}")
         summary = train(cfg, run_dir, device="cpu", progress=progress, command="ncollapse demo")

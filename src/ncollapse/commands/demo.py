@@ -24,6 +24,7 @@ def register(sub) -> None:
     p.add_argument("--out", default="runs/demo", help="output folder (default runs/demo)")
     p.add_argument("--epochs", type=int, default=30, help="training epochs per model (default 30)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--force", action="store_true", help="replace an earlier demo in --out (refused otherwise)")
     p.add_argument("--quiet", action="store_true", help="no progress lines or bars")
     p.add_argument("--json", action="store_true", help="print the demo's results as one JSON object")
     p.set_defaults(func=run)
@@ -38,7 +39,7 @@ def run(args) -> int:
     say = (lambda m: None) if args.quiet else (lambda m: print(m, file=sys.stderr, flush=True))
     check_out_dir(args.out)
     info = run_demo(args.out, epochs=args.epochs, seed=args.seed, progress=not args.quiet and sys.stderr.isatty(),
-                    log_fn=say)
+                    log_fn=say, force=args.force)
     if args.json:
         print(dumps_line(to_jsonable(info)))
         return 0
