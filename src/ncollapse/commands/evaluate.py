@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 from .._io import dumps_line
@@ -27,6 +28,7 @@ def register(sub) -> None:
     p.add_argument("--split", choices=["train", "test"], default="test")
     p.add_argument("--data-root", metavar="PATH", help="data folder, if it moved since training")
     p.add_argument("--device", choices=["auto", "cpu", "cuda", "mps"], default="auto")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=run)
 
@@ -35,7 +37,8 @@ def run(args) -> int:
     from ..serialize import format_report
     from ..train.evaluate import evaluate_run
 
-    report = evaluate_run(Path(args.run), split=args.split, device=args.device, data_root=args.data_root)
+    report = evaluate_run(Path(args.run), split=args.split, device=args.device, data_root=args.data_root,
+                          progress=not args.quiet and sys.stderr.isatty())
     if args.json:
         print(dumps_line(to_jsonable(report)))
         return 0

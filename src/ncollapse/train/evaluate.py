@@ -10,12 +10,14 @@ all-reduced, so every rank ends with the statistics of the whole split. Metrics 
 from __future__ import annotations
 
 import dataclasses
+import sys
 from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from tqdm import tqdm
 
 from ..metrics import GROUPS, measure, measure_ncmc
 from ..nn.modes import eval_mode
@@ -30,10 +32,12 @@ __all__ = ["PassResult", "classifier_of", "run_pass", "accuracy_report", "nc_rep
 
 @dataclass
 class PassResult:
-    """Per-class correct / total counts (CPU int64) and, for an NC pass, the reduced statistics."""
+    """Per-class correct / total counts (CPU int64), the K x K confusion counts (rows: true class, columns:
+    prediction) when asked for, and, for an NC pass, the reduced statistics."""
 
     correct: torch.Tensor
     counts: torch.Tensor
+    confusion: torch.Tensor | None = None
     stats: ClassStats | None = None
     ncc: NCCCounts | None = None
     ncmc: NCMCStats | None = None
@@ -54,19 +58,23 @@ def classifier_of(model) -> tuple[torch.Tensor, torch.Tensor | None]:
 
 
 def run_pass(model, loader, num_classes: int, ctx: DistContext, *, nc: bool = False, scores=None,
-             autocast=None, channels_last: bool = False) -> PassResult:
-    """Accuracy counts (and with ``nc`` the NC statistics) of ``model`` over ``loader``'s shard.
+             autocast=None, channels_last: bool = False, confusion: bool = False, progress: bool = False,
+             desc: str = "evaluation") -> PassResult:
+    """Accuracy counts (with ``confusion`` the confusion counts, with ``nc`` the NC statistics) of ``model`` over
+    ``loader``'s shard; ``progress`` shows a tqdm bar on stderr.
 
     ``scores(features, logits)`` replaces the logits before the argmax (GCR, post-hoc logit adjustment;
-    see ``build.decision_scores``).
+    see ``build.decision_scores``). Nothing here draws random numbers, so a pass never changes a training run.
     """
     device = ctx.device
     correct = torch.zeros(num_classes, dtype=torch.int64, device=device)
     counts = torch.zeros(num_classes, dtype=torch.int64, device=device)
+    pairs = torch.zeros(num_classes * num_classes, dtype=torch.int64, device=device) if confusion else None
     cached: list[tuple[torch.Tensor, torch.Tensor]] = []
     stats = None
-    with eval_mode(model):
-        for x, y in loader:
+    bar = tqdm(loader, desc=desc, file=sys.stderr, disable=not progress, leave=False, dynamic_ncols=True)
+    with eval_mode(model), bar:
+        for x, y in bar:
             if channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
             with autocast or nullcontext():
@@ -77,6 +85,8 @@ def run_pass(model, loader, num_classes: int, ctx: DistContext, *, nc: bool = Fa
             pred = logits.argmax(1)
             counts += torch.bincount(y, minlength=num_classes)
             correct += torch.bincount(y[pred == y], minlength=num_classes)
+            if pairs is not None:
+                pairs += torch.bincount(y * num_classes + pred, minlength=num_classes * num_classes)
             if nc:
                 features = features.float()
                 if stats is None:
@@ -84,6 +94,8 @@ def run_pass(model, loader, num_classes: int, ctx: DistContext, *, nc: bool = Fa
                 stats.update(features, y)
                 cached.append((features, y))
     result = PassResult(all_reduce_sum(correct, ctx).cpu(), all_reduce_sum(counts, ctx).cpu())
+    if pairs is not None:
+        result.confusion = all_reduce_sum(pairs, ctx).cpu().reshape(num_classes, num_classes)
     if not nc:
         return result
     if stats is None:
@@ -121,28 +133,34 @@ def accuracy_report(result: PassResult, groups: dict, prefix: str = "test_") -> 
     return out
 
 
-def nc_report(result: PassResult, model, train_counts, thresholds) -> dict:
-    """Every scalar of ``ncollapse.measure`` prefixed ``nc/``, ``nc/sigma_b_spectrum``, and ``ncmc/*``."""
+def nc_report(result: PassResult, model, train_counts, thresholds, split: str = "train") -> dict:
+    """Every scalar of ``ncollapse.measure`` prefixed ``nc/``, ``nc/sigma_b_spectrum``, and ``ncmc/*``; for
+    ``split="test"`` the prefixes are ``nc_test/`` and ``ncmc_test/`` and the spectrum is left out."""
     W, b = classifier_of(model)
     report = measure(result.stats, W=W, b=b, ncc=result.ncc, group_counts=list(train_counts),
                      group_thresholds=tuple(thresholds))
-    out = {f"nc/{k}": v for k, v in report.items()
+    nc, ncmc = ("nc", "ncmc") if split == "train" else (f"nc_{split}", f"ncmc_{split}")
+    out = {f"{nc}/{k}": v for k, v in report.items()
            if isinstance(v, (int, float)) and not isinstance(v, bool)}
-    out["nc/sigma_b_spectrum"] = report["sigma_b_spectrum"].tolist()
+    if split == "train":
+        out["nc/sigma_b_spectrum"] = report["sigma_b_spectrum"].tolist()
     if result.ncmc is not None:
-        out.update({f"ncmc/{k.removeprefix('ncmc_')}": v for k, v in measure_ncmc(result.ncmc).items()})
+        out.update({f"{ncmc}/{k.removeprefix('ncmc_')}": v for k, v in measure_ncmc(result.ncmc).items()})
     return out
 
 
-def nc_state(result: PassResult, model, epoch: int) -> dict:
-    """The ``nc_state.pt`` payload of the run-directory contract."""
+def nc_state(result: PassResult, model, epoch: int, test_confusion: torch.Tensor | None = None) -> dict:
+    """The ``nc_state.pt`` payload of the run-directory contract (with the test confusion counts at the end)."""
     W, b = classifier_of(model)
-    return {"epoch": epoch, "stats": {k: v.cpu() if torch.is_tensor(v) else v
-                                      for k, v in result.stats.state_dict().items()},
-            "weight": W, "bias": b}
+    state = {"epoch": epoch, "stats": {k: v.cpu() if torch.is_tensor(v) else v
+                                       for k, v in result.stats.state_dict().items()},
+             "weight": W, "bias": b}
+    if test_confusion is not None:
+        state["test_confusion"] = test_confusion
+    return state
 
 
-def evaluate_run(run_dir, split: str = "test", device: str = "auto", data_root=None) -> dict:
+def evaluate_run(run_dir, split: str = "test", device: str = "auto", data_root=None, progress: bool = False) -> dict:
     """Accuracy and NC metrics of ``run_dir/checkpoint.pt`` on ``split`` (one process)."""
     if split not in ("train", "test"):
         raise ValueError(f"split == {split!r}, must be 'train' or 'test'")
@@ -159,7 +177,7 @@ def evaluate_run(run_dir, split: str = "test", device: str = "auto", data_root=N
     model.to(ctx.device)
     loader = make_loader(train_set if split == "train" else test_set, cfg.eval.batch_size, ctx, train=False, cfg=cfg)
     result = run_pass(model, loader, train_set.num_classes, ctx, nc=True,
-                      scores=decision_scores(cfg, model, counts))
+                      scores=decision_scores(cfg, model, counts), progress=progress, desc=f"{split} split")
     report = {"run": str(run_dir), "split": split, "epoch": ckpt["epoch"], "batch_in_epoch": ckpt["batch_in_epoch"]}
     report.update(accuracy_report(result, groups_of(counts, cfg.eval.group_thresholds), prefix=""))
     report.update(nc_report(result, model, counts, cfg.eval.group_thresholds))

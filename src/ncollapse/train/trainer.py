@@ -147,8 +147,8 @@ def _train(run: Run, state: TrainState, out: Path, stop: _StopFlag, logger, *, p
             return _interrupted(stop, epoch, stopped_at, out, ctx.is_main)
         state.batch = 0
 
-        # 5. evaluate: test accuracy every epoch, NC of the training features every nc_every epochs
-        record = _evaluate(run, state, epoch, out)
+        # 5. evaluate: test accuracy every epoch, NC of the training and test features every nc_every epochs
+        record = _evaluate(run, state, epoch, out, progress and ctx.is_main)
         if on_epoch is not None:
             record.update(on_epoch(epoch + 1, run.model))
         record["time_s"] = time.perf_counter() - t_epoch
@@ -211,26 +211,31 @@ def _steps(run: Run, state: TrainState, epoch: int, stop: _StopFlag, bar) -> int
     return None
 
 
-def _evaluate(run: Run, state: TrainState, epoch: int, out: Path) -> dict:
-    """The epoch's line of metrics.jsonl: lr, training loss/accuracy, test accuracies and (when due) NC metrics."""
+def _evaluate(run: Run, state: TrainState, epoch: int, out: Path, progress: bool) -> dict:
+    """The epoch's line of metrics.jsonl: lr, training loss/accuracy, test accuracies and (when due) NC metrics
+    of the training and the test features; the test pass that gives the accuracies also gives the test NC."""
     cfg, ctx, epochs = run.cfg, run.ctx, run.cfg.train.epochs
     totals = distlib.all_reduce_sum(state.sums.clone(), ctx).cpu()
     state.sums.zero_()
-    test = accuracy_report(run_pass(run.model, run.test_loader, run.num_classes, ctx, scores=run.scores,
-                                    autocast=run.autocast() if run.amp_dtype else None,
-                                    channels_last=cfg.model.channels_last), run.groups)
+    nc_every, last = cfg.eval.nc_every, epoch + 1 == epochs
+    nc_due = last or bool(nc_every and (epoch + 1) % nc_every == 0)
+    test_pass = run_pass(run.model, run.test_loader, run.num_classes, ctx, scores=run.scores,
+                         autocast=run.autocast() if run.amp_dtype else None, channels_last=cfg.model.channels_last,
+                         nc=nc_due, confusion=last, progress=progress, desc=f"epoch {epoch + 1}: test pass")
+    test = accuracy_report(test_pass, run.groups)
     if test["test_acc"] > state.best:
         state.best, state.best_epoch = test["test_acc"], epoch + 1
     record = {"epoch": epoch + 1,
               "lr": lr_at(state.step - 1, cfg.schedule, cfg.optim.lr, len(run.train_loader), epochs),
               "train_loss": float(totals[0] / totals[2]), "train_acc": float(totals[1] / totals[2]),
               **test, "best_test_acc": state.best}
-    nc_every = cfg.eval.nc_every
-    if epoch + 1 == epochs or (nc_every and (epoch + 1) % nc_every == 0):
-        nc = run_pass(run.model, run.nc_loader, run.num_classes, ctx, nc=True, channels_last=cfg.model.channels_last)
+    if nc_due:
+        nc = run_pass(run.model, run.nc_loader, run.num_classes, ctx, nc=True, channels_last=cfg.model.channels_last,
+                      progress=progress, desc=f"epoch {epoch + 1}: NC pass")
         record.update(nc_report(nc, run.model, run.counts, cfg.eval.group_thresholds))
+        record.update(nc_report(test_pass, run.model, run.counts, cfg.eval.group_thresholds, split="test"))
         if ctx.is_main:
-            save_torch(out / "nc_state.pt", nc_state(nc, run.model, epoch + 1))
+            save_torch(out / "nc_state.pt", nc_state(nc, run.model, epoch + 1, test_pass.confusion))
     return record
 
 
