@@ -161,8 +161,27 @@ def test_cli_table(tmp_path, capsys):
     text = out.read_text()
     assert "| f = 20 | – | – | **75.0** | – | – |" in text and r"\begin{tabular}{lccccc}" in text
     assert "warning: ncmc-table6: 14 cell(s) without runs" in capsys.readouterr().err
-    assert main(["table", "--layout", "cpu", "--runs", str(tmp_path / "runs")]) == 0
-    assert "| CE | – | – | – | – |" in capsys.readouterr().out
+    assert main(["table", "--layout", "cpu", "--runs", str(tmp_path / "runs")]) == 2  # no cell filled
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "cpu: none of the 1 run(s) found fills a cell" in err[0] and "--layout auto" in err[0]
     assert main(["table", "--layout", "nope", "--runs", str(tmp_path / "runs")]) == 2
     assert "unknown layout 'nope'" in capsys.readouterr().err
     assert main(["table", "--layout", "cpu", "--runs", str(tmp_path / "missing")]) == 2
+
+
+def test_auto_layout_builds_rows_and_columns_from_the_runs(tmp_path, capsys):
+    root = tmp_path / "runs"
+    _run(root, "ce_a", 0.50, method="ce", model="lenet", dataset="mnist", tau=0.01)
+    _run(root, "ce_b", 0.70, method="ce", model="lenet", dataset="mnist", tau=0.01, seed=1)
+    _run(root, "cal", 0.80, method="cal", model="lenet", dataset="mnist", tau=0.01)
+    _run(root, "cal_bal", 0.90, method="cal", model="lenet", dataset="fashion-mnist", tau=1.0)
+    with pytest.warns(UserWarning, match="1 cell"):
+        table = tables.build_table("auto", tables.load_runs([root]), "best")
+    assert [r.label for r in table.layout.rows] == ["CAL", "CE"]
+    assert [c.label for c in table.layout.columns] == ["Fashion-MNIST balanced", "MNIST τ = 0.01"]
+    assert [[c.values for c in line] for line in table.cells] == [[[0.9], [0.8]], [[], [0.5, 0.7]]]
+    assert main(["table", "--runs", str(root)]) == 0
+    out = capsys.readouterr().out
+    assert "| CE | – | 60.0 ± 10.0 |" in out
+    with pytest.raises(ValueError, match="no finished runs"):
+        tables.auto_layout([])

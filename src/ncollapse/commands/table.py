@@ -8,19 +8,22 @@ import warnings
 
 from .._io import atomic_write_text
 
-EXAMPLES = """layouts: ncmc-table1 … ncmc-table7 (the paper's Tables 1–7); cpu, cpu-ncmc, cpu-grid
+EXAMPLES = """layouts: auto (default: one row per method, mixup, f and θ found in the runs' configs, one column per
+data set and imbalance τ); ncmc-table1 … ncmc-table7 (the paper's Tables 1–7); cpu, cpu-ncmc, cpu-grid
 (benchmarks/ncmc_cpu.py)
 metrics: best (best test accuracy over epochs), final (last epoch), head / medium / tail (last-epoch group
 accuracy), collapse / variability (NCMC metrics of the last NC pass)
 
 examples:
+  ncollapse table --runs runs                                  # any runs, default layout
   ncollapse table --layout ncmc-table2 --runs runs/ncmc
   ncollapse table --layout ncmc-table2 --runs runs/ncmc --metric final --format latex --out table2.tex
   ncollapse table --layout cpu --runs runs/ncmc_cpu --metric tail --format both
 
 --runs takes run directories or folders holding them (searched recursively for config.toml). A run's cell is
 found from its config (data set, imbalance, model, method, mixup, f, theta); its seed makes it one of the cell's
-repeats. Cells show mean ± std over seeds; cells without runs show "–" with a warning on stderr.
+repeats. Cells show mean ± std over seeds; cells without runs show "–" with a warning on stderr; a table
+without a single filled cell exits 2.
 """
 
 
@@ -31,7 +34,8 @@ def register(sub) -> None:
     p = sub.add_parser("table", help=HELP,
                        description="Render run directories in the layout of a paper table.\n\n" + EXAMPLES,
                        formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--layout", required=True, help="table layout (see above)")
+    p.add_argument("--layout", default="auto", help="table layout (default auto: rows from the runs' methods, "
+                                                  "columns from their data sets and imbalance; see above)")
     p.add_argument("--runs", required=True, nargs="+", metavar="DIR", help="run directories or folders of them")
     p.add_argument("--metric", default="best", help="value shown in the cells (default best)")
     p.add_argument("--format", choices=["markdown", "latex", "both"], default="markdown")

@@ -246,6 +246,38 @@ def _layouts() -> dict[str, Layout]:
 
 
 LAYOUTS = _layouts()
+AUTO = "auto"
+_ROW_KEYS = ("model", "method", "mixup", "f", "theta")
+
+
+def _sort_key(values: tuple) -> tuple:
+    return tuple((v is None, str(v) if not isinstance(v, (int, float)) else "", v if isinstance(v, (int, float))
+                  and not isinstance(v, bool) else 0) for v in values)
+
+
+def auto_layout(runs: list[TableRun]) -> Layout:
+    """The default layout for any runs: one row per (model, method, mixup, f, θ) and one column per
+    (data set, τ) found in the runs' configs; a row label names only what varies between rows."""
+    if not runs:
+        raise ValueError("no finished runs (with summary.json) under --runs; nothing to tabulate")
+    rows = sorted(dict.fromkeys(tuple(r.attrs[k] for k in _ROW_KEYS) for r in runs), key=_sort_key)
+    varies = [len({row[i] for row in rows if row[i] is not None}) > 1 for i in range(len(_ROW_KEYS))]
+
+    def label(row: tuple) -> str:
+        model, method, mixup, f, theta = row
+        parts = [method]
+        if varies[2]:
+            parts.append("w/ Mixup" if mixup else "w/o Mixup")
+        if f is not None and (varies[3] or varies[4]):
+            parts.append(f"f = {f}, θ = {theta:g}")
+        return " ".join(parts)
+
+    columns = sorted(dict.fromkeys((r.attrs["dataset"], r.attrs["tau"]) for r in runs),
+                     key=lambda c: (str(c[0]), -c[1]))
+    return Layout(AUTO, "Runs by method and data set", tuple(
+        Row(label(row), dict(zip(_ROW_KEYS, row)), group=row[0] if varies[0] else "") for row in rows), tuple(
+        Column(f"{_DATASETS.get(d, d)} {'balanced' if t == 1 else f'τ = {t:g}'}", {"dataset": d, "tau": t},
+               group=_DATASETS.get(d, d)) for d, t in columns))
 
 
 # ------------------------------------------------------------------------------------------ building
@@ -287,10 +319,13 @@ def _cell_runs(runs, want: dict) -> list[TableRun]:
 
 
 def build_table(layout, runs: list[TableRun], metric: str = "best") -> Table:
-    """Fill ``layout`` (a ``Layout`` or a name in ``LAYOUTS``) from ``runs``; missing cells warn, never raise."""
-    if isinstance(layout, str):
+    """Fill ``layout`` (a ``Layout``, ``"auto"`` for ``auto_layout(runs)`` or a name in ``LAYOUTS``) from ``runs``;
+    missing cells warn, and a table without a single filled cell raises."""
+    if layout == AUTO:
+        layout = auto_layout(runs)
+    elif isinstance(layout, str):
         if layout not in LAYOUTS:
-            raise ValueError(f"unknown layout {layout!r}; choose one of {', '.join(LAYOUTS)}")
+            raise ValueError(f"unknown layout {layout!r}; choose one of {AUTO}, {', '.join(LAYOUTS)}")
         layout = LAYOUTS[layout]
     if metric not in METRICS:
         raise ValueError(f"unknown metric {metric!r}; choose one of {', '.join(METRICS)}")
@@ -327,6 +362,9 @@ def build_table(layout, runs: list[TableRun], metric: str = "best") -> Table:
             for i in members:
                 m = _rounded(_mean(cells[i][j].values), percent)
                 cells[i][j].rank = 1 if m == means[0] else (2 if len(means) > 1 and m == means[1] else 0)
+    if not any(cell.values for line in cells for cell in line):
+        raise ValueError(f"{layout.name}: none of the {len(runs)} run(s) found fills a cell (or has the metric "
+                         f"{metric!r}); check --runs, or use --layout {AUTO} for a table of whatever runs there are")
     if missing:
         warnings.warn(f"{layout.name}: {len(missing)} cell(s) without runs shown as '{MISSING}': "
                       f"{', '.join(missing[:6])}{' …' if len(missing) > 6 else ''}", stacklevel=2)
