@@ -44,11 +44,16 @@ def test_report_renders_in_chromium(tmp_path):
         page = write_report(run_dir)
     url = page.resolve().as_uri()
     expected = len(list(run_dir.glob("report_*.png")))
-    assert expected == 6
+    assert expected == 10
 
     dom = _run(chromium, tmp_path, "dom", "--dump-dom", url).stdout
     assert len(re.findall(r'<img [^>]*src="data:image/png;base64,', dom)) == expected
     assert "<h1>ncollapse report: run</h1>" in dom
+    # the NC panels grouped under NC1, NC2, NC3 and other, each with a definition and its own figure
+    headings = re.findall(r"<h2>(NC\d|other): ", dom)
+    assert headings == ["NC1", "NC2", "NC3", "other"]
+    for group in ("nc1", "nc2", "nc3", "other"):
+        assert f'alt="nc_{group}"' in dom
 
     shot = tmp_path / "shot.png"
     result = _run(chromium, tmp_path, "shot", f"--screenshot={shot}", "--window-size=1200,3000",

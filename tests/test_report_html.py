@@ -27,7 +27,8 @@ def test_cli_report_of_a_full_run(full_report, capsys):
     result = json.loads(out)
     page = (full_report / "report.html").read_text()
     assert result["report"] == str(full_report / "report.html")
-    names = ["accuracy", "per_class", "nc_metrics", "ncmc_metrics", "gram", "sigma_b_spectrum"]
+    names = ["accuracy", "train_loss", "per_class", "nc_nc1", "nc_nc2", "nc_nc3", "nc_other", "gram",
+             "sigma_b_spectrum", "confusion"]
     assert result["figures"] == [str(full_report / f"report_{n}.png") for n in names]
     images = DATA_IMG.findall(page)
     assert [alt for alt, _ in images] == names
@@ -38,6 +39,11 @@ def test_cli_report_of_a_full_run(full_report, capsys):
     # the killed run's torn last line: skipped with a warning, on stderr and on the page
     assert "metrics.jsonl:6: skipped a half-written last line" in err
     assert "half-written last line" in page and result["notes"]
+    # NC panels grouped, each group with its one-line definition; flat panels left out with a note
+    for group in ("NC1: within-class variability collapse", "NC2: class means", "NC3: self-duality", "other: "):
+        assert f"<h2>{group}" in page
+    assert "self-duality: the classifier rows align with the centred class means" in page
+    assert "panels left out (constant at 5): nc/rank" in err and "panels left out (constant at 0): nc/ncc_mismatch" in err
     # summary labels final and best (epoch 2 logged test_acc = NaN, so best is searched over finite values)
     assert "final test accuracy (epoch 5)</td><td class=num>71.77 %" in page
     assert "best test accuracy (epoch 5)</td><td class=num>71.77 %" in page
@@ -58,7 +64,8 @@ def test_missing_nc_state_and_extra_sections(tmp_path):
     page = out.read_text()
     assert out == tmp_path / "elsewhere" / "r.html"
     alts = [alt for alt, _ in DATA_IMG.findall(page)]
-    assert alts == ["accuracy", "per_class", "nc_metrics", "sigma_b_spectrum", "extra1", "extra2"]
+    assert alts == ["accuracy", "train_loss", "per_class", "nc_nc1", "nc_nc2", "nc_nc3", "nc_other",
+                    "sigma_b_spectrum", "extra1", "extra2"]
     assert (tmp_path / "elsewhere" / "r_sigma_b_spectrum.png").is_file()
     assert "nc_state.pt not found: Gram heatmaps" in page and "<h2>UFM sweep</h2>" in page
     assert "<p id=x>hi</p>" in page
@@ -88,8 +95,10 @@ def test_compare_runs_with_different_class_counts(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "runs have different class counts (CE: 6, CAL: 7): per-class overlay left out" in err
     page = out.read_text()
-    assert [alt for alt, _ in DATA_IMG.findall(page)] == ["accuracy", "groups", "nc_metrics"]
-    assert "CAL: nc_state.pt not found" in page
+    assert [alt for alt, _ in DATA_IMG.findall(page)] == [
+        "accuracy", "train_loss", "groups", "nc_nc1", "nc_nc2", "nc_nc3", "nc_other", "gram_ce", "sigma_b_spectrum_ce",
+        "confusion_ce", "sigma_b_spectrum_cal"]  # per-run Gram heatmaps and spectra where the run has them
+    assert "CAL: nc_state.pt not found" in page and "<h2>Gram matrices of normalised class means and classifier (CE)" in page
     assert "<td>CE</td><td>ce</td><td>linear</td><td class=num>3</td>" in page
 
 
@@ -99,8 +108,9 @@ def test_compare_runs_with_the_same_classes(tmp_path):
     with pytest.warns(UserWarning):
         out = write_comparison([a, b], tmp_path / "c.html")
     page = out.read_text()
-    assert [alt for alt, _ in DATA_IMG.findall(page)] == ["accuracy", "groups", "per_class", "nc_metrics",
-                                                         "ncmc_metrics"]
+    assert [alt for alt, _ in DATA_IMG.findall(page)] == ["accuracy", "train_loss", "groups", "per_class", "nc_nc1",
+                                                         "nc_nc2", "nc_nc3", "nc_other", "sigma_b_spectrum_x_run",
+                                                         "sigma_b_spectrum_y_run"]
     assert "x/run · y/run" in page  # same directory names: labels fall back to parent/name
     with pytest.raises(ValueError, match="labels has 1 entries for 2 runs"):
         write_comparison([a, b], tmp_path / "d.html", labels=["only"])

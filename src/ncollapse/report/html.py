@@ -3,7 +3,9 @@ inline CSS, no script and no network. Every figure is also written as a PNG besi
 ``<html stem>_<figure>.png``.
 
 Missing parts degrade to a note at the top of the page (and a ``warnings.warn``), never to a crash:
-no ``nc_state.pt`` → no Gram heatmaps; runs with different class counts → no per-class overlay.
+no ``nc_state.pt`` → no Gram heatmaps; runs with different class counts → no per-class overlay. NC curves are
+grouped under NC1–NC4 and "other" (``ncpanels``), training features solid and test features dashed; panels that
+carry no information (no finite value, numerically zero, constant, a std over ≤ 2 classes) are left out with a note.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from matplotlib.figure import Figure
 
 from .._io import atomic_write_bytes, atomic_write_text
 from ..metrics import GROUPS, measure
-from . import plots
+from . import ncpanels, plots
 from .figures import png_bytes
 from .runs import Run, load_run
 
@@ -191,28 +193,46 @@ def _spectra(run: Run) -> list[tuple[object, np.ndarray]]:
     return rows
 
 
-def _state_section(page: _Page, run: Run) -> None:
-    """Gram heatmaps and (when the metrics lack it) the Σ_B spectrum from nc_state.pt."""
+def _state_section(page: _Page, run: Run, tag: str = "") -> None:
+    """Gram heatmaps, (when the metrics lack it) the Σ_B spectrum from nc_state.pt, and the final test confusion
+    matrix; ``tag`` names the run in headings and files on a comparison page."""
     spectra = _spectra(run)
     state = run.nc_state
+    who, suffix = (f" ({tag})", f"_{_slug(tag)}") if tag else ("", "")
     if state is not None:
         stats, weight = state["stats"], state["weight"]
         final = stats.finalize()
         present = final.counts > 0
         if int(present.sum()) >= 2:
-            page.heading("Gram matrices of normalised class means and classifier")
+            page.heading(f"Gram matrices of normalised class means and classifier{who}")
             w = None if weight is None else weight[present]
-            page.figure("gram", plots.gram_figure(final.means[present], w, state["epoch"]),
+            page.figure(f"gram{suffix}", plots.gram_figure(final.means[present], w, state["epoch"]),
                         f"from nc_state.pt (epoch {state['epoch']}): K = {int(present.sum())} classes with samples, "
                         f"d = {stats.dim}, N = {final.num_samples} training samples")
             if not spectra:
                 spectra = [(state["epoch"], np.asarray(measure(final)["sigma_b_spectrum"]))]
         else:
-            page.note("nc_state.pt has fewer than two classes with samples: Gram heatmaps left out")
+            page.note(f"{tag + ': ' if tag else ''}nc_state.pt has fewer than two classes with samples: "
+                      "Gram heatmaps left out")
     if spectra:
-        page.heading("Σ_B spectrum")
-        page.figure("sigma_b_spectrum", plots.spectrum_figure(spectra),
+        page.heading(f"Σ_B spectrum{who}")
+        page.figure(f"sigma_b_spectrum{suffix}", plots.spectrum_figure(spectra),
                     "eigenvalues of the between-class covariance; NC drives them to K−1 equal values")
+    confusion = None if state is None else state.get("test_confusion")
+    if confusion is not None:
+        counts = run.class_counts()
+        order = plots.sorted_by_size(counts) if counts and len(counts) == len(confusion) else list(range(len(confusion)))
+        page.heading(f"Test confusion matrix{who}")
+        page.figure(f"confusion{suffix}", plots.confusion_figure(confusion.numpy(), run.info.get("class_names"), order,
+                                                                state["epoch"]),
+                    "rows: true class, sorted by decreasing training size; each row sums to 1")
+    elif state is not None:
+        page.note(f"{tag + ': ' if tag else ''}nc_state.pt has no test confusion counts (written by the trainer at "
+                  "the final epoch): confusion matrix left out")
+
+
+def _slug(text: str) -> str:
+    return "".join(c if c.isalnum() else "_" for c in text).strip("_").lower() or "run"
 
 
 def _env_rows(info: dict) -> list[list]:
@@ -230,17 +250,35 @@ def _env_rows(info: dict) -> list[list]:
 
 
 def _nc_sections(page: _Page, runs: list[Run]) -> None:
-    for prefix, title, name in (("nc/", "Neural-collapse metrics vs epoch (training features)", "nc_metrics"),
-                                ("ncmc/", "NCMC metrics vs epoch", "ncmc_metrics")):
-        keys = {}
+    """NC curves grouped under NC1–NC4 and other (NCMC metrics under other), one figure per group."""
+    keys = {}
+    for prefix in ("nc/", "ncmc/"):
+        found = {}
         for run in runs:
-            keys.update(dict.fromkeys(run.scalar_keys(prefix)))
-        keys = plots.ordered_nc_keys(list(keys), prefix)
-        if keys:
-            page.heading(title)
-            page.figure(name, plots.metric_grid(runs, keys, prefix, title))
-        elif prefix == "nc/":
-            page.note("no nc/ metrics in metrics.jsonl: NC curves left out")
+            found.update(dict.fromkeys(run.scalar_keys(prefix)))
+        keys[prefix] = plots.ordered_nc_keys(list(found), prefix)
+    if not keys["nc/"]:
+        page.note("no nc/ metrics in metrics.jsonl: NC curves left out")
+    dropped: dict[str, list[str]] = {}
+    groups: dict[str, list[tuple[str, str]]] = {}
+    for prefix, found in keys.items():
+        skip = ncpanels.uninformative(runs, found, prefix)
+        for key, why in skip.items():
+            dropped.setdefault(why, []).append(key)
+        shown = [k for k in found if k not in skip]
+        for group, members in ncpanels.grouped(shown, prefix).items():
+            groups.setdefault("other" if prefix == "ncmc/" else group, []).extend((prefix, k) for k in members)
+    for group in ncpanels.GROUPS:
+        if group not in groups:
+            continue
+        members = groups[group]
+        page.heading(f"{group}: {ncpanels.GROUPS[group].split(':')[0]}")
+        page.add(f"<p class=sub>{html.escape(ncpanels.GROUPS[group])}.</p>")
+        prefix = members[0][0] if len({p for p, _ in members}) == 1 else ""
+        title = f"{group} vs epoch: solid = training features, dashed = test features"
+        page.figure(f"nc_{group.lower()}", plots.metric_grid(runs, [k for _, k in members], prefix, title))
+    for why, members in dropped.items():
+        page.note(f"panels left out ({why}): {', '.join(members)}")
 
 
 def write_report(run_dir, out=None, extra_sections=None) -> Path:
@@ -268,8 +306,10 @@ def render_report(run_dir, out=None, extra_sections=None) -> tuple[Path, list[Pa
         page.note(note)
     page.heading("Summary")
     page.add(html_table(["quantity", "value"], _summary_rows(run), numeric_from=1))
-    page.heading("Accuracy")
+    page.heading("Accuracy and training loss")
     page.figure("accuracy", plots.accuracy_figure([run]))
+    if run.series("train_loss")[0].size:
+        page.figure("train_loss", plots.loss_figure([run]))
     if isinstance(run.last.get("test_acc_per_class"), list) and run.last["test_acc_per_class"]:
         counts, groups = run.class_counts(), run.groups()
         if counts is not None and len(counts) != len(run.last["test_acc_per_class"]):
@@ -325,12 +365,16 @@ def render_comparison(run_dirs, out, labels=None, extra_sections=None) -> tuple[
                     + [_fmt(run.last.get(f"test_acc_{g}"), True) for g in GROUPS] + [_fmt(nc1)])
     page.add(html_table(["run", "loss", "head", "last epoch", "final test acc", "best test acc", "final head",
                      "final medium", "final tail", "last nc1"], rows, numeric_from=3))
-    page.heading("Accuracy")
+    page.heading("Accuracy and training loss")
     page.figure("accuracy", plots.accuracy_figure(runs), "dashed: train, solid: test")
+    if any(r.series("train_loss")[0].size for r in runs):
+        page.figure("train_loss", plots.loss_figure(runs))
     page.heading("Test accuracy by group")
     page.figure("groups", plots.group_bars_figure(runs))
     _per_class_overlay(page, runs)
     _nc_sections(page, runs)
+    for run in runs:
+        _state_section(page, run, tag=run.label)
     _extra(page, extra)
     page.heading("Configurations")
     for run in runs:

@@ -14,16 +14,19 @@ import numpy as np
 import torch
 from matplotlib import colormaps
 from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 from matplotlib.ticker import (LogFormatterSciNotation, LogLocator, MaxNLocator, NullLocator,
                                ScalarFormatter)
 
 from ..metrics import GROUPS
 from .figures import figure
+from .ncpanels import y_label
 from .runs import Run
 
-__all__ = ["normalized_gram", "metric_grid", "accuracy_figure", "per_class_figure",
-           "group_bars_figure", "gram_figure", "spectrum_figure", "sorted_by_size", "ordered_nc_keys"]
+__all__ = ["normalized_gram", "metric_grid", "accuracy_figure", "loss_figure", "per_class_figure",
+           "group_bars_figure", "gram_figure", "spectrum_figure", "confusion_figure", "sorted_by_size",
+           "ordered_nc_keys", "test_key"]
 
 GROUP_COLORS = {"head": "#dbe9f6", "medium": "#fdf0d5", "tail": "#f9dcdc"}
 # Core NC metrics first (Papyan et al. 2020 NC1–NC4; Galanti et al. 2021 CDNV), every other key after them.
@@ -31,7 +34,8 @@ CORE_ORDER = ("nc1", "nc1_quotient", "cdnv", "etf_error_means", "etf_error_weigh
               "duality_papyan", "equinorm_means", "equinorm_weights", "equiangularity_means",
               "equiangularity_weights", "max_angle_means", "max_angle_weights", "ncc_mismatch", "ncc_accuracy")
 # Bookkeeping counts measure() reports alongside the metrics; not curves worth a panel.
-BOOKKEEPING = ("num_classes", "num_present_classes", "num_samples", "dim", "ddof")
+BOOKKEEPING = ("num_classes", "num_present_classes", "num_measured_classes", "num_classes_below_min_count",
+               "num_samples", "dim", "ddof", "min_count", "cdnv_exponent")
 # Σ_B eigenvalues below this fraction of the largest are numerically zero (metrics.measure's default rtol).
 SPECTRUM_RTOL = 1e-10
 
@@ -56,6 +60,7 @@ def _set_value_scale(ax, values: np.ndarray) -> str:
         scale = "log"
     else:
         ax.set_yscale("symlog", linthresh=float(positive.min()))
+        ax.set_ylim(bottom=-0.3 * float(positive.min()))  # zeros (full NCC agreement) stay whole on the axis
         scale = "symlog"
     ax.yaxis.set_minor_locator(NullLocator())
     lo, hi = float(positive.min()), float(positive.max())
@@ -78,38 +83,106 @@ def ordered_nc_keys(keys: list[str], prefix: str) -> list[str]:
     return core + sorted(k for n, k in names.items() if n not in CORE_ORDER)
 
 
+def test_key(key: str) -> str:
+    """The metrics.jsonl key of the same metric on the test features: ``nc/x`` → ``nc_test/x``."""
+    head, _, name = key.partition("/")
+    return f"{head}_test/{name}"
+
+
 def metric_grid(runs: list[Run], keys: list[str], prefix: str, title: str, ncols: int = 4) -> Figure:
-    """One panel per metric key vs epoch, every run overlaid (log scale where the values allow).
+    """One panel per metric key vs epoch, every run overlaid (log scale where the values allow); the same metric
+    on the test features (``test_key``) dashed beside the training features (solid); y axis: what is measured.
 
     Laid out by hand (no layout engine) and without minor ticks: a grid of ~30 log panels then renders in about
-    half a second instead of two.
+    half a second instead of two. The legend sits above the panels, outside the data.
     """
     ncols = min(ncols, len(keys))
     nrows = math.ceil(len(keys) / ncols)
-    top = 0.55 if len(runs) == 1 else 0.85
-    height = 2.2 * nrows + top + 0.3
-    fig = figure(3.1 * ncols, height, layout=None)
-    fig.subplots_adjust(left=0.07, right=0.98, top=1 - top / height, bottom=0.3 / height, hspace=0.45, wspace=0.32)
+    top = 0.95
+    height = 2.4 * nrows + top + 0.45
+    fig = figure(3.2 * ncols, height, layout=None)
+    fig.subplots_adjust(left=0.09, right=0.98, top=1 - top / height, bottom=0.45 / height, hspace=0.55, wspace=0.42)
     axes = fig.subplots(nrows, ncols, squeeze=False).ravel()
-    for ax, key in zip(axes, keys):
+    has_test = False
+    for i, (ax, key) in enumerate(zip(axes, keys)):
         values = []
         for run, color in zip(runs, _colors(len(runs))):
-            epochs, y = run.series(key)
-            if epochs.size:
-                ax.plot(epochs, y, marker="o", ms=2.5, lw=1.2, color=color, label=run.label)
-                values.append(y)
+            for series_key, style in ((key, "-"), (test_key(key), "--")):
+                epochs, y = run.series(series_key)
+                if epochs.size:
+                    ax.plot(epochs, y, style, marker="o", ms=2.5, lw=1.2, color=color)
+                    values.append(y)
+                    has_test |= style == "--"
         values = np.concatenate(values) if values else np.zeros(0)
         scale = _set_value_scale(ax, values)
+        name = key[len(prefix):] if prefix else key.partition("/")[2]
         ax.xaxis.set_major_locator(MaxNLocator(nbins=5, integer=True))
-        ax.set_title(key[len(prefix):] + ("" if scale == "log" else f" ({scale})"), fontsize=9)
+        ax.set_title(name + ("" if scale == "log" else f" ({scale})"), fontsize=9)
+        ax.set_ylabel(y_label(name), fontsize=7)
+        if i >= len(keys) - ncols:
+            ax.set_xlabel("epoch", fontsize=7)
         ax.tick_params(labelsize=7)
         ax.grid(True, which="major", alpha=0.3)
     for ax in axes[len(keys):]:
         ax.set_visible(False)
-    fig.suptitle(f"{title} (x: epoch)", fontsize=11, y=1 - 0.12 / height)
+    fig.suptitle(title, fontsize=11, y=1 - 0.12 / height)
+    handles = [Line2D([], [], color=c, lw=1.5, label=run.label) for run, c in zip(runs, _colors(len(runs)))
+               if len(runs) > 1]
+    handles.append(Line2D([], [], color="0.3", lw=1.2, ls="-", label="training features"))
+    if has_test:
+        handles.append(Line2D([], [], color="0.3", lw=1.2, ls="--", label="test features"))
+    fig.legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, 1 - 0.42 / height), fontsize=8,
+               ncols=min(len(handles), 6), frameon=False)
+    return fig
+
+
+def loss_figure(runs: list[Run]) -> Figure:
+    """Mean training loss per epoch (log scale when positive), one line per run, legend outside the data."""
+    fig = figure(7, 3.4)
+    ax = fig.subplots()
+    values = []
+    for run, color in zip(runs, _colors(len(runs))):
+        epochs, y = run.series("train_loss")
+        if epochs.size:
+            ax.plot(epochs, y, color=color, lw=1.4, marker="o", ms=2.5, label=run.label)
+            values.append(y)
+    finite = np.concatenate(values) if values else np.zeros(0)
+    finite = finite[np.isfinite(finite)]
+    if finite.size and (finite > 0).all():
+        ax.set_yscale("log")
+    ax.set_xlabel("epoch")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_ylabel("training loss (mean over the epoch)")
+    ax.set_title("training loss", fontsize=10)
+    ax.grid(True, alpha=0.3)
     if len(runs) > 1:
-        fig.legend(*axes[0].get_legend_handles_labels(), loc="upper center", bbox_to_anchor=(0.5, 1 - 0.4 / height),
-                   fontsize=8, ncols=min(len(runs), 6), frameon=False)
+        ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
+    return fig
+
+
+def confusion_figure(confusion: np.ndarray, names: list[str] | None, order: list[int], epoch) -> Figure:
+    """Row-normalised test confusion matrix (row: true class, column: prediction), classes in ``order``."""
+    counts = np.asarray(confusion, float)[np.ix_(order, order)]
+    rows = counts.sum(1, keepdims=True)
+    share = np.divide(counts, rows, out=np.full_like(counts, np.nan), where=rows > 0)
+    k = len(order)
+    fig = figure(min(11.0, 3.2 + 0.32 * k), min(10.0, 2.6 + 0.3 * k))
+    ax = fig.subplots()
+    image = ax.imshow(share, cmap="Blues", vmin=0, vmax=1, interpolation="nearest")
+    if k <= 30:
+        labels = [str(names[c]) if names and len(names) == len(confusion) else str(c) for c in order]
+        ax.set_xticks(range(k), labels, rotation=60 if k > 12 else 0, fontsize=7)
+        ax.set_yticks(range(k), labels, fontsize=7)
+    if k <= 12:
+        for i in range(k):
+            for j in range(k):
+                if np.isfinite(share[i, j]) and share[i, j] >= 0.005:
+                    ax.text(j, i, f"{share[i, j]:.2f}", ha="center", va="center", fontsize=6,
+                            color="white" if share[i, j] > 0.6 else "black")
+    ax.set_xlabel("predicted class")
+    ax.set_ylabel("true class (by decreasing training size)")
+    ax.set_title(f"test confusion matrix at epoch {epoch}, each row normalised to 1", fontsize=10)
+    fig.colorbar(image, ax=ax, shrink=0.85, label="fraction of the true class")
     return fig
 
 
@@ -133,7 +206,7 @@ def accuracy_figure(runs: list[Run]) -> Figure:
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_ylabel("accuracy (%)")
         ax.grid(True, alpha=0.3)
-        ax.legend(fontsize=8)
+        ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)  # outside the curves
     return fig
 
 
@@ -188,8 +261,8 @@ def per_class_figure(runs: list[Run], counts: list[int] | None, groups: dict | N
                  else "per-class test accuracy at each run's last logged epoch", fontsize=10)
     if len(runs) > 1:
         handles += ax.get_legend_handles_labels()[0]
-    if handles:
-        top.legend(handles=handles, fontsize=8, loc="upper right", framealpha=0.9)
+    if handles:  # outside the axes: the tail classes' bars sit at the right
+        fig.legend(handles=handles, fontsize=8, loc="outside right upper", frameon=False)
     return fig
 
 
@@ -207,7 +280,7 @@ def group_bars_figure(runs: list[Run]) -> Figure:
     ax.set_xticks(x, ["overall", *GROUPS])
     ax.set_ylabel("test accuracy (%)")
     ax.set_title("test accuracy by group at the last logged epoch (empty group: no bar)", fontsize=10)
-    ax.legend(fontsize=8)
+    fig.legend(fontsize=8, loc="outside right upper", frameon=False)  # never over a bar or its value label
     ax.grid(True, axis="y", alpha=0.3)
     return fig
 
@@ -256,5 +329,5 @@ def spectrum_figure(spectra: list[tuple[object, np.ndarray]]) -> Figure:
     ax.set_ylabel(r"eigenvalue $\lambda_i(\Sigma_B)$")
     ax.set_title(r"between-class covariance spectrum $\Sigma_B$ (values < $10^{-10}\lambda_1$ not drawn)", fontsize=10)
     ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=7, ncols=2 if len(spectra) > 6 else 1)
+    fig.legend(*ax.get_legend_handles_labels(), fontsize=7, loc="outside right upper", frameon=False)
     return fig

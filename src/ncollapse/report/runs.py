@@ -139,7 +139,8 @@ def parse_metrics(path: Path) -> tuple[list[dict], list[str]]:
 
 
 def load_nc_state(path) -> dict:
-    """Load ``nc_state.pt`` and rebuild its ``ClassStats``: {"epoch", "stats": ClassStats, "weight", "bias"}."""
+    """Load ``nc_state.pt`` and rebuild its ``ClassStats``: {"epoch", "stats": ClassStats, "weight", "bias",
+    "test_confusion" (K x K counts of the final epoch, or None)}."""
     path = Path(path)
     state = torch.load(path, map_location="cpu", weights_only=True)
     if not isinstance(state, dict) or "stats" not in state:
@@ -156,8 +157,14 @@ def load_nc_state(path) -> dict:
             raise ValueError(f"{path}: weight has shape {tuple(weight.shape)}; expected "
                              f"({stats.num_classes}, {stats.dim}) to match the statistics")
     bias = state.get("bias")
+    confusion = state.get("test_confusion")
+    if confusion is not None:
+        confusion = torch.as_tensor(confusion)
+        if tuple(confusion.shape) != (stats.num_classes, stats.num_classes):
+            raise ValueError(f"{path}: test_confusion has shape {tuple(confusion.shape)}; expected "
+                             f"({stats.num_classes}, {stats.num_classes})")
     return {"epoch": state.get("epoch"), "stats": stats, "weight": weight,
-            "bias": None if bias is None else torch.as_tensor(bias).to(torch.float64)}
+            "bias": None if bias is None else torch.as_tensor(bias).to(torch.float64), "test_confusion": confusion}
 
 
 def _read_json(path: Path, notes: list[str]) -> dict | None:

@@ -1,0 +1,71 @@
+"""NC panel groups, y labels, panels left out for lack of information, symlog zeros, loss and confusion figures."""
+
+import json
+
+import numpy as np
+from matplotlib.figure import Figure
+
+from fixtures.report_runs import make_run
+from ncollapse.report import ncpanels, plots
+from ncollapse.report.runs import load_run
+
+
+def test_groups_and_labels_follow_papyan():
+    keys = ["nc/nc1", "nc/cdnv_tail", "nc/etf_error_weights", "nc/self_duality", "nc/ncc_mismatch", "nc/rank",
+            "nc/nc1_quotient"]
+    assert ncpanels.grouped(keys, "nc/") == {"NC1": ["nc/nc1", "nc/cdnv_tail", "nc/nc1_quotient"],
+                                             "NC2": ["nc/etf_error_weights"], "NC3": ["nc/self_duality"],
+                                             "NC4": ["nc/ncc_mismatch"], "other": ["nc/rank"]}
+    assert ncpanels.y_label("nc1") == "tr(Σ_W Σ_B⁺) / K" and ncpanels.y_label("nc1_quotient_tail") == "tr Σ_W / tr Σ_B"
+    assert ncpanels.y_label("something_new") == "something_new"
+
+
+def _with_series(tmp_path, series, counts=(120, 60, 30, 15, 8)):
+    run_dir = make_run(tmp_path / "run", counts=list(counts), epochs=3, nc_every=1, state=False)
+    lines = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    for line, i in zip(lines, range(3)):
+        line.update({k: v[i] for k, v in series.items()})
+    (run_dir / "metrics.jsonl").write_text("".join(json.dumps(x) + "\n" for x in lines))
+    return load_run(run_dir)
+
+
+def test_uninformative_panels_are_named_with_the_reason(tmp_path):
+    run = _with_series(tmp_path, {"nc/rank": [4, 4, 4], "nc/equinorm_weights": [1e-15, 2e-15, 1e-15],
+                                  "nc/minority_cos_means_std": [0.1, 0.2, 0.3], "nc/cdnv_tail": [None] * 3,
+                                  "nc/ncc_mismatch": [0.2, 0.0, 0.0], "nc/nc1": [1.0, 0.5, 0.1]},
+                       counts=(120, 60, 30, 15, 8))  # two tail classes (< 20 samples)
+    keys = ["nc/rank", "nc/equinorm_weights", "nc/minority_cos_means_std", "nc/cdnv_tail", "nc/ncc_mismatch",
+            "nc/nc1"]
+    out = ncpanels.uninformative([run], keys, "nc/")
+    assert out == {"nc/rank": "constant at 4",
+                   "nc/equinorm_weights": "numerically zero (|value| ≤ 2e-15, e.g. a fixed classifier)",
+                   "nc/minority_cos_means_std": "a std over 2 minority classes", "nc/cdnv_tail": "no finite value"}
+
+
+def test_symlog_keeps_zeros_inside_the_axis():
+    ax = Figure().subplots()
+    assert plots._set_value_scale(ax, np.asarray([0.2, 0.01, 0.0, 0.0])) == "symlog"
+    bottom, top = ax.get_ylim()
+    assert bottom < 0 < top  # markers at 0 are drawn whole
+
+
+def test_metric_grid_overlays_test_features_and_labels_axes(tmp_path):
+    run = _with_series(tmp_path, {"nc/nc1": [1.0, 0.5, 0.1], "nc_test/nc1": [2.0, 1.0, 0.5]})
+    fig = plots.metric_grid([run], ["nc/nc1"], "nc/", "NC1")
+    ax = fig.axes[0]
+    styles = sorted(line.get_linestyle() for line in ax.get_lines())
+    assert styles == ["-", "--"] and ax.get_ylabel() == "tr(Σ_W Σ_B⁺) / K"
+    labels = [t.get_text() for t in fig.legends[0].get_texts()]
+    assert labels == ["training features", "test features"]
+
+
+def test_loss_and_confusion_figures(tmp_path):
+    run = _with_series(tmp_path, {})
+    ax = plots.loss_figure([run]).axes[0]
+    assert ax.get_yscale() == "log" and ax.get_ylabel().startswith("training loss")
+    confusion = np.array([[8, 2, 0], [1, 3, 0], [0, 0, 0]])
+    fig = plots.confusion_figure(confusion, ["a", "b", "c"], [1, 0, 2], epoch=7)
+    shown = fig.axes[0].get_images()[0].get_array()
+    np.testing.assert_allclose(shown[0], [0.75, 0.25, 0.0])  # row "b": 3 of 4 right, 1 taken for "a"
+    np.testing.assert_allclose(shown[1], [0.2, 0.8, 0.0])
+    assert np.ma.getmaskarray(shown[2]).all()  # a class without test samples stays empty (NaN, masked)
