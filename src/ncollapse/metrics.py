@@ -116,7 +116,7 @@ def _ood_mean(ood, dim: int) -> torch.Tensor:
 def measure(stats, W=None, b=None, global_mean: str = "uniform", ddof: int = 0, rtol: float = 1e-10,
             scale: str = "per_class", ncc: NCCCounts | None = None, group_counts=None,
             group_thresholds=(100, 20), minority=None, min_count: int = 1, ood=None,
-            cdnv_exponent: float = 2.0, tile_size: int = 2048) -> dict:
+            cdnv_exponent: float = 2.0, tile_size: int = 1024) -> dict:
     """Compute the NC metrics of design.md §3 from class statistics (and optionally W, b and an NCC pass).
 
     Returns a dict of Python floats/ints and numpy arrays; key names are a contract (see README and
@@ -203,7 +203,8 @@ def measure(stats, W=None, b=None, global_mean: str = "uniform", ddof: int = 0, 
     if ddof and bool((n <= ddof).any()):
         warnings.warn("classes with a single sample have no ddof=1 variance; CDNV leaves their pairs out", stacklevel=2)
         variances = torch.where(n > ddof, variances, torch.full_like(variances, float("nan")))
-    geo = vector_pairs(centred, tile_size, variances=variances, cdnv_exponent=cdnv_exponent, offset=mu_g, gnc2=True)
+    geo = vector_pairs(centred, tile_size, variances=variances, cdnv_exponent=cdnv_exponent, offset=mu_g, orth=True,
+                       gnc2=True)
     out["cdnv"] = geo["cdnv"]
     out["equinorm_means"] = _cov(centred.norm(dim=1))
     out["equiangularity_means"], out["max_angle_means"] = geo["cos_std"], geo["max_angle"]
@@ -264,7 +265,7 @@ def _classifier_metrics(out: dict, w: torch.Tensor, centred: torch.Tensor, tile_
     """NC2 of the classifier rows, NC3 duality (Papyan et al. 2020; Zhu et al. 2021), per-class duality
     cos(w_k, μ_k − μ_G), UNC3 = std(ddof=1)/mean of ⟨w_k, μ_k − μ_G⟩ (Wu & Papyan 2024, uniform duality)."""
     out["equinorm_weights"] = _cov(w.norm(dim=1))
-    geo = vector_pairs(w, tile_size, offset=torch.zeros(w.shape[1], dtype=w.dtype))
+    geo = vector_pairs(w, tile_size, orth=True)
     out["equiangularity_weights"], out["max_angle_weights"] = geo["cos_std"], geo["max_angle"]
     out["etf_error_weights"], out["orth_error_weights"] = geo["etf_error"], geo["orth_error"]
     out["self_duality"] = duality_pass(w, centred, tile_size)
@@ -290,7 +291,7 @@ def _group_metrics(out, s, measured, position, ref, thresholds, centred, varianc
         idx = position[torch.tensor(classes)]
         n_g = float(s.counts[classes].sum())
         out[f"cdnv_{name}"] = (vector_pairs(centred[idx], tile_size, variances=variances[idx],
-                                            cdnv_exponent=cdnv_exponent)["cdnv"]
+                                            cdnv_exponent=cdnv_exponent, frobenius=False)["cdnv"]
                                if len(classes) > 1 else float("nan"))
         tr_b = out["trace_sigma_b"]
         out[f"nc1_quotient_{name}"] = float(s.sq_dev[classes].sum()) / n_g / tr_b if tr_b > 0 else float("nan")
@@ -306,10 +307,10 @@ def _minority_collapse(out, measured, position, ref, thresholds, minority, centr
     out["minority_classes"] = minority
     if len(minority) < 2:
         return
-    geo = vector_pairs(centred[position[torch.tensor(minority)]], tile_size)
+    geo = vector_pairs(centred[position[torch.tensor(minority)]], tile_size, frobenius=False)
     out["minority_cos_means_mean"], out["minority_cos_means_std"] = geo["cos_mean"], geo["cos_std"]
     if W is not None:
-        geo = vector_pairs(W[torch.tensor(minority)], tile_size)
+        geo = vector_pairs(W[torch.tensor(minority)], tile_size, frobenius=False)
         out["minority_cos_weights_mean"], out["minority_cos_weights_std"] = geo["cos_mean"], geo["cos_std"]
 
 

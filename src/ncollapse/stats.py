@@ -221,7 +221,7 @@ class ClassStats(_Accumulator):
         In float64, per class only (K × d): δ_k = s_k/n_k, the batch mean c_k + δ_k, its shift Δ_k from the
         old mean, the merged mean, and the squared deviations q_k − n_k‖δ_k‖² + w_k‖Δ_k‖² with
         w_k = n_a n_b/(n_a + n_b). The scatter gets S − Σ n_k δ_kδ_kᵀ + Σ w_k Δ_kΔ_kᵀ, the last two as one
-        small GEMM in p over the classes present in the batch.
+        small GEMM in p of inner size P (the classes present in the batch).
 
         Precision in float32 (unit roundoff u = 6e-8): the GEMM sees z, whose size is the within-class spread
         σ, not ‖x‖; its rounding is about u·σ² per entry, while storing x in float32 already moved each
@@ -251,20 +251,21 @@ class ClassStats(_Accumulator):
         scatter = z.T @ z
 
         acc = self.dtype
-        n_b = counts.to(acc)
-        n_a = self.counts[present].to(acc)
+        n_b, n_a = counts.to(acc), self.counts[present].to(acc)
+        old = self.means[present]
         delta = sums.to(acc) / n_b[:, None]  # batch mean − shift
-        shift_old = shift.to(acc) + delta - self.means[present]  # batch mean − old mean
+        shift_old = shift.to(acc) + delta - old  # batch mean − old mean
         weight = n_a * n_b / (n_a + n_b)
         self.sq_dev[present] += sq.to(acc) - n_b * delta.square().sum(1) + weight * shift_old.square().sum(1)
-        rows = torch.cat([shift_old * weight.sqrt()[:, None], delta * n_b.sqrt()[:, None]]).to(p)
-        signed = torch.cat([rows[:width], -rows[width:]])
-        self.scatter += (scatter + rows.T @ signed).to(acc)
+        # Σ w ΔΔᵀ − n δδᵀ = ½ Σ (a + c)(a − c)ᵀ + transpose, a = √w Δ, c = √n δ: one GEMM of inner size P
+        a, c = shift_old * weight.sqrt()[:, None], delta * n_b.sqrt()[:, None]
+        cross = (a + c).to(p).T @ (a - c).to(p)
+        self.scatter += scatter.add_(cross, alpha=0.5).add_(cross.T, alpha=0.5)
         if self.per_class_cov:
             corr = (weight[:, None, None] * shift_old[:, :, None] * shift_old[:, None, :]
                     - n_b[:, None, None] * delta[:, :, None] * delta[:, None, :])
             self.class_scatter[present] += self._class_scatter(z, inverse, width).to(acc) + corr
-        self.means[present] += shift_old * (n_b / (n_a + n_b))[:, None]
+        self.means[present] = old + shift_old * (n_b / (n_a + n_b))[:, None]
         self.counts[present] += counts
 
     @staticmethod
