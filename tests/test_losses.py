@@ -127,10 +127,26 @@ def test_ncmc_p_against_float64_reference(frame):
     for hi, yi in zip(h, y):  # eq. 18: own centers regress to 1, other centers to 0
         own = sum((float(c @ hi) - 1) ** 2 for c, o in zip(frame.centers, frame.owner) if o == yi)
         other = sum(float(c @ hi) ** 2 for c, o in zip(frame.centers, frame.owner) if o != yi)
-        ref += (own + other) / (2 * s_bar) + 0.05 * float(hi @ hi)
+        ref += (own + other) / (2 * s_bar) + 0.05 * 17 * float(hi @ hi)  # (λ_H/2)‖h‖² per sample times N = 17
     assert call(loss, features=h.float(), logits=torch.zeros(5, 3), targets=y) == pytest.approx(ref / 5, rel=1e-5)
     exact = loss.double()(h, torch.zeros(5, 3, dtype=torch.float64), y)  # float64 buffers from the exact frame
     assert exact.dtype == torch.float64 and float(exact) == pytest.approx(ref / 5, rel=1e-12)
+
+
+def test_ncmc_p_full_batch_is_eq19_and_the_ufm_optimum(frame):
+    """On the whole training set the deep Loss P is eq. 19 with the same λ_H as the UFM's ncmc_p: at the
+    fixed-frame optimum (Cor. 3.7) it equals ``ufm.theory.predict``'s value for ``lambda_h`` = ``feature_penalty``."""
+    from ncollapse.ufm import UFMProblem, theory
+
+    counts, lam = (5, 4, 3), 1e-2
+    problem = UFMProblem(loss="ncmc_p", counts=counts, dim=12, centers_per_class=(1, 2, 4), theta=0.3, lambda_h=lam)
+    pred = theory.predict(problem)
+    y = torch.repeat_interleave(torch.arange(3), torch.tensor(counts))
+    means = torch.stack([frame.centers[frame.owner == k].double().mean(0) for k in range(3)])
+    h = (torch.tensor(pred["feature_norms"], dtype=torch.float64)[:, None] * F.normalize(means, dim=1))[y]
+    loss = build_loss("ncmc_p", list(counts), frame=frame, feature_penalty=lam)
+    assert call(loss, features=h.float(), logits=torch.zeros(12, 3), targets=y) == pytest.approx(pred["loss"],
+                                                                                                 rel=1e-5)
 
 
 def test_ncmc_cosine_reference_closed_form_and_stationary_point(frame):

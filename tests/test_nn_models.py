@@ -13,7 +13,7 @@ def n_params(model):
 
 @pytest.mark.parametrize("name,channels,size,dim", [
     ("mlp", 1, 28, 512), ("lenet", 1, 28, 84), ("lenet", 3, 32, 84), ("vgg11", 3, 32, 512), ("vgg11", 1, 28, 512),
-    ("resnet20", 3, 32, 64), ("resnet32", 3, 16, 64), ("resnet56", 3, 16, 64), ("resnet18", 3, 16, 512),
+    ("resnet8", 1, 28, 64), ("resnet8", 3, 32, 64), ("resnet20", 3, 32, 64), ("resnet32", 3, 16, 64), ("resnet56", 3, 16, 64), ("resnet18", 3, 16, 512),
     ("resnet50", 3, 16, 2048), ("densenet", 3, 16, 510),
 ])
 def test_forward_shapes(name, channels, size, dim):
@@ -25,7 +25,7 @@ def test_forward_shapes(name, channels, size, dim):
 
 
 def test_every_registered_model_is_covered():
-    assert set(MODELS) == {"mlp", "lenet", "vgg11", "resnet20", "resnet32", "resnet56", "resnet18", "resnet50",
+    assert set(MODELS) == {"mlp", "lenet", "vgg11", "resnet8", "resnet20", "resnet32", "resnet56", "resnet18", "resnet50",
                            "densenet"}
 
 
@@ -33,6 +33,17 @@ def test_every_registered_model_is_covered():
 def test_cifar_resnet_parameter_counts_match_he_et_al(name, count):
     # He et al. 2016, Table 6: 0.27M, 0.46M, 0.85M (option A, 10-class linear layer included)
     assert n_params(build_model(name, 10)) == count
+
+
+def test_resnet8_width_scales_every_stage():
+    # stem 3·w·9 + BN, one basic block per stage (w → w, w → 2w, 2w → 4w), 10-class linear layer on 4w
+    def count(w):
+        stem = 3 * w * 9 + 2 * w
+        stages = sum(cin * cout * 9 + cout * cout * 9 + 4 * cout for cin, cout in ((w, w), (w, 2 * w), (2 * w, 4 * w)))
+        return stem + stages + 4 * w * 10 + 10
+    assert n_params(build_model("resnet8", 10)) == count(16) == 75_290
+    narrow = build_model("resnet8", 10, width=8)
+    assert n_params(narrow) == count(8) and narrow.backbone.out_dim == 32
 
 
 def test_option_b_adds_projection_parameters():

@@ -17,7 +17,8 @@ lam·L(y_a) + (1 − lam)·L(y_b) (Zhang et al. 2018; SETF and NCMC code bases).
 ``logit_adjusted``  Menon et al. 2021: CE on z + ``tau`` log π (``tau`` 1)
 ``dot_regression``  SETF (Yang et al. 2022) with per-batch E_W rescaling (``rescale`` True); ``frame``=head.weight
 ``supcon``          supervised contrastive L^sup_out (Khosla et al. 2020, eq. 2), ``temperature`` 0.1
-``ncmc_p``          NCMC Loss P (Yan et al. 2024, eq. 18-19), ``feature_penalty`` 5e-4; ``frame``=head.frame
+``ncmc_p``          NCMC Loss P (Yan et al. 2024, eq. 18-19), ``feature_penalty`` = eq. 19's λ_H, 5e-4;
+                    ``frame``=head.frame
 ``ncmc_cosine``     NCMC cosine loss (eq. 20; App. F weighted form, ``weighted`` True), ``lam`` 6e-4;
                     AL or CAL according to the frame's centers per class; ``frame``=head.frame
 =================== ==================================================================================
@@ -256,10 +257,10 @@ class _NCMCLoss(_Loss):
 
 
 class NCMCLossP(_NCMCLoss):
-    """Loss P, fixed frame (Yan et al. 2024, eq. 18-19): mean_i [ ‖W h_i − y_i‖²/(2 S̄) + (λ_H/2)‖h_i‖² ]
-    with y_i the f_k-hot target in R^F and S̄ = S/N = Σ f_k n_k / Σ n_k; the data term is an unbiased batch
-    estimate of eq. 19's (1/(2S))‖WH − Y‖²_F, the penalty is per sample (λ_H = ``feature_penalty``, 5e-4 as
-    in the paper's Fig. 4)."""
+    """Loss P, fixed frame (Yan et al. 2024, eq. 18-19), as a batch estimate of eq. 19 itself:
+    mean_i [ ‖W h_i − y_i‖²/(2 S̄) + (N λ_H/2)‖h_i‖² ] with y_i the f_k-hot target in R^F, N = Σ n_k and
+    S̄ = S/N = Σ f_k n_k / N. On the whole training set this equals eq. 19's (1/(2S))‖WH − Y‖²_F + (λ_H/2)‖H‖²_F
+    exactly, so ``feature_penalty`` is eq. 19's λ_H (the UFM's ``lambda_h``; 5e-4 as in the paper's Fig. 4)."""
 
     def __init__(self, class_counts, frame=None, feature_penalty: float = 5e-4):
         if class_counts is None:
@@ -267,12 +268,14 @@ class NCMCLossP(_NCMCLoss):
         super().__init__(class_counts, frame, "ncmc_p")
         self.feature_penalty = check_scalar(feature_penalty, "feature_penalty", Real, low=0)
         n = torch.tensor(check_counts(class_counts, "class_counts"), dtype=torch.float64)
-        self.mean_s = float((self._exact["fk"] * n).sum() / n.sum())
+        self.num_samples = float(n.sum())
+        self.mean_s = float((self._exact["fk"] * n).sum()) / self.num_samples
 
     def _loss(self, features, logits, targets, epoch):
         self._check_width(features)
         residual = (features @ self.centers.T - self._own(targets)).square().sum(1)
-        return (residual / (2 * self.mean_s) + 0.5 * self.feature_penalty * features.square().sum(1)).mean()
+        penalty = 0.5 * self.feature_penalty * self.num_samples * features.square().sum(1)
+        return (residual / (2 * self.mean_s) + penalty).mean()
 
 
 class NCMCCosineLoss(_NCMCLoss):

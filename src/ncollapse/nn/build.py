@@ -33,8 +33,8 @@ def _mlp(c, s, widths=(512, 512, 512), batch_norm=True):
 
 
 def _cifar_resnet(depth):
-    def make(c, s, shortcut="A"):
-        return ResNetCifar(c, depth, shortcut)
+    def make(c, s, shortcut="A", width=16):
+        return ResNetCifar(c, depth, shortcut, width)
     return make
 
 
@@ -46,6 +46,7 @@ MODELS = {
     "mlp": _mlp,
     "lenet": lambda c, s: LeNet(c, s),
     "vgg11": lambda c, s: VGG(c, "vgg11"),
+    "resnet8": _cifar_resnet(8),
     "resnet20": _cifar_resnet(20),
     "resnet32": _cifar_resnet(32),
     "resnet56": _cifar_resnet(56),
@@ -97,7 +98,8 @@ def build_model(name: str, num_classes: int, *, in_channels: int = 3, image_size
                 normalize_features: bool = False, seed: int = 0, **arch_options) -> NCModel:
     """Build a classifier returning ``(features, logits)``; see the module docstring and ``MODELS``/``HEADS``.
 
-    ``arch_options`` go to the backbone: ``widths``/``batch_norm`` (mlp), ``shortcut`` "A"/"B" (CIFAR ResNets),
+    ``arch_options`` go to the backbone: ``widths``/``batch_norm`` (mlp), ``shortcut`` "A"/"B" and ``width``
+    (first-stage width, 16; the stages are width × 1/2/4) (CIFAR ResNets),
     ``depth``/``growth_rate``/``reduction``/``bottleneck`` (densenet; default DenseNet-BC-150, growth 12).
     """
     if name not in MODELS:

@@ -2,8 +2,9 @@
 
 * ``ResNetCifar`` (He et al. 2016, §4.2): a 3×3 conv with 16 filters, three stages of n basic blocks with
   16/32/64 filters (stride 1/2/2), global average pool; depth 6n+2 (ResNet-20/32/56: n = 3/5/9), a 64-d
-  feature. Default ``shortcut="A"``: identity shortcuts, zero-padded channels and stride-2 subsampling where
-  the shape changes (parameter-free; the variant of the paper's CIFAR table and of LDAM-DRW / SETF, 0.27M
+  feature; ResNet-8 (n = 1) is the narrow BN backbone of the CPU protocol. ``base_width`` sets the stage
+  widths to base × 1/2/4. Default ``shortcut="A"``: identity shortcuts, zero-padded channels and stride-2
+  subsampling where the shape changes (parameter-free; the variant of the paper's CIFAR table and of LDAM-DRW / SETF, 0.27M
   parameters for ResNet-20 and 0.46M for ResNet-32). ``shortcut="B"`` uses 1×1 conv + BN projections there.
 * ``ResNet`` (He et al. 2016, Table 1) ResNet-18 (basic blocks 2-2-2-2) and ResNet-50 (bottlenecks 3-4-6-3)
   with the CIFAR stem: one 3×3 conv, stride 1, no max-pool; projection shortcuts (option B); features of
@@ -116,6 +117,7 @@ class ResNetCifar(_Stages):
     def __init__(self, in_channels: int, depth: int = 32, shortcut: str = "A", base_width: int = 16):
         super().__init__()
         check_scalar(depth, "resnet depth", Integral, low=8)
+        check_scalar(base_width, "resnet width", Integral, low=1)
         if (depth - 2) % 6:
             raise ValueError(f"resnet depth == {depth}, must be 6n+2 (20, 32, 44, 56, 110)")
         if shortcut not in ("A", "B"):

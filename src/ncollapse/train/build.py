@@ -15,6 +15,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from ..data import load_dataset, load_longtail
 from ..data.loader import TensorLoader
+from ..data.longtail import longtail_indices
 from ..geometry import class_aware_centers
 from ..losses import build_loss, posthoc_logit_adjust
 from ..metrics import class_groups
@@ -28,14 +29,19 @@ __all__ = ["Run", "build_run", "build_data", "build_model_for", "build_loss_for"
 
 
 def build_data(cfg: Config):
-    """(train set, test set): the long-tailed training subset when ``data.imbalance < 1`` or ``data.n_max > 0``."""
+    """(train set, test set): the long-tailed training subset when ``data.imbalance < 1`` or ``data.n_max > 0``;
+    a seeded balanced test subset of at most ``data.test_per_class`` images per class when that is > 0."""
     d = cfg.data
     if d.imbalance < 1.0 or d.n_max > 0:
         train_set = load_longtail(d.name, d.root, d.imbalance, n_max=d.n_max or None, profile=d.profile,
                                   seed=d.subset_seed)
     else:
         train_set = load_dataset(d.name, d.root, split=d.train_split)
-    return train_set, load_dataset(d.name, d.root, split=d.test_split)
+    test_set = load_dataset(d.name, d.root, split=d.test_split)
+    if d.test_per_class:
+        keep = [min(d.test_per_class, n) for n in test_set.class_counts()]
+        test_set = test_set.subset(longtail_indices(test_set.labels, keep, seed=d.subset_seed))
+    return train_set, test_set
 
 
 def build_model_for(cfg: Config, train_set):

@@ -263,7 +263,8 @@ def read_metrics(path: Path, upto_epoch: int) -> list[str]:
 
 def _environment(device) -> dict:
     return {"python": platform.python_version(), "torch": torch.__version__, "numpy": np.__version__,
-            "ncollapse": __version__, "device": str(device), "platform": platform.platform()}
+            "ncollapse": __version__, "device": str(device), "platform": platform.platform(),
+            "threads": torch.get_num_threads()}
 
 
 def write_run_files(out: Path, run: Run, *, resume: bool, start_epoch: int, command: str | None) -> None:

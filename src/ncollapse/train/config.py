@@ -47,6 +47,8 @@ class DataConfig:
     n_max: int = field(default=0, metadata=_bounds(0))  #: head-class size of the LT profile; 0 = the loader's default
     profile: str = field(default="exp", metadata=_choice("exp", "step"))  #: long-tail profile
     subset_seed: int = field(default=0, metadata=_bounds(0))  #: which images the LT subset keeps (fixed across training seeds)
+    #: evaluate on this many test images per class (a balanced subset seeded by subset_seed); 0 = the whole split
+    test_per_class: int = field(default=0, metadata=_bounds(0))
     #: on-device augmentations of training batches
     augment: tuple[str, ...] = field(default=("crop", "flip"), metadata=_choice(*AUGMENTATIONS))
     pad: int = field(default=4, metadata=_bounds(0))  #: padding of the random crop, pixels
