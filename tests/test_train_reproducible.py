@@ -29,7 +29,7 @@ def test_two_identical_runs_log_identical_numbers(tmp_path):
     for name in ("a", "b"):
         assert main(["train", "--config", str(config), *ARGS, "--out", str(tmp_path / name), "--quiet"]) == 0
     a, b = _numbers(tmp_path / "a"), _numbers(tmp_path / "b")
-    assert len(a) == 2 and a == b and "ncmc/collapse_mean" in a[-1]
+    assert len(a) == 2 and a == b and "ncmc/collapse_mean" in a[-1] and len(a[-1]["train_eval_acc_per_class"]) == 10
     env = json.loads((tmp_path / "a" / "run.json").read_text())["environment"]
     assert env["threads"] == 1 and env["torch"] == torch.__version__ and env["numpy"] and env["python"]
     assert "threads = 1" in (tmp_path / "a" / "config.toml").read_text()

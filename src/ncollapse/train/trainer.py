@@ -230,8 +230,9 @@ def _evaluate(run: Run, state: TrainState, epoch: int, out: Path, progress: bool
               "train_loss": float(totals[0] / totals[2]), "train_acc": float(totals[1] / totals[2]),
               **test, "best_test_acc": state.best}
     if nc_due:
-        nc = run_pass(run.model, run.nc_loader, run.num_classes, ctx, nc=True, channels_last=cfg.model.channels_last,
-                      progress=progress, desc=f"epoch {epoch + 1}: NC pass")
+        nc = run_pass(run.model, run.nc_loader, run.num_classes, ctx, nc=True, scores=run.scores,
+                      channels_last=cfg.model.channels_last, progress=progress, desc=f"epoch {epoch + 1}: NC pass")
+        record.update(accuracy_report(nc, run.groups, prefix="train_eval_"))
         record.update(nc_report(nc, run.model, run.counts, cfg.eval.group_thresholds))
         record.update(nc_report(test_pass, run.model, run.counts, cfg.eval.group_thresholds, split="test"))
         if ctx.is_main:
