@@ -35,6 +35,15 @@ def test_cifar_resnet_parameter_counts_match_he_et_al(name, count):
     assert n_params(build_model(name, 10)) == count
 
 
+def test_lenet_batch_norm_replaces_biases_by_bn_parameters():
+    plain, bn = build_model("lenet", 10, in_channels=1, image_size=28), build_model(
+        "lenet", 10, in_channels=1, image_size=28, batch_norm=True)
+    widths = 6 + 16 + 120 + 84  # conv1, conv2, fc1, fc2: bias out, BN weight and bias in
+    assert n_params(bn) == n_params(plain) - widths + 2 * widths
+    assert sum(isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d)) for m in bn.backbone.modules()) == 4
+    assert not any(isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d)) for m in plain.backbone.modules())
+
+
 def test_resnet8_width_scales_every_stage():
     # stem 3·w·9 + BN, one basic block per stage (w → w, w → 2w, 2w → 4w), 10-class linear layer on 4w
     def count(w):

@@ -44,7 +44,7 @@ def _densenet(c, s, depth=150, growth_rate=12, reduction=0.5, bottleneck=True):
 
 MODELS = {
     "mlp": _mlp,
-    "lenet": lambda c, s: LeNet(c, s),
+    "lenet": lambda c, s, batch_norm=False: LeNet(c, s, batch_norm),
     "vgg11": lambda c, s: VGG(c, "vgg11"),
     "resnet8": _cifar_resnet(8),
     "resnet20": _cifar_resnet(20),
@@ -98,7 +98,7 @@ def build_model(name: str, num_classes: int, *, in_channels: int = 3, image_size
                 normalize_features: bool = False, seed: int = 0, **arch_options) -> NCModel:
     """Build a classifier returning ``(features, logits)``; see the module docstring and ``MODELS``/``HEADS``.
 
-    ``arch_options`` go to the backbone: ``widths``/``batch_norm`` (mlp), ``shortcut`` "A"/"B" and ``width``
+    ``arch_options`` go to the backbone: ``widths``/``batch_norm`` (mlp), ``batch_norm`` (lenet), ``shortcut`` "A"/"B" and ``width``
     (first-stage width, 16; the stages are width × 1/2/4) (CIFAR ResNets),
     ``depth``/``growth_rate``/``reduction``/``bottleneck`` (densenet; default DenseNet-BC-150, growth 12).
     """

@@ -48,17 +48,25 @@ class LeNet(nn.Module):
     """LeNet-5 (LeCun et al. 1998): conv 6@5×5 (pad 2) → pool → conv 16@5×5 → pool → 120 → 84 (the feature).
 
     The first convolution is padded by 2 so that 28×28 (MNIST) and 32×32 (CIFAR) inputs both work.
+    ``batch_norm=True`` puts a BatchNorm (Ioffe & Szegedy 2015) between every conv / linear layer and its ReLU
+    (the layers then have no bias): the small BN CNN of the NCMC CPU protocol.
     """
 
-    def __init__(self, in_channels: int, image_size: int):
+    def __init__(self, in_channels: int, image_size: int, batch_norm: bool = False):
         super().__init__()
         side = (image_size // 2 - 4) // 2
         if side < 1:
             raise ValueError(f"lenet needs image_size >= 12; got image_size={image_size}")
-        self.conv1 = nn.Sequential(nn.Conv2d(in_channels, 6, 5, padding=2), nn.ReLU(inplace=True), nn.MaxPool2d(2))
-        self.conv2 = nn.Sequential(nn.Conv2d(6, 16, 5), nn.ReLU(inplace=True), nn.MaxPool2d(2))
-        self.fc1 = nn.Sequential(nn.Flatten(), nn.Linear(16 * side * side, 120), nn.ReLU(inplace=True))
-        self.fc2 = nn.Sequential(nn.Linear(120, 84), nn.ReLU(inplace=True))
+
+        def block(layer, norm):
+            return [layer, norm, nn.ReLU(inplace=True)] if batch_norm else [layer, nn.ReLU(inplace=True)]
+
+        bias = not batch_norm
+        self.conv1 = nn.Sequential(*block(nn.Conv2d(in_channels, 6, 5, padding=2, bias=bias), nn.BatchNorm2d(6)),
+                                   nn.MaxPool2d(2))
+        self.conv2 = nn.Sequential(*block(nn.Conv2d(6, 16, 5, bias=bias), nn.BatchNorm2d(16)), nn.MaxPool2d(2))
+        self.fc1 = nn.Sequential(nn.Flatten(), *block(nn.Linear(16 * side * side, 120, bias=bias), nn.BatchNorm1d(120)))
+        self.fc2 = nn.Sequential(*block(nn.Linear(120, 84, bias=bias), nn.BatchNorm1d(84)))
         self.out_dim = 84
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
