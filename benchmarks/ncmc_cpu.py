@@ -38,6 +38,7 @@ from ncollapse._io import atomic_write_bytes, atomic_write_text  # noqa: E402
 from ncollapse.train.config import config_from_dict, dumps_toml, load_config  # noqa: E402
 
 CONFIGS = Path("configs/ncmc_cpu")
+JSONL = Path("docs/results/ncmc_cpu_runs.jsonl")
 EPOCHS = 30
 SEEDS = (0, 1, 2)
 FEATURE_DIM = 256  # extra linear layer of the multi-center head: >= (f+1)K = 210
@@ -101,7 +102,17 @@ def configs() -> dict[str, tuple[str, str, dict]]:
                 out[f"{GRID_SETTING}_cal_f{f}_t{theta:.3g}"] = (GRID_SETTING, "cal", config(GRID_SETTING, "cal", f, theta))
     for s in SETTINGS:
         out[f"{s}_lossp_noreg"] = (s, "lossp", config(s, "lossp", penalty=0.0))
+    for s in SETTINGS:  # the old deep Loss P's per-sample 5e-4, i.e. eq. 19's λ_H = 5e-4 / N
+        out[f"{s}_lossp_persample"] = (s, "lossp", config(s, "lossp", penalty=float(f"{5e-4 / train_size(s):.4g}")))
     return out
+
+
+def train_size(setting: str) -> int:
+    """N = Σ n_k of a setting's long-tailed training subset."""
+    from ncollapse.data.longtail import longtail_counts
+
+    name, _, tau, n_max, _, _ = SETTINGS[setting]
+    return sum(longtail_counts(n_max, 10, tau))
 
 
 def plan() -> list[dict]:
@@ -288,6 +299,8 @@ def claims(done, result, grid) -> str:
 
     def holds(x, metric, want):
         up, down, open_ = verdict(result, x, metric)
+        if not any(result[(x, setting, metric)][3] >= 2 for setting in LABELS.values()):
+            return "not measured (fewer than 2 seeds in every setting)"
         if want == "better":
             return "holds" if up and not down and not open_ else "does not hold" if down else (
                 "holds in part" if up else "not resolved at this scale")
@@ -349,6 +362,367 @@ def grid_table(done) -> tuple[str, str, list]:
     return "\n".join(rows) + "\n", said_, panel
 
 
+
+def convergence(done) -> tuple[str, list]:
+    """Per (setting, method): the lowest per-class training accuracy at the last epoch and the largest change of
+    any class's training accuracy over the last third of training (mean over seeds), plus the curve panels."""
+    rows = [f"| Method | {' | '.join(LABELS)} |", "|---" * (len(LABELS) + 1) + "|"]
+    for m, label in METHODS.items():
+        cells = []
+        for setting in LABELS.values():
+            lows, moves = [], []
+            for rec in (r for r in done.values() if r["run"]["config"] == f"{setting}_{m}"):
+                curve = [(r["epoch"], r["train_eval_acc_per_class"]) for r in rec["metrics"] if "train_eval_acc_per_class" in r]
+                last_epoch, last = curve[-1]
+                early = [acc for epoch, acc in curve if epoch <= last_epoch - EPOCHS // 3][-1]
+                lows.append(min(last))
+                moves.append(max(abs(a - b) for a, b in zip(last, early)))
+            cells.append("–" if not lows else f"{pct(sum(lows) / len(lows))} / {pct(sum(moves) / len(moves))}")
+        rows.append(f"| {label} | {' | '.join(cells)} |")
+    panels = []
+    for lab, setting in LABELS.items():
+        for m in ("ce", "cal"):
+            rec = done.get(f"{setting}_{m}_s0")
+            if rec is None:
+                continue
+            curve = [(r["epoch"], r["train_eval_acc_per_class"]) for r in rec["metrics"] if "train_eval_acc_per_class" in r]
+            counts = rec["info"]["class_counts"]
+            series = {f"class {k} (n={counts[k]})": ([e for e, _ in curve], [acc[k] for _, acc in curve])
+                      for k in range(len(counts))}
+            panels.append((f"{lab}, {METHODS[m]}, seed 0", series))
+    return "\n".join(rows) + "\n", panels
+
+
+def per_class_panels(done) -> list:
+    """Fig. 1 (per-class test accuracy, AL vs CAL, with CE for reference): mean over seeds, classes by size."""
+    panels = []
+    for lab, setting in LABELS.items():
+        series, categories = {}, None
+        for m in ("ce", "al", "cal"):
+            recs = [r for r in done.values() if r["run"]["config"] == f"{setting}_{m}"]
+            if not recs:
+                continue
+            counts = recs[0]["info"]["class_counts"]
+            categories = [f"{k} ({counts[k]})" for k in range(len(counts))]
+            series[METHODS[m]] = [sum(r["metrics"][-1]["test_acc_per_class"][k] for r in recs) / len(recs)
+                                  for k in range(len(counts))]
+        if series:
+            panels.append((f"{lab}: class (training images)", categories, series))
+    return panels
+
+
+def collapse_panels(done, stems: dict, key: str) -> list:
+    """One panel per setting: ``key`` of metrics.jsonl vs epoch, one line per label of ``stems``
+    ({label: stem suffix}), seed 0."""
+    panels = []
+    for lab, setting in LABELS.items():
+        series = {}
+        for label, suffix in stems.items():
+            rec = done.get(f"{setting}_{suffix}_s0")
+            if rec is not None:
+                pts = [(r["epoch"], r[key]) for r in rec["metrics"] if r.get(key) is not None]
+                series[label] = ([e for e, _ in pts], [v for _, v in pts])
+        panels.append((lab, series))
+    return panels
+
+
+def gram_panels(done) -> list:
+    """Fig. 6: cosine Gram of the (uncentred) training class means at the last epoch, CE / SETF / AL / CAL."""
+    from ncollapse.report.plots import normalized_gram
+    from ncollapse.report.runs import load_nc_state
+
+    panels = []
+    setting = "cifar10_lt_0.01"
+    for m in ("ce", "setf", "al", "cal"):
+        rec = done.get(f"{setting}_{m}_s0")
+        if rec is None or not (rec["dir"] / "nc_state.pt").is_file():
+            continue
+        state = load_nc_state(rec["dir"] / "nc_state.pt")
+        gram = normalized_gram(state["stats"].finalize().means, center=False)
+        k = gram.shape[0]
+        panels.append((f"{METHODS[m]} (epoch {state['epoch']})", gram, list(map(str, range(k))), list(map(str, range(k))),
+                       None))
+    return panels
+
+
+def tail_gram_panel(done, data: Path | None) -> tuple[list, str]:
+    """Fig. 7: cosine Gram of the features of the smallest class's training images, CE and CAL (CIFAR, seed 0)."""
+    import dataclasses
+
+    import torch
+
+    from ncollapse.report.plots import normalized_gram
+    from ncollapse.train import build_data, build_model_for, config_from_dict, load_checkpoint
+
+    panels, note = [], ""
+    for m in ("ce", "cal"):
+        rec = done.get(f"cifar10_lt_0.01_{m}_s0")
+        if rec is None:
+            continue
+        ckpt = load_checkpoint(rec["dir"] / "checkpoint.pt")
+        cfg = config_from_dict(ckpt["config"], "checkpoint")
+        if data is not None:
+            cfg = cfg.replace(data=dataclasses.replace(cfg.data, root=str(data / SETTINGS["cifar10_lt_0.01"][1])))
+        train_set, _ = build_data(cfg)
+        model = build_model_for(cfg, train_set)
+        model.load_state_dict(ckpt["model"])
+        model.eval()
+        k = min(range(train_set.num_classes), key=lambda c: train_set.class_counts()[c])
+        x = train_set.images[train_set.labels == k].float().div(255)
+        x = (x - torch.tensor(train_set.mean)[:, None, None]) / torch.tensor(train_set.std)[:, None, None]
+        with torch.no_grad():
+            features, _ = model(x)
+        gram = normalized_gram(features, center=False)
+        labels = list(map(str, range(len(x))))
+        panels.append((f"{METHODS[m]}: class {k} ({len(x)} images)", gram, labels, labels, None))
+        note = f"class {k}, {len(x)} training images"
+    return panels, note
+
+
+def broken(done, data: Path | None) -> str:
+    """Runs at chance level or with a class below 50% training accuracy at the end: the class, dead units, loss."""
+    out = []
+    for rec in done.values():
+        last = rec["metrics"][-1]
+        k = len(rec["info"]["class_counts"])
+        train_pc = last.get("train_eval_acc_per_class") or []
+        low = [(c, a) for c, a in enumerate(train_pc) if a < 0.5]
+        if last["test_acc"] > 1.5 / k and not low:
+            continue
+        losses = [round(r["train_loss"], 3) for r in rec["metrics"]][:: max(1, EPOCHS // 10)]
+        dead = dead_units(rec, data)
+        out.append(f"- `{rec['run']['name']}`: test accuracy {pct(last['test_acc'])}%; classes below 50% training "
+                   f"accuracy: {', '.join(f'{c} ({pct(a)}%)' for c, a in low) or 'none'}; {dead}; train loss every "
+                   f"{max(1, EPOCHS // 10)} epochs: {losses}")
+    return "\n".join(out) if out else "none: every run ends above chance with every class at ≥ 50% training accuracy."
+
+
+def dead_units(rec, data: Path | None) -> str:
+    """Backbone feature units that are zero on every training image (dead ReLUs) at the last checkpoint."""
+    import dataclasses
+
+    import torch
+
+    from ncollapse.train import build_data, build_model_for, config_from_dict, load_checkpoint
+
+    ckpt = load_checkpoint(rec["dir"] / "checkpoint.pt")
+    cfg = config_from_dict(ckpt["config"], "checkpoint")
+    if data is not None:
+        cfg = cfg.replace(data=dataclasses.replace(cfg.data, root=str(data / SETTINGS[rec["run"]["setting"]][1])))
+    train_set, _ = build_data(cfg)
+    model = build_model_for(cfg, train_set)
+    model.load_state_dict(ckpt["model"])
+    model.eval()
+    x = train_set.images.float().div(255)
+    x = (x - torch.tensor(train_set.mean)[:, None, None]) / torch.tensor(train_set.std)[:, None, None]
+    with torch.no_grad():
+        h = model.backbone(x)
+    dead = int((h.abs().amax(0) == 0).sum())
+    return f"{dead} of {h.shape[1]} backbone units dead"
+
+
+def figures(done, fig_dir: Path, data: Path | None) -> dict[str, str]:
+    """Write the page's PNGs; returns {key: markdown image line} for those that had runs."""
+    from ncollapse.report.panels import bar_panels, heatmap_panels, line_panels
+    from ncollapse.report.plots import png_bytes
+
+    figs = {}
+
+    def save(key, fig, caption):
+        atomic_write_bytes(fig_dir / f"{key}.png", png_bytes(fig))
+        figs[key] = f"![{caption}]({fig_dir.name}/{key}.png)"
+
+    _, curves = convergence(done)
+    if curves:
+        save("train_per_class", line_panels(curves, "epoch", "training accuracy (eval mode)", ncols=4,
+                                            suptitle="Per-class training accuracy, seed 0"),
+             "per-class training accuracy curves")
+    bars = per_class_panels(done)
+    if bars:
+        save("fig1_per_class", bar_panels(bars, "test accuracy", suptitle="Fig. 1: per-class test accuracy, mean "
+                                          "over seeds"), "Fig. 1 per-class accuracy")
+    for key, stems, title in (
+            ("fig1_collapse", {"AL": "al", "CAL": "cal"}, "Fig. 1: NCMC collapse, AL vs CAL, seed 0"),
+            ("fig4_lossp", {"λ_H = 5e-4": "lossp", "λ_H = 5e-4 / N": "lossp_persample", "λ_H = 0": "lossp_noreg"},
+             "Fig. 4: Loss P with and without the feature-norm penalty, seed 0")):
+        panels = collapse_panels(done, stems, "ncmc/collapse_mean") + [
+            (f"{lab} (std)", series) for lab, series in collapse_panels(done, stems, "ncmc/collapse_std")]
+        if any(series for _, series in panels):
+            save(key, line_panels(panels, "epoch", "NC_ave (top) / NC_std (bottom)", log=True, suptitle=title), title)
+    _, _, grid = grid_table(done)
+    if grid[1].size and (grid[1] == grid[1]).any():
+        save("fig5_grid", heatmap_panels([grid], vmin=0, vmax=1, colorbar="test accuracy",
+                                         suptitle="Fig. 5 / Table 6: f × θ"), "Fig. 5 f × θ grid")
+    grams = gram_panels(done)
+    if grams:
+        save("fig6_gram", heatmap_panels(grams, vmin=-1, vmax=1, cmap="RdBu_r", ncols=4, colorbar="cosine",
+                                         suptitle="Fig. 6: cosine Gram of the training class means, CIFAR-10-LT, seed 0"),
+             "Fig. 6 Gram heatmaps")
+    tail, note = tail_gram_panel(done, data)
+    if tail:
+        save("fig7_tail_gram", heatmap_panels(tail, vmin=-1, vmax=1, cmap="RdBu_r", ncols=2, colorbar="cosine",
+                                              suptitle=f"Fig. 7: features of the smallest class ({note}), last epoch"),
+             "Fig. 7 smallest-class Gram")
+    return figs
+
+
+
+def verify(name: str, root: Path, out: Path) -> dict:
+    """Rerun the jsonl line ``name`` with its argv from ``root`` (data under root/../shared/data) into a temporary
+    --out, with its thread count; compare the two numbers exactly with the finished run's."""
+    lines = {json.loads(x)["name"]: json.loads(x) for x in (ROOT / JSONL).read_text().splitlines() if x.strip()}
+    if name not in lines:
+        raise ValueError(f"{name!r} is not a line of {JSONL}")
+    line = lines[name]
+    env = {**os.environ, "OMP_NUM_THREADS": str(line["threads"]), "PYTHONPATH": str(root / "src")}
+    with tempfile.TemporaryDirectory() as tmp:
+        t0 = time.perf_counter()
+        subprocess.run([sys.executable, "-m", "ncollapse", *line["argv"], "--out", f"{tmp}/run", "--quiet"], cwd=root,
+                       env=env, check=True)
+        last = json.loads((Path(tmp) / "run" / "metrics.jsonl").read_text().splitlines()[-1])
+    result = {"name": name, "root": str(root), "commit": subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True).stdout.strip(),
+        "threads": line["threads"], "seconds": round(time.perf_counter() - t0, 1),
+        "final_test_acc": last["test_acc"], "final_tail_acc": last["test_acc_tail"],
+        "logged_test_acc": line["final_test_acc"], "logged_tail_acc": line["final_tail_acc"]}
+    result["identical"] = (last["test_acc"] == line["final_test_acc"] and last["test_acc_tail"] == line["final_tail_acc"])
+    atomic_write_text(out / "verify.json", json.dumps(result, indent=1) + "\n")
+    return result
+
+
+def render(runs, out: Path, doc: Path, data: Path | None) -> None:
+    done = load(runs, out)
+    atomic_write_text(ROOT / JSONL, jsonl_lines(runs, done))
+    fig_dir = doc.parent / doc.stem
+    fig_dir.mkdir(parents=True, exist_ok=True)
+    figs = figures(done, fig_dir, data)
+    diff_table, result = differences(done)
+    grid_md, grid_said, _ = grid_table(done)
+    conv_md, _ = convergence(done)
+    missing = [r["name"] for r in runs if r["name"] not in done]
+    seconds = [r["summary"]["wall_s"] for r in done.values()]
+    threads = sorted({r["info"]["environment"]["threads"] for r in done.values()})
+    check = json.loads((out / "verify.json").read_text()) if (out / "verify.json").is_file() else None
+    if check is None:
+        check_md = "Not run yet (`python benchmarks/ncmc_cpu.py --verify NAME --root PATH`)."
+    else:
+        check_md = (f"`{check['name']}` rerun with its `argv` from `{check['root']}` (commit {check['commit']}, "
+                    f"{check['threads']} thread): final_test_acc {check['final_test_acc']!r}, final_tail_acc "
+                    f"{check['final_tail_acc']!r}; the jsonl line says {check['logged_test_acc']!r} and "
+                    f"{check['logged_tail_acc']!r}: **{'identical' if check['identical'] else 'DIFFERENT'}**.")
+    sizes = "; ".join(f"{lab}: n_max {SETTINGS[s][3]}, τ {SETTINGS[s][2]:g}, test "
+                      f"{'all images' if not SETTINGS[s][4] else f'{SETTINGS[s][4]} per class'}, head n > {SETTINGS[s][5][0]}"
+                      f", tail n < {SETTINGS[s][5][1]}" for lab, s in LABELS.items())
+    fig = figs.get
+    text = f"""# NCMC at CPU scale: LeNet-5 with BatchNorm, four long-tailed settings, seven methods
+
+Produced by `python benchmarks/ncmc_cpu.py` (this page, its figures in `{fig_dir.name}/` and
+`{JSONL.name}` are rewritten by it from the run directories under `runs/ncmc_cpu/`, git-ignored). Each line of
+[`{JSONL.name}`]({JSONL.name}) is one run: its `ncollapse` arguments (from the repo root, data under
+`../shared/data`, add `--out DIR`), thread count, seconds and last-epoch `test_acc` / `test_acc_tail` as logged.
+
+## Protocol
+
+- **Backbone: LeNet-5 with a BatchNorm before every ReLU** (`model.name = "lenet"`, `options = {{batch_norm = true}}`,
+  62k parameters, an 84-d feature). Chosen for speed on one CPU thread: 0.42 M multiply-adds per 28 × 28 image,
+  5.5× fewer than a width-8 ResNet-8 (`model.name = "resnet8"`, 2.3 M). In a pilot on Fashion-MNIST-LT τ = 0.005
+  (batch 128, lr 0.1, no augmentation) that ResNet-8 still had coat, shirt and sneaker at 0–2% training accuracy
+  after 9 epochs, while this LeNet reached 100% on every class by epoch 18 (CE) and a plateau by epoch 21 (CAL).
+  BatchNorm is what the old page's LeNet lacked (57 of 84 dead units, classes never learnt).
+- **Data** (subset seed 0, the same images for every method and seed): {sizes}. MNIST and Fashion-MNIST are
+  subsampled to n_max = 1000 (the full profile would allow 5,421 / 6,000) and tested on a seeded balanced
+  100-per-class subset of the test split, to fit the CPU budget; CIFAR-10 is the shared subset (≥ 541 images per
+  class) made long-tailed at n_max = 500, tested on all 1,017 test images. No augmentation, so that training
+  reaches its plateau on every class within the budget.
+- **Same optimiser and budget for every method**: SGD lr 0.05, momentum 0.9, weight decay 5e-4, batch 64,
+  cosine schedule with a 1-epoch warm-up, **{EPOCHS} epochs**, no mixup, 1 thread per run ({', '.join(map(str, threads)) or '–'}
+  recorded), 2 runs at a time.
+- **Methods**: CE (linear head); BS, balanced softmax (Ren et al. 2020; logit adjustment with τ = 1); LDAM-DRW
+  (cosine classifier, s 30, max margin 0.5, DRW from epoch index {int(0.8 * EPOCHS)}); SETF (fixed simplex ETF after
+  BatchNorm + L2, dot regression); Loss P (eq. 18–19, fixed class-aware frame, λ_H = 5e-4 in eq. 19's meaning);
+  AL and CAL (extra linear layer to {FEATURE_DIM} ≥ (f+1)K = 210, BatchNorm, fixed frame f = {F}, θ = {THETA}, weighted
+  cosine loss, λ = 6e-4, RCR). Configs: `configs/ncmc_cpu/`.
+- **Seeds** {', '.join(map(str, SEEDS))} (initialisation, frame, batch order) for the main comparison; the f × θ grid
+  and Loss P without its penalty use seed 0.
+- **Scale**: {EPOCHS}-epoch LeNet runs on 1,100–2,500 images test the direction of the paper's claims, not its
+  numbers (ResNet-50, 200 epochs, 10k+ images).
+
+## Training converges on every class
+
+Per-class training accuracy is logged every 3 epochs (eval mode, no augmentation: `train_eval_acc_per_class`).
+Each cell: lowest class's training accuracy at epoch {EPOCHS} / largest change of any class's training accuracy over
+the last {EPOCHS // 3} epochs (mean over seeds, %). A small second number is the plateau.
+
+{conv_md}
+{fig('train_per_class', '')}
+
+## Accuracy
+
+Mean ± sample std (ddof 1) over seeds, %, last epoch. (n=…) marks a cell with fewer seeds than planned.
+
+{accuracy_tables(done)}
+## Paired differences CAL − X (percentage points, last epoch)
+
+Mean over seeds of the per-seed difference (same seed: same data, same initialisation of the shared backbone
+layers), with its 95% Student-t interval over seeds (n − 1 degrees of freedom). ▲ / ▼: the interval lies above / below
+zero. With 3 seeds the interval is wide (t = 4.30); an interval across zero means *not resolved*, not *equal*.
+
+{diff_table}
+## Which of the paper's claims hold at this scale
+
+{claims(done, result, grid_said)}
+
+Only what the intervals above support is claimed; everything else is stated as not resolved.
+
+## f × θ grid (Table 6 / Fig. 5): CAL, Fashion-MNIST-LT τ = 0.005, seed 0
+
+Overall / tail test accuracy (%), last epoch, with the decision rule of each cell. At θ = 0 every center is
+orthogonal to W_0 and RCR has no signal, so those cells are scored (and logged) with GCR, argmax_k max_j ⟨w_j^(k), ĥ⟩
+(`eval.decision = "gcr"`).
+
+{grid_md}
+{fig('fig5_grid', '')}
+
+## Figures
+
+{fig('fig1_per_class', 'Fig. 1 (per-class accuracy): no runs yet.')}
+
+{fig('fig1_collapse', 'Fig. 1 (collapse curves): no runs yet.')}
+
+{fig('fig4_lossp', 'Fig. 4: no runs yet.')}
+
+{fig('fig6_gram', 'Fig. 6: no runs yet.')}
+
+Fig. 7 of the paper shows the within-class Gram of the smallest class's features collapsing early in training;
+the run directories keep only the last checkpoint, so this panel shows the last epoch only.
+
+{fig('fig7_tail_gram', 'Fig. 7: no runs yet.')}
+
+## Runs that broke down
+
+Runs at chance level, or with a class under 50% training accuracy at the last epoch, with the dead backbone units
+(zero on every training image) and the training loss curve:
+
+{broken(done, data)}
+
+## Reproduction check
+
+{check_md}
+
+## Budget
+
+{len(done)} of {len(runs)} runs finished; training time summed over runs {sum(seconds) / 60:.1f} min
+(2 runs at a time on the shared 2-core machine, which other jobs were loading).
+Missing runs: {', '.join(f'`{m}`' for m in missing) if missing else 'none'}.
+
+```bash
+python benchmarks/ncmc_cpu.py                  # trains what is missing, then rewrites this page and the jsonl
+ncollapse {shlex.join(argv_of(runs[0]))} --out runs/check   # any single run
+```
+"""
+    atomic_write_text(doc, text)
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", type=Path, default=ROOT / "runs" / "ncmc_cpu", help="folder of the run directories")
@@ -358,14 +732,21 @@ def main(argv=None) -> int:
     p.add_argument("--jobs", type=int, default=2)
     p.add_argument("--render-only", action="store_true")
     p.add_argument("--write-configs", action="store_true")
+    p.add_argument("--verify", metavar="NAME", help="rerun this jsonl line from --root and compare exactly")
+    p.add_argument("--root", type=Path, default=ROOT, help="checkout to rerun --verify from (../shared beside it)")
     args = p.parse_args(argv)
     if args.write_configs:
         write_configs()
         return 0
-    runs = plan()
-    out = args.out.resolve()
-    if not args.render_only:
-        train_all(runs, out, args.jobs, args.data.resolve() if args.data else None)
+    runs, out = plan(), args.out.resolve()
+    data = args.data.resolve() if args.data else None
+    if args.verify:
+        result = verify(args.verify, args.root.resolve(), out)
+        print(json.dumps(result), file=sys.stderr)
+    elif not args.render_only:
+        train_all(runs, out, args.jobs, data)
+    render(runs, out, args.doc.resolve(), data)
+    print(f"wrote {args.doc} and {JSONL}", file=sys.stderr)
     return 0
 
 
