@@ -1,0 +1,57 @@
+"""The NCMC CPU protocol (benchmarks/ncmc_cpu.py): committed configs match the generator, one budget for every
+method, every config is planned, and the paired interval is Student's t over seeds."""
+
+import importlib.util
+import math
+from pathlib import Path
+
+import pytest
+
+from ncollapse.train import config_from_dict, dumps_toml, load_config
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def bench():
+    spec = importlib.util.spec_from_file_location("ncmc_cpu", ROOT / "benchmarks" / "ncmc_cpu.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_committed_configs_are_the_generated_ones(bench):
+    table = bench.configs()
+    files = sorted(p.stem for p in (ROOT / bench.CONFIGS).glob("*.toml"))
+    assert files == sorted(table), "run `python benchmarks/ncmc_cpu.py --write-configs`"
+    for stem, (_, _, cfg) in table.items():
+        path = ROOT / bench.CONFIGS / f"{stem}.toml"
+        assert load_config(path) == config_from_dict(cfg, stem)
+        assert path.read_text().endswith(dumps_toml(config_from_dict(cfg, stem)))
+
+
+def test_same_optimiser_and_budget_for_every_method(bench):
+    budgets = {(c["optim"]["lr"], c["optim"]["weight_decay"], c["train"]["epochs"], c["train"]["batch_size"],
+                c["schedule"]["name"], c["train"]["threads"], c["model"]["name"]) for _, _, c in bench.configs().values()}
+    assert len(budgets) == 1
+    theta0 = [c for _, _, c in bench.configs().values() if c["model"].get("theta") == 0]
+    assert theta0 and all(c["eval"]["decision"] == "gcr" for c in theta0)
+
+
+def test_plan_runs_every_config_and_main_cells_on_every_seed(bench):
+    runs = bench.plan()
+    assert {r["config"] for r in runs} == set(bench.configs())
+    assert len({r["name"] for r in runs}) == len(runs)
+    main = [r for r in runs if r["main"]]
+    assert len(main) == len(bench.SETTINGS) * len(bench.METHODS) * len(bench.SEEDS)
+    assert bench.argv_of(runs[0])[:2] == ["train", "--config"] and "--out" not in bench.argv_of(runs[0])
+
+
+def test_paired_interval_is_student_t(bench):
+    a, b = {0: 0.5, 1: 0.7, 2: 0.6}, {0: 0.4, 1: 0.5, 2: 0.6, 3: 0.1}  # seed 3 has no partner
+    mean, lo, hi, n = bench.paired(a, b)
+    diffs = [0.1, 0.2, 0.0]
+    sd = math.sqrt(sum((d - 0.1) ** 2 for d in diffs) / 2)
+    assert n == 3 and mean == pytest.approx(0.1)
+    assert hi - mean == pytest.approx(4.302652729911275 * sd / math.sqrt(3)) and mean - lo == pytest.approx(hi - mean)
+    assert math.isnan(bench.paired({0: 0.5}, {0: 0.4})[1])
