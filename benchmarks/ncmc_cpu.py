@@ -53,7 +53,8 @@ LABELS = {"MNIST": "mnist_lt_0.01", "F-MNIST 0.01": "fashion_mnist_lt_0.01", "F-
           "CIFAR-10 0.01": "cifar10_lt_0.01"}
 METHODS = {"ce": "CE", "bs": "BS", "ldam_drw": "LDAM-DRW", "setf": "SETF", "lossp": "Loss P", "al": "AL", "cal": "CAL"}
 COMPARE = ("ce", "al", "setf", "ldam_drw", "bs", "lossp")  # CAL − each, paired by seed
-GRID_SETTING, GRID_F, GRID_THETA = "fashion_mnist_lt_0.005", (2, 5, 20), (0.0, 0.2, 0.5, math.pi / 2)
+GRID_SETTING, GRID_F, GRID_THETA = "fashion_mnist_lt_0.005", (5, 20), (0.0, 0.2, 0.5, math.pi / 2)
+PENALTY_SETTINGS = ("cifar10_lt_0.01", "fashion_mnist_lt_0.005")  # Fig. 4: Loss P with other feature penalties
 
 
 # ------------------------------------------------------------------------------------------ the protocol
@@ -100,9 +101,9 @@ def configs() -> dict[str, tuple[str, str, dict]]:
         for theta in GRID_THETA:
             if (f, theta) != (F, THETA):
                 out[f"{GRID_SETTING}_cal_f{f}_t{theta:.3g}"] = (GRID_SETTING, "cal", config(GRID_SETTING, "cal", f, theta))
-    for s in SETTINGS:
+    for s in PENALTY_SETTINGS:
         out[f"{s}_lossp_noreg"] = (s, "lossp", config(s, "lossp", penalty=0.0))
-    for s in SETTINGS:  # the old deep Loss P's per-sample 5e-4, i.e. eq. 19's λ_H = 5e-4 / N
+    for s in PENALTY_SETTINGS:  # the old deep Loss P's per-sample 5e-4, i.e. eq. 19's λ_H = 5e-4 / N
         out[f"{s}_lossp_persample"] = (s, "lossp", config(s, "lossp", penalty=float(f"{5e-4 / train_size(s):.4g}")))
     return out
 
@@ -411,11 +412,11 @@ def per_class_panels(done) -> list:
     return panels
 
 
-def collapse_panels(done, stems: dict, key: str) -> list:
-    """One panel per setting: ``key`` of metrics.jsonl vs epoch, one line per label of ``stems``
+def collapse_panels(done, stems: dict, key: str, settings=tuple(SETTINGS)) -> list:
+    """One panel per setting of ``settings``: ``key`` of metrics.jsonl vs epoch, one line per label of ``stems``
     ({label: stem suffix}), seed 0."""
     panels = []
-    for lab, setting in LABELS.items():
+    for lab, setting in ((lab, s) for lab, s in LABELS.items() if s in settings):
         series = {}
         for label, suffix in stems.items():
             rec = done.get(f"{setting}_{suffix}_s0")
@@ -541,12 +542,12 @@ def figures(done, fig_dir: Path, data: Path | None) -> dict[str, str]:
     if bars:
         save("fig1_per_class", bar_panels(bars, "test accuracy", suptitle="Fig. 1: per-class test accuracy, mean "
                                           "over seeds"), "Fig. 1 per-class accuracy")
-    for key, stems, title in (
-            ("fig1_collapse", {"AL": "al", "CAL": "cal"}, "Fig. 1: NCMC collapse, AL vs CAL, seed 0"),
+    for key, stems, title, settings in (
+            ("fig1_collapse", {"AL": "al", "CAL": "cal"}, "Fig. 1: NCMC collapse, AL vs CAL, seed 0", tuple(SETTINGS)),
             ("fig4_lossp", {"λ_H = 5e-4": "lossp", "λ_H = 5e-4 / N": "lossp_persample", "λ_H = 0": "lossp_noreg"},
-             "Fig. 4: Loss P with and without the feature-norm penalty, seed 0")):
-        panels = collapse_panels(done, stems, "ncmc/collapse_mean") + [
-            (f"{lab} (std)", series) for lab, series in collapse_panels(done, stems, "ncmc/collapse_std")]
+             "Fig. 4: Loss P with and without the feature-norm penalty, seed 0", PENALTY_SETTINGS)):
+        panels = collapse_panels(done, stems, "ncmc/collapse_mean", settings) + [
+            (f"{lab} (std)", series) for lab, series in collapse_panels(done, stems, "ncmc/collapse_std", settings)]
         if any(series for _, series in panels):
             save(key, line_panels(panels, "epoch", "NC_ave (top) / NC_std (bottom)", log=True, suptitle=title), title)
     _, _, grid = grid_table(done)
