@@ -34,7 +34,7 @@ sys.path.insert(0, str(ROOT / "src"))
 
 from scipy import stats  # noqa: E402
 
-from ncollapse._io import atomic_write_bytes, atomic_write_text  # noqa: E402
+from ncollapse._io import atomic_write_text  # noqa: E402
 from ncollapse.train.config import config_from_dict, dumps_toml, load_config  # noqa: E402
 
 CONFIGS = Path("configs/ncmc_cpu")
@@ -525,12 +525,12 @@ def dead_units(rec, data: Path | None) -> str:
 def figures(done, fig_dir: Path, data: Path | None) -> dict[str, str]:
     """Write the page's PNGs; returns {key: markdown image line} for those that had runs."""
     from ncollapse.report.panels import bar_panels, heatmap_panels, line_panels
-    from ncollapse.report.plots import png_bytes
+    from ncollapse.report.figures import write_png
 
     figs = {}
 
     def save(key, fig, caption):
-        atomic_write_bytes(fig_dir / f"{key}.png", png_bytes(fig))
+        write_png(fig_dir / f"{key}.png", fig)
         figs[key] = f"![{caption}]({fig_dir.name}/{key}.png)"
 
     _, curves = convergence(done)

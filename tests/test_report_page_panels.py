@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from ncollapse.report.page_panels import bar_panels, heatmap_panels, line_panels
-from ncollapse.report.plots import png_bytes
+from ncollapse.report.figures import png_bytes
 
 PNG = b"\x89PNG"
 

@@ -7,7 +7,7 @@ import torch
 
 from ncollapse.cli import main
 from ncollapse.train import load_config
-from ncollapse.train.trainer import build_data
+from ncollapse.train import build_data
 
 ARGS = ["--set", "data.name=\"digits\"", "--set", "data.imbalance=0.1", "--set", "data.test_per_class=20",
         "--set", "model.name=\"mlp\"", "--set", "model.options={widths=[32, 32]}", "--set", "model.head=\"multicenter\"",

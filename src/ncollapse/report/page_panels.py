@@ -3,7 +3,7 @@
 The NCMC results page (``benchmarks/ncmc_cpu.py``) draws the paper's figures at CPU scale with these three
 shapes (Yan et al. 2024: Fig. 1 per-class accuracy and collapse curves, Fig. 4 Loss P curves, Fig. 5/Table 6
 the f × θ grid, Fig. 6/7 Gram heatmaps). Each function takes the numbers, not run directories, and returns a
-``matplotlib.figure.Figure``; ``plots.png_bytes`` renders it.
+``matplotlib.figure.Figure``; ``figures.png_bytes`` renders it.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import math
 import numpy as np
 from matplotlib.figure import Figure
 
-from .plots import _figure
+from .figures import figure
 
 __all__ = ["line_panels", "bar_panels", "heatmap_panels"]
 
@@ -21,7 +21,7 @@ __all__ = ["line_panels", "bar_panels", "heatmap_panels"]
 def _grid(n: int, ncols: int, width: float, height: float):
     ncols = max(1, min(ncols, n))
     nrows = math.ceil(n / ncols)
-    fig = _figure(width * ncols, height * nrows)
+    fig = figure(width * ncols, height * nrows)
     axes = fig.subplots(nrows, ncols, squeeze=False).ravel()
     for ax in axes[n:]:
         ax.set_visible(False)
