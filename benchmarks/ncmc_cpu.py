@@ -448,36 +448,46 @@ def gram_panels(done) -> list:
 
 def tail_gram_panel(done, data: Path | None) -> tuple[list, str]:
     """Fig. 7: cosine Gram of the features of the smallest class's training images, CE and CAL (CIFAR, seed 0)."""
-    import dataclasses
-
-    import torch
-
     from ncollapse.report.plots import normalized_gram
-    from ncollapse.train import build_data, build_model_for, config_from_dict, load_checkpoint
 
     panels, note = [], ""
     for m in ("ce", "cal"):
         rec = done.get(f"cifar10_lt_0.01_{m}_s0")
         if rec is None:
             continue
-        ckpt = load_checkpoint(rec["dir"] / "checkpoint.pt")
-        cfg = config_from_dict(ckpt["config"], "checkpoint")
-        if data is not None:
-            cfg = cfg.replace(data=dataclasses.replace(cfg.data, root=str(data / SETTINGS["cifar10_lt_0.01"][1])))
-        train_set, _ = build_data(cfg)
-        model = build_model_for(cfg, train_set)
-        model.load_state_dict(ckpt["model"])
-        model.eval()
+        model, train_set = checkpoint_model(rec, data)
         k = min(range(train_set.num_classes), key=lambda c: train_set.class_counts()[c])
-        x = train_set.images[train_set.labels == k].float().div(255)
-        x = (x - torch.tensor(train_set.mean)[:, None, None]) / torch.tensor(train_set.std)[:, None, None]
-        with torch.no_grad():
-            features, _ = model(x)
-        gram = normalized_gram(features, center=False)
-        labels = list(map(str, range(len(x))))
-        panels.append((f"{METHODS[m]}: class {k} ({len(x)} images)", gram, labels, labels, None))
-        note = f"class {k}, {len(x)} training images"
+        features, _ = model(inputs(train_set, train_set.labels == k))
+        labels = list(map(str, range(len(features))))
+        panels.append((f"{METHODS[m]}: class {k} ({len(features)} images)", normalized_gram(features, center=False),
+                       labels, labels, None))
+        note = f"class {k}, {len(features)} training images"
     return panels, note
+
+
+def checkpoint_model(rec, data: Path | None):
+    """(model in eval mode with the run's last checkpoint, its training set)."""
+    import dataclasses
+
+    from ncollapse.train import build_data, build_model_for, config_from_dict, load_checkpoint
+
+    ckpt = load_checkpoint(rec["dir"] / "checkpoint.pt")
+    cfg = config_from_dict(ckpt["config"], "checkpoint")
+    if data is not None:
+        cfg = cfg.replace(data=dataclasses.replace(cfg.data, root=str(data / SETTINGS[rec["run"]["setting"]][1])))
+    train_set, _ = build_data(cfg)
+    model = build_model_for(cfg, train_set)
+    model.load_state_dict(ckpt["model"])
+    return model.eval().requires_grad_(False), train_set
+
+
+def inputs(train_set, mask):
+    """The normalised training images selected by ``mask``, one tensor (the loader's own normalisation)."""
+    from ncollapse.data.loader import TensorLoader
+
+    loader = TensorLoader(train_set.images[mask], train_set.labels[mask], len(train_set), shuffle=False,
+                          augment=(), mean=train_set.mean, std=train_set.std)
+    return next(iter(loader))[0]
 
 
 def broken(done, data: Path | None) -> str:
@@ -490,36 +500,47 @@ def broken(done, data: Path | None) -> str:
         low = [(c, a) for c, a in enumerate(train_pc) if a < 0.5]
         if last["test_acc"] > 1.5 / k and not low:
             continue
-        losses = [round(r["train_loss"], 3) for r in rec["metrics"]][:: max(1, EPOCHS // 10)]
-        dead = dead_units(rec, data)
+        losses = [r["train_loss"] for r in rec["metrics"]]
+        third = losses[-(EPOCHS // 3) - 1]
+        flat = abs(losses[-1] - third) / abs(third) if third else math.nan
         out.append(f"- `{rec['run']['name']}`: test accuracy {pct(last['test_acc'])}%; classes below 50% training "
-                   f"accuracy: {', '.join(f'{c} ({pct(a)}%)' for c, a in low) or 'none'}; {dead}; train loss every "
-                   f"{max(1, EPOCHS // 10)} epochs: {losses}")
+                   f"accuracy: {', '.join(f'{c} ({pct(a)}%)' for c, a in low) or 'none'}; {dead_units(rec, data)}; "
+                   f"train loss every {max(1, EPOCHS // 10)} epochs "
+                   f"{[round(x, 3) for x in losses[:: max(1, EPOCHS // 10)]]}, changed {100 * flat:.1f}% over the "
+                   f"last {EPOCHS // 3} epochs{lossp_optimum(rec)}")
     return "\n".join(out) if out else "none: every run ends above chance with every class at ≥ 50% training accuracy."
+
+
+def lossp_optimum(rec) -> str:
+    """For Loss P: the fixed-frame optimum's feature norms ‖h*_k‖ = f_k cos α*_k / (f_k cos² α*_k + λ_H S)
+    (Yan et al. 2024, Cor. 3.7) of the run's frame, counts and λ_H; empty for other methods."""
+    from ncollapse.geometry import center_angle_cos, class_aware_centers
+
+    cfg = configs()[rec["run"]["config"]][2]
+    if cfg["loss"]["name"] != "ncmc_p":
+        return ""
+    counts, lam = rec["info"]["class_counts"], cfg["loss"]["options"]["feature_penalty"]
+    f = class_aware_centers(counts, cfg["model"]["f"], order="sorted")
+    s = sum(fk * n for fk, n in zip(f, counts))
+    norms = [fk * c / (fk * c * c + lam * s) for fk, c in zip(f, center_angle_cos(torch_tensor(f), cfg["model"]["theta"]).tolist())]
+    return (f". Loss P's value at h = 0 is mean_i f_(y_i)/(2S̄) = 0.5; with λ_H S = {lam * s:.3g} the eq. 19 optimum "
+            f"has feature norms ‖h*_k‖ = {min(norms):.3g}–{max(norms):.3g} (Cor. 3.7), so a loss that stays near 0.5 "
+            f"means training sat at the trivial point h ≈ 0, not at the optimum")
+
+
+def torch_tensor(values):
+    import torch
+
+    return torch.tensor(values, dtype=torch.float64)
 
 
 def dead_units(rec, data: Path | None) -> str:
     """Backbone feature units that are zero on every training image (dead ReLUs) at the last checkpoint."""
-    import dataclasses
-
     import torch
 
-    from ncollapse.train import build_data, build_model_for, config_from_dict, load_checkpoint
-
-    ckpt = load_checkpoint(rec["dir"] / "checkpoint.pt")
-    cfg = config_from_dict(ckpt["config"], "checkpoint")
-    if data is not None:
-        cfg = cfg.replace(data=dataclasses.replace(cfg.data, root=str(data / SETTINGS[rec["run"]["setting"]][1])))
-    train_set, _ = build_data(cfg)
-    model = build_model_for(cfg, train_set)
-    model.load_state_dict(ckpt["model"])
-    model.eval()
-    x = train_set.images.float().div(255)
-    x = (x - torch.tensor(train_set.mean)[:, None, None]) / torch.tensor(train_set.std)[:, None, None]
-    with torch.no_grad():
-        h = model.backbone(x)
-    dead = int((h.abs().amax(0) == 0).sum())
-    return f"{dead} of {h.shape[1]} backbone units dead"
+    model, train_set = checkpoint_model(rec, data)
+    h = model.backbone(inputs(train_set, torch.ones(len(train_set), dtype=torch.bool)))
+    return f"{int((h.abs().amax(0) == 0).sum())} of {h.shape[1]} backbone units dead"
 
 
 def figures(done, fig_dir: Path, data: Path | None) -> dict[str, str]:
@@ -546,10 +567,13 @@ def figures(done, fig_dir: Path, data: Path | None) -> dict[str, str]:
             ("fig1_collapse", {"AL": "al", "CAL": "cal"}, "Fig. 1: NCMC collapse, AL vs CAL, seed 0", tuple(SETTINGS)),
             ("fig4_lossp", {"λ_H = 5e-4": "lossp", "λ_H = 5e-4 / N": "lossp_persample", "λ_H = 0": "lossp_noreg"},
              "Fig. 4: Loss P with and without the feature-norm penalty, seed 0", PENALTY_SETTINGS)):
-        panels = collapse_panels(done, stems, "ncmc/collapse_mean", settings) + [
-            (f"{lab} (std)", series) for lab, series in collapse_panels(done, stems, "ncmc/collapse_std", settings)]
+        panels = [(f"{lab}: NC_ave", series) for lab, series in collapse_panels(done, stems, "ncmc/collapse_mean",
+                                                                                 settings)]
+        panels += [(f"{lab}: NC_std", series) for lab, series in collapse_panels(done, stems, "ncmc/collapse_std",
+                                                                                 settings)]
         if any(series for _, series in panels):
-            save(key, line_panels(panels, "epoch", "NC_ave (top) / NC_std (bottom)", log=True, suptitle=title), title)
+            save(key, line_panels(panels, "epoch", "‖ĥ − w̄^(k)/‖w̄^(k)‖‖² (training set)", log=True,
+                                  ncols=len(settings), suptitle=title), title)
     _, _, grid = grid_table(done)
     if grid[1].size and (grid[1] == grid[1]).any():
         save("fig5_grid", heatmap_panels([grid], vmin=0, vmax=1, colorbar="test accuracy",
