@@ -117,14 +117,17 @@ def train_size(setting: str) -> int:
 
 
 def plan() -> list[dict]:
-    """Every run in training order: seeds 0 and 1 of the main comparison, the single-seed extras, then the
-    remaining seeds; CIFAR runs (the slowest) first within each block so the two jobs end together."""
+    """Every run in training order, most needed first so that an interrupted benchmark leaves whole blocks: seeds
+    0 and 1 of the main comparison, the f × θ grid, the remaining seeds setting by setting (CIFAR-10, F-MNIST
+    0.005, F-MNIST 0.01, MNIST); Loss P's other penalties on CIFAR-10 before those seeds, on F-MNIST after."""
     table = configs()
-    main = sorted((stem for stem in table if table[stem][1] in METHODS and stem == f"{table[stem][0]}_{table[stem][1]}"),
-                  key=lambda stem: not stem.startswith("cifar"))
-    extras = [stem for stem in table if stem not in main]
-    order = [(stem, seed) for seed in SEEDS[:2] for stem in main] + [(stem, SEEDS[0]) for stem in extras]
-    order += [(stem, seed) for seed in SEEDS[2:] for stem in main]
+    priority = ("cifar10_lt_0.01", "fashion_mnist_lt_0.005", "fashion_mnist_lt_0.01", "mnist_lt_0.01")
+    main = [f"{s}_{m}" for s in priority for m in METHODS]
+    grid = [stem for stem in table if stem not in main and "_lossp_" not in stem]
+    first = [stem for stem in table if "_lossp_" in stem and stem.startswith(priority[0])]
+    last = [stem for stem in table if "_lossp_" in stem and stem not in first]
+    order = [(stem, seed) for seed in SEEDS[:2] for stem in main] + [(stem, SEEDS[0]) for stem in grid + first]
+    order += [(stem, seed) for seed in SEEDS[2:] for stem in main] + [(stem, SEEDS[0]) for stem in last]
     return [{"name": f"{stem}_s{seed}", "config": stem, "seed": seed, "setting": table[stem][0],
              "method": table[stem][1], "main": stem in main} for stem, seed in order]
 
@@ -321,7 +324,39 @@ def claims(done, result, grid) -> str:
                  f"{holds('lossp', 'overall', 'better')} — {said(result, 'lossp', 'overall')}.")
     lines.append(f"{len(lines) + 1}. *θ = 0 learns nothing under RCR; θ = π/2 behaves like SETF; accuracy peaks at a θ "
                  f"between* (Table 6, Fig. 5): single-seed grid, descriptive only — {grid}")
+    lines.append(f"{len(lines) + 1}. *AL and CAL features collapse to the multi-center directions, NC_ave and NC_std "
+                 f"falling during training* (Fig. 1): NC_ave at the first measured epoch → the last, mean over seeds — "
+                 f"{collapse_said(done)}.")
+    lines.append(f"{len(lines) + 1}. *The feature-norm penalty gives heavier collapse under Loss P* (Fig. 4), seed 0, "
+                 f"last-epoch NC_ave — {penalty_said(done)}.")
     return "\n".join(lines)
+
+
+def collapse_said(done) -> str:
+    parts = []
+    for lab, setting in LABELS.items():
+        for m in ("al", "cal"):
+            recs = [r for r in done.values() if r["run"]["config"] == f"{setting}_{m}"]
+            curves = [[x["ncmc/collapse_mean"] for x in r["metrics"] if x.get("ncmc/collapse_mean") is not None]
+                      for r in recs]
+            if curves:
+                first, last = (sum(c[i] for c in curves) / len(curves) for i in (0, -1))
+                parts.append(f"{lab} {METHODS[m]} {first:.3g} → {last:.3g}")
+    return "; ".join(parts) or "no runs"
+
+
+def penalty_said(done) -> str:
+    parts = []
+    for setting in PENALTY_SETTINGS:
+        lab = next(k for k, v in LABELS.items() if v == setting)
+        values = []
+        for label, suffix in (("λ_H 5e-4", "lossp"), ("5e-4/N", "lossp_persample"), ("0", "lossp_noreg")):
+            rec = done.get(f"{setting}_{suffix}_s0")
+            if rec is not None:
+                last = [x["ncmc/collapse_mean"] for x in rec["metrics"] if x.get("ncmc/collapse_mean") is not None]
+                values.append(f"{label}: {last[-1]:.3g} (test {pct(value(rec, 'overall'))}%)")
+        parts.append(f"{lab}: " + ", ".join(values) if values else f"{lab}: no runs")
+    return "; ".join(parts) + " (lower is heavier collapse)"
 
 
 def grid_table(done) -> tuple[str, str, list]:
