@@ -580,7 +580,7 @@ def dead_units(rec, data: Path | None) -> str:
 
 def figures(done, fig_dir: Path, data: Path | None) -> dict[str, str]:
     """Write the page's PNGs; returns {key: markdown image line} for those that had runs."""
-    from ncollapse.report.panels import bar_panels, heatmap_panels, line_panels
+    from ncollapse.report.page_panels import bar_panels, heatmap_panels, line_panels
     from ncollapse.report.figures import write_png
 
     figs = {}

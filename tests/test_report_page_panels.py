@@ -1,4 +1,4 @@
-"""Page figure panels: each shape renders to a PNG and refuses numbers that do not fit its labels."""
+"""NCMC page figure panels (report.page_panels): each shape renders to a PNG and refuses numbers that do not fit its labels."""
 
 import numpy as np
 import pytest
