@@ -44,15 +44,15 @@ def test_report_renders_in_chromium(tmp_path):
         page = write_report(run_dir)
     url = page.resolve().as_uri()
     expected = len(list(run_dir.glob("report_*.png")))
-    assert expected == 10
+    assert expected == 11
 
     dom = _run(chromium, tmp_path, "dom", "--dump-dom", url).stdout
     assert len(re.findall(r'<img [^>]*src="data:image/png;base64,', dom)) == expected
     assert "<h1>ncollapse report: run</h1>" in dom
-    # the NC panels grouped under NC1, NC2, NC3 and other, each with a definition and its own figure
+    # the NC panels grouped under NC1-NC4 and other, each with a definition and its own figure
     headings = re.findall(r"<h2>(NC\d|other): ", dom)
-    assert headings == ["NC1", "NC2", "NC3", "other"]
-    for group in ("nc1", "nc2", "nc3", "other"):
+    assert headings == ["NC1", "NC2", "NC3", "NC4", "other"]
+    for group in ("nc1", "nc2", "nc3", "nc4", "other"):
         assert f'alt="nc_{group}"' in dom
 
     shot = tmp_path / "shot.png"

@@ -96,7 +96,7 @@ def test_compare_runs_with_different_class_counts(tmp_path, capsys):
     assert "runs have different class counts (CE: 6, CAL: 7): per-class overlay left out" in err
     page = out.read_text()
     assert [alt for alt, _ in DATA_IMG.findall(page)] == [
-        "accuracy", "train_loss", "groups", "nc_nc1", "nc_nc2", "nc_nc3", "nc_other", "gram_ce", "sigma_b_spectrum_ce",
+        "accuracy", "train_loss", "groups", "nc_nc1", "nc_nc2", "nc_nc3", "nc_nc4", "nc_other", "gram_ce", "sigma_b_spectrum_ce",
         "confusion_ce", "sigma_b_spectrum_cal"]  # per-run Gram heatmaps and spectra where the run has them
     assert "CAL: nc_state.pt not found" in page and "<h2>Gram matrices of normalised class means and classifier (CE)" in page
     assert "<td>CE</td><td>ce</td><td>linear</td><td class=num>3</td>" in page
@@ -109,7 +109,8 @@ def test_compare_runs_with_the_same_classes(tmp_path):
         out = write_comparison([a, b], tmp_path / "c.html")
     page = out.read_text()
     assert [alt for alt, _ in DATA_IMG.findall(page)] == ["accuracy", "train_loss", "groups", "per_class", "nc_nc1",
-                                                         "nc_nc2", "nc_nc3", "nc_other", "sigma_b_spectrum_x_run",
+                                                         "nc_nc2", "nc_nc3", "nc_nc4", "nc_other",
+                                                         "sigma_b_spectrum_x_run",
                                                          "sigma_b_spectrum_y_run"]
     assert "x/run · y/run" in page  # same directory names: labels fall back to parent/name
     with pytest.raises(ValueError, match="labels has 1 entries for 2 runs"):

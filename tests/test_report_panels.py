@@ -32,10 +32,11 @@ def _with_series(tmp_path, series, counts=(120, 60, 30, 15, 8)):
 def test_uninformative_panels_are_named_with_the_reason(tmp_path):
     run = _with_series(tmp_path, {"nc/rank": [4, 4, 4], "nc/equinorm_weights": [1e-15, 2e-15, 1e-15],
                                   "nc/minority_cos_means_std": [0.1, 0.2, 0.3], "nc/cdnv_tail": [None] * 3,
-                                  "nc/ncc_mismatch": [0.2, 0.0, 0.0], "nc/nc1": [1.0, 0.5, 0.1]},
+                                  "nc/ncc_mismatch": [0.2, 0.0, 0.0], "nc/nc1": [1.0, 0.5, 0.1],
+                                  "nc/nc1_quotient": [None, None, 0.4]},  # one NC pass: a value, not a flat line
                        counts=(120, 60, 30, 15, 8))  # two tail classes (< 20 samples)
     keys = ["nc/rank", "nc/equinorm_weights", "nc/minority_cos_means_std", "nc/cdnv_tail", "nc/ncc_mismatch",
-            "nc/nc1"]
+            "nc/nc1", "nc/nc1_quotient"]
     out = ncpanels.uninformative([run], keys, "nc/")
     assert out == {"nc/rank": "constant at 4",
                    "nc/equinorm_weights": "numerically zero (|value| ≤ 2e-15, e.g. a fixed classifier)",

@@ -77,8 +77,9 @@ def _tail_size(run: Run) -> int | None:
 
 
 def uninformative(runs: list[Run], keys: list[str], prefix: str) -> dict[str, str]:
-    """{key: why} for panels that would show nothing in every run: no finite value, values numerically zero
-    (below 1e-10: a fixed head's weight metrics), a constant (a flat rank), or a std over ≤ 2 minority classes."""
+    """{key: why} for panels that would show nothing in every run: no finite value, classifier-weight metrics
+    numerically zero (below 1e-10: a fixed head), a constant over ≥ 3 NC passes (a flat rank), or a std over
+    ≤ 2 minority classes. One NC pass (a short run) is a value, not a flat line, and stays."""
     out = {}
     for key in keys:
         name, reasons = key[len(prefix):], []
@@ -88,11 +89,11 @@ def uninformative(runs: list[Run], keys: list[str], prefix: str) -> dict[str, st
             tail = _tail_size(run)
             if not finite.size:
                 reasons.append("no finite value")
-            elif np.abs(finite).max() < ZERO and (finite != 0).any():
+            elif "weights" in name and np.abs(finite).max() < ZERO and (finite != 0).any():
                 reasons.append(f"numerically zero (|value| ≤ {np.abs(finite).max():.0e}, e.g. a fixed classifier)")
             elif "_std" in name and name.startswith("minority") and tail is not None and tail <= 2:
                 reasons.append(f"a std over {tail} minority classes")
-            elif finite.max() - finite.min() <= 1e-12 * max(1.0, np.abs(finite).max()):
+            elif finite.size >= 3 and finite.max() - finite.min() <= 1e-12 * max(1.0, np.abs(finite).max()):
                 reasons.append(f"constant at {_short(float(finite[0]))}")
             else:
                 break
