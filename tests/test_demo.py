@@ -1,7 +1,7 @@
 import json
 
 from ncollapse.cli import main
-from ncollapse.demo import demo_configs
+from ncollapse.demo import IMBALANCES, SEEDS, demo_configs, sweep_stats
 
 
 def test_demo_writes_report_and_five_line_summary(tmp_path, capsys):
@@ -28,12 +28,14 @@ def test_demo_writes_report_and_five_line_summary(tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "holds an earlier demo" in err[0] and "--force" in err[0]
     assert (out / "report.html").read_bytes() == report
-    ufm = {(r["loss"], r["imbalance"]): r for r in info["ufm"]}
-    assert len(ufm) == 6
+    assert len(info["ufm"]) == 2 * len(IMBALANCES) * SEEDS and SEEDS >= 3
+    stats = sweep_stats(info["ufm"], "minority_cos_means")
+    assert len(stats["ce"][0]) >= 8 and len(stats["ncmc_cosine"][0]) >= 8  # ratios with minority cosines
+    cos = {loss: dict(zip(taus, means)) for loss, (taus, means, _) in stats.items()}
     # the UFM optimum: CE minority class means collapse under heavy imbalance, NCMC's stay near the simplex angle
-    assert ufm[("ce", 0.01)]["minority_cos_means"] > 0.1
-    assert abs(ufm[("ncmc_cosine", 0.01)]["minority_cos_means"] + 1 / 9) < 0.05
-    assert ufm[("ce", 1.0)]["nc1"] < 1e-6
+    assert cos["ce"][0.01] > 0.1 and cos["ncmc_cosine"][0.01] < 0.0  # simplex: -1/9
+    assert max(r["nc1"] for r in info["ufm"] if r["loss"] == "ce" and r["imbalance"] == 1.0) < 1e-6
+    assert html.count(" ± ") >= 3 * 2 * 8  # NC1 and both cosines, mean ± std, per loss and imbalanced ratio
 
 
 def test_demo_configs_cal_uses_class_aware_centers():
@@ -41,3 +43,11 @@ def test_demo_configs_cal_uses_class_aware_centers():
     assert cfgs["ce"].loss.name == "ce" and cfgs["ce"].model.head == "linear"
     assert cfgs["cal"].model.centers == "class_aware" and cfgs["cal"].loss.name == "ncmc_cosine"
     assert cfgs["cal"].data.imbalance == 0.1 and cfgs["cal"].train.epochs == 3
+
+
+def test_sweep_stats_mean_and_std_over_seeds():
+    rows = [{"loss": "ce", "imbalance": 0.1, "seed": s, "x": v} for s, v in enumerate([1.0, 2.0, 4.0])]
+    rows += [{"loss": "ce", "imbalance": 1.0, "seed": 0, "x": 5.0}, {"loss": "ce", "imbalance": 0.5, "seed": 0, "x": None}]
+    taus, means, stds = sweep_stats(rows, "x")["ce"]
+    assert taus == [1.0, 0.1] and means == [5.0, 7 / 3]  # IMBALANCES order; a missing value leaves its ratio out
+    assert stds[0] == 0.0 and abs(stds[1] - (((1 - 7 / 3) ** 2 + (2 - 7 / 3) ** 2 + (4 - 7 / 3) ** 2) / 3) ** 0.5) < 1e-15

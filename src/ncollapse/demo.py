@@ -4,8 +4,9 @@
    0.1 (``make_longtail``; 143 → 14 images per class);
 2. two runs of ``ncollapse.train.train`` with the same MLP: cross-entropy with a learnable linear classifier, and
    NCMC's CAL (Yan et al. 2024): the fixed multi-center frame with class-aware center counts and the cosine loss;
-3. a batched UFM sweep (``ncollapse.ufm.solve``) over imbalance 1, 0.1, 0.01 for the CE and the NCMC objectives:
-   the mean cosine between minority-class means (Fang et al. 2021's minority collapse), the theory behind 2;
+3. a batched UFM sweep (``ncollapse.ufm.solve``) over 9 imbalance ratios from 1 to 0.01 and 3 seeds for the CE
+   and the NCMC objectives: the mean cosine between minority-class means (Fang et al. 2021's minority collapse),
+   the theory behind 2, drawn as mean ± std over the seeds;
 4. one comparison page ``OUT/report.html`` (``ncollapse.report.write_comparison``) with the sweep as an extra section.
 """
 
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import shutil
 import time
 import warnings
@@ -29,11 +31,12 @@ from .serialize import to_jsonable
 from .train import config_from_dict, train
 from .ufm import UFMProblem, group_problems, solve
 
-__all__ = ["run_demo", "demo_configs", "ufm_sweep", "summary_lines", "IMBALANCES"]
+__all__ = ["run_demo", "demo_configs", "ufm_sweep", "sweep_stats", "summary_lines", "IMBALANCES", "SEEDS"]
 
 log = logging.getLogger(__name__)
 
-IMBALANCES = (1.0, 0.1, 0.01)
+IMBALANCES = (1.0, 0.5, 0.3, 0.2, 0.1, 0.05, 0.03, 0.02, 0.01)  # τ = 1 has no minority: NC1 only
+SEEDS = 3
 RUNS = {"ce": "CE (linear head)", "cal": "CAL (NCMC multi-center head)"}
 
 
@@ -52,16 +55,20 @@ def demo_configs(epochs: int = 30, seed: int = 0) -> dict:
             "cal": config_from_dict(cal, "demo (cal)")}
 
 
-def ufm_sweep(num_classes: int = 10, n_max: int = 100, dim: int = 48, steps: int = 200, seed: int = 0) -> list[dict]:
-    """CE and NCMC-cosine UFMs (``ncollapse.ufm``) at each imbalance of ``IMBALANCES``, solved as stacked batches;
-    one row per instance with the loss, NC1 and the mean cosine among the minority (second half) class means and
-    classifiers (Fang et al. 2021, §4: minority collapse shows as cosines → 1)."""
-    problems = []
+def ufm_sweep(num_classes: int = 10, n_max: int = 100, dim: int = 48, steps: int = 200, seed: int = 0,
+              seeds: int = SEEDS) -> list[dict]:
+    """CE and NCMC-cosine UFMs (``ncollapse.ufm``) at each imbalance of ``IMBALANCES`` and each of ``seeds`` seeds
+    (from ``seed`` on), solved as stacked batches; one row per instance with the loss, NC1 and the mean cosine among
+    the minority (second half) class means and classifiers (Fang et al. 2021, §4: minority collapse shows as
+    cosines → 1)."""
+    problems, keys = [], []
     for loss in ("ce", "ncmc_cosine"):
         for tau in IMBALANCES:
             counts = tuple(longtail_counts(n_max, num_classes, tau))
             extra = {} if loss == "ce" else {"centers_per_class": tuple(class_aware_centers(list(counts), 3))}
-            problems.append(UFMProblem(loss=loss, counts=counts, dim=dim, seed=seed, **extra))
+            for s in range(seed, seed + seeds):
+                problems.append(UFMProblem(loss=loss, counts=counts, dim=dim, seed=s, **extra))
+                keys.append((tau, s))
     minority = list(range(num_classes // 2, num_classes))
     rows: list[dict] = [{} for _ in problems]
     for members in group_problems(problems):
@@ -73,39 +80,63 @@ def ufm_sweep(num_classes: int = 10, n_max: int = 100, dim: int = 48, steps: int
                 warnings.simplefilter("ignore")
                 m = measure_features(x, y, W=w, b=b, num_classes=num_classes, group_counts=list(problems[i].counts),
                                      minority=minority)
-            rows[i] = {"loss": problems[i].loss, "imbalance": IMBALANCES[i % len(IMBALANCES)],
+            rows[i] = {"loss": problems[i].loss, "imbalance": keys[i][0], "seed": keys[i][1],
                        "counts": list(problems[i].counts), "objective": float(result.objective[j]), "nc1": m["nc1"],
                        "minority_cos_means": m.get("minority_cos_means_mean"),
                        "minority_cos_weights": m.get("minority_cos_weights_mean")}
     return rows
 
 
+def sweep_stats(rows: list[dict], key: str) -> dict[str, tuple[list[float], list[float], list[float]]]:
+    """{loss: (imbalances, mean over seeds, std over seeds (ddof 0))} of ``key``, imbalances in IMBALANCES order."""
+    out = {}
+    for loss in dict.fromkeys(r["loss"] for r in rows):
+        taus, means, stds = [], [], []
+        for tau in IMBALANCES:
+            values = [r[key] for r in rows if r["loss"] == loss and r["imbalance"] == tau and r[key] is not None]
+            if values:
+                mean = sum(values) / len(values)
+                taus.append(tau)
+                means.append(mean)
+                stds.append(math.sqrt(sum((v - mean) ** 2 for v in values) / len(values)))
+        out[loss] = (taus, means, stds)
+    return out
+
+
 def _sweep_figure(rows: list[dict]):
-    fig, (ax, ax2) = figure_row(11, 3.6, ncols=2)
-    for loss, style in (("ce", "-o"), ("ncmc_cosine", "--s")):
-        sel = [r for r in rows if r["loss"] == loss]
-        ax.plot([r["imbalance"] for r in sel], [r["minority_cos_means"] for r in sel], style, label=loss)
-        ax2.plot([r["imbalance"] for r in sel], [r["nc1"] for r in sel], style, label=loss)
+    fig, (ax, ax2) = figure_row(11, 3.8, ncols=2)
+    seeds = len({r["seed"] for r in rows})
+    for a, key in ((ax, "minority_cos_means"), (ax2, "nc1")):
+        for (loss, (taus, mean, std)), (style, color) in zip(sweep_stats(rows, key).items(),
+                                                             (("-o", "C0"), ("--s", "C1"))):
+            a.errorbar(taus, mean, yerr=std, fmt=style, color=color, ms=4, capsize=3, label=loss)
     k = len(rows[0]["counts"])
     ax.axhline(-1 / (k - 1), color="grey", lw=0.8, ls=":", label="simplex −1/(K−1)")
     for a in (ax, ax2):
         a.set_xscale("log")
         a.invert_xaxis()
         a.set_xlabel("imbalance τ = n_min / n_max")
-        a.legend(fontsize=8)
+        a.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
+        a.grid(True, alpha=0.3)
     ax.set_ylabel("mean cos between minority class means")
-    ax.set_title("UFM: minority collapse (Fang et al. 2021) vs NCMC", fontsize=10)
+    ratios = len(sweep_stats(rows, "minority_cos_means")["ce"][0])
+    ax.set_title(f"UFM: minority collapse (Fang et al. 2021) vs NCMC\n{ratios} imbalance ratios, mean ± std over "
+                 f"{seeds} seeds", fontsize=10)
     ax2.set_yscale("log")
     ax2.set_ylabel("NC1")
-    ax2.set_title("UFM optimum: NC1", fontsize=10)
+    ax2.set_title(f"UFM optimum: NC1 (mean ± std over {seeds} seeds)", fontsize=10)
     return fig
 
 
 def _sweep_table(rows: list[dict]) -> str:
-    return html_table(["UFM loss", "τ", "counts", "objective", "NC1", "minority cos (means)",
-                       "minority cos (classifiers)"],
-                      [[r["loss"], r["imbalance"], " ".join(map(str, r["counts"])), r["objective"], r["nc1"],
-                        r["minority_cos_means"], r["minority_cos_weights"]] for r in rows])
+    cos, cos_w, nc1 = (sweep_stats(rows, k) for k in ("minority_cos_means", "minority_cos_weights", "nc1"))
+    counts = {(r["loss"], r["imbalance"]): r["counts"] for r in rows}
+    body = []
+    for loss, (taus, mean, std) in cos.items():
+        for i, tau in enumerate(taus):
+            body.append([loss, tau, " ".join(map(str, counts[(loss, tau)])), f"{nc1[loss][1][i]:.3g} ± {nc1[loss][2][i]:.1g}",
+                         f"{mean[i]:.3f} ± {std[i]:.3f}", f"{cos_w[loss][1][i]:.3f} ± {cos_w[loss][2][i]:.3f}"])
+    return html_table(["UFM loss", "τ", "counts", "NC1", "minority cos (means)", "minority cos (classifiers)"], body)
 
 
 def summary_lines(info: dict) -> list[str]:
@@ -119,11 +150,12 @@ def summary_lines(info: dict) -> list[str]:
         s = info["runs"][key]
         lines.append(f"{label:<30} test {pct(s['final_test_acc'])}  head {pct(s['test_acc_head'])}  tail "
                      f"{pct(s['test_acc_tail'])}  NC1 {s['nc1']:.3g}")
-    ce = {r["imbalance"]: r for r in info["ufm"] if r["loss"] == "ce"}
-    nc = {r["imbalance"]: r for r in info["ufm"] if r["loss"] != "ce"}
+    stats = sweep_stats(info["ufm"], "minority_cos_means")
+    ce = dict(zip(stats["ce"][0], stats["ce"][1]))
+    nc = dict(zip(stats["ncmc_cosine"][0], stats["ncmc_cosine"][1]))
     tau = min(ce)
-    lines.append(f"UFM sweep ({len(info['ufm'])} instances): minority-mean cosine at τ={tau:g}: CE "
-                 f"{ce[tau]['minority_cos_means']:.3f}, NCMC {nc[tau]['minority_cos_means']:.3f} (simplex −0.111)")
+    lines.append(f"UFM sweep ({len(info['ufm'])} instances): minority-mean cosine at τ={tau:g} (mean over seeds): "
+                 f"CE {ce[tau]:.3f}, NCMC {nc[tau]:.3f} (simplex −0.111)")
     lines.append(f"total {info['wall_s']:.0f} s; figures and JSON beside the report")
     return lines
 
@@ -152,7 +184,8 @@ def run_demo(out_dir="runs/demo", epochs: int = 30, seed: int = 0, progress: boo
             raise KeyboardInterrupt
         nc = [m for m in read_metrics(run_dir / "metrics.jsonl") if "nc/nc1" in m][-1]
         runs[key] = {**summary, "nc1": nc["nc/nc1"]}
-    say("[3/4] solving the UFM sweep (CE and NCMC, imbalance 1 / 0.1 / 0.01, batched L-BFGS)")
+    say(f"[3/4] solving the UFM sweep (CE and NCMC, {len(IMBALANCES)} imbalance ratios 1 … 0.01, {SEEDS} seeds, "
+        "batched L-BFGS)")
     rows = ufm_sweep(seed=seed)
     say("[4/4] writing the comparison report")
     counts = json.loads((out / "ce" / "run.json").read_text())["class_counts"]
