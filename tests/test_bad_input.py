@@ -10,6 +10,7 @@ from ncollapse import measure_features
 from ncollapse._io import check_in_file, check_out_dir
 from ncollapse.cli import main
 from ncollapse.serialize import brief_list
+from ncollapse.train import load_config
 from ncollapse.validation import check_features, check_memory, infer_num_classes
 
 CONFIG = Path(__file__).resolve().parents[1] / "configs" / "quick" / "mnist_lt_ce.toml"
@@ -143,3 +144,8 @@ def test_path_checks(tmp_path):
         check_out_dir(tmp_path / "f" / "run")
     with pytest.raises(FileNotFoundError, match="--grid .* no such file"):
         check_in_file(tmp_path / "g.toml", "--grid")
+
+
+def test_load_config_names_a_folder(tmp_path):
+    with pytest.raises(IsADirectoryError, match="is a folder; give a TOML file"):
+        load_config(tmp_path)

@@ -215,6 +215,8 @@ def read_toml(path) -> tuple[dict, str]:
     if path is None:
         return {}, "config"
     path = Path(path)
+    if path.is_dir():
+        raise IsADirectoryError(f"config file {path} is a folder; give a TOML file")
     if not path.is_file():
         raise FileNotFoundError(f"config file {path} does not exist")
     try:
