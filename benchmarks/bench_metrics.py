@@ -216,7 +216,7 @@ def part_c(args):
     worst = max(diffs, key=diffs.get)
     return {"classes": k, "dim": d, "tile": args.check_tile, "tiled_s": round(tiled_s, 2),
             "direct_s": round(direct_s, 2), "max_rel_diff": float(f"{diffs[worst]:.3g}"), "worst_key": worst,
-            "agree_1e-10": diffs[worst] <= 1e-10}
+            "agree_1e-10": bool(diffs[worst] <= 1e-10)}
 
 
 def main():

@@ -69,3 +69,15 @@ def test_moments_keep_a_tiny_spread():
     mean, std = acc.result()
     assert mean == pytest.approx(float(values.mean()), rel=1e-15)
     assert std == pytest.approx(float(values.std(correction=0)), rel=1e-6)
+
+
+def test_riesz_mean_in_high_dimension_uses_log_space():
+    """d = 2000: each kernel value is about 2^-999, below the plain-sum threshold; near-duplicates overflow."""
+    v = np.random.default_rng(7).normal(size=(6, 2000))
+    u = v / np.linalg.norm(v, axis=1, keepdims=True)
+    dists = np.array([np.linalg.norm(u[i] - u[j]) for i in range(6) for j in range(i + 1, 6)])
+    want = np.mean(np.exp(-(2000 - 2) * np.log(dists)))
+    got = vector_pairs(torch.from_numpy(v), 4, gnc2=True)
+    assert 0 < want < 1e-280 and got["gnc2_riesz_mean"] == pytest.approx(want, rel=1e-9)
+    v[1] = v[0] + 1e-3
+    assert vector_pairs(torch.from_numpy(v), 4, gnc2=True)["gnc2_riesz_mean"] == float("inf")

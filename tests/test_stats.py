@@ -172,3 +172,37 @@ def test_ncmc_stats_at_exact_collapse():
     # at NCMC the variability of class k is 1 − cos ρ*_k, cos ρ*_k = sin θ / cos α*_k (ncmc.md §1)
     cos_rho = np.sin(theta) / center_angle_cos(f, theta).numpy()
     assert abs(out["ncmc_variability"] - np.mean(1 - cos_rho[y.numpy()])) < 1e-12
+
+
+class _MatmulDtypes(torch.overrides.TorchFunctionMode):
+    """Records the dtype of every matrix product run inside the block."""
+
+    def __init__(self):
+        super().__init__()
+        self.dtypes = []
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        if getattr(func, "__name__", "") in ("matmul", "__matmul__", "mm", "addmm", "bmm"):
+            self.dtypes.append(args[0].dtype)
+        return func(*args, **(kwargs or {}))
+
+
+@pytest.mark.parametrize("precision,want", [("auto", {torch.float32}), ("float64", {torch.float64})])
+def test_gemms_run_in_the_features_precision(precision, want):
+    x, y, _ = make_features([20, 15, 10], dim=6, seed=8)
+    s = ClassStats(3, 6, per_class_cov=True, precision=precision)
+    s.update(torch.from_numpy(x[:20]).float(), torch.from_numpy(y[:20]))
+    with _MatmulDtypes() as seen:
+        s.update(torch.from_numpy(x[20:]).float(), torch.from_numpy(y[20:]))
+    assert seen.dtypes and set(seen.dtypes) == want
+    assert s.scatter.dtype == torch.float64
+
+
+def test_gemm_dtype_rule():
+    from ncollapse.stats import _gemm_dtype
+
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    assert _gemm_dtype(torch.float64, torch.float64, "auto", cpu) == torch.float64  # float64 stays float64
+    assert _gemm_dtype(torch.bfloat16, torch.float64, "auto", cpu) == torch.float32
+    assert _gemm_dtype(torch.float64, torch.float64, "auto", cuda) == torch.float32  # never a float64 GEMM on CUDA
+    assert _gemm_dtype(torch.float32, torch.float64, "float64", cuda) == torch.float64  # unless asked

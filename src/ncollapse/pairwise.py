@@ -44,14 +44,23 @@ class Moments:
 
 
 class _LogSumExp:
-    """Streaming log Σ exp(values), for kernels that overflow float64 (Riesz energy in high dimension)."""
+    """Streaming log Σ of a kernel that can overflow float64 (the Riesz energy in high dimension)."""
 
     def __init__(self):
         self.value = -math.inf
 
-    def add(self, values: torch.Tensor) -> None:
-        if values.numel():
-            self.value = float(torch.logaddexp(torch.tensor(self.value, dtype=values.dtype), torch.logsumexp(values.reshape(-1), 0)))
+    def add_powers(self, base: torch.Tensor, exponent: float) -> None:
+        """Add log Σ base^exponent (base ≥ 0): a plain power sum when it neither overflows nor underflows,
+        ``torch.logsumexp`` of exponent·log(base) otherwise."""
+        if not base.numel():
+            return
+        plain = float(torch.pow(base, exponent).sum())
+        if 1e-280 < plain < math.inf:
+            block = math.log(plain)
+        else:
+            block = float(torch.logsumexp((exponent * torch.log(base)).reshape(-1), 0))
+        top = max(self.value, block)
+        self.value = top + math.log(math.exp(self.value - top) + math.exp(block - top)) if top > -math.inf else top
 
 
 def gram_norm(a: torch.Tensor, b: torch.Tensor | None = None) -> float:
@@ -163,10 +172,10 @@ def vector_pairs(rows: torch.Tensor, tile: int, *, variances: torch.Tensor | Non
         t.mul_(right(inv)).add_(shift)  # c + 1/(K−1)
         max_angle += float(torch.linalg.vector_norm(t, ord=1))
         cos.add(t)
-        if gnc2:  # log ‖u_k − u_l‖² = log(2 − 2c) = log(2 + 2/(K−1) − 2t)
-            t.mul_(-2.0).add_(2.0 + 2.0 * shift).clamp_(min=0.0).log_()
-            log_dist2.add(t)
-            riesz.add(t.mul_(-(d - 2) / 2.0))
+        if gnc2:  # ‖u_k − u_l‖² = 2(1 − c), 1 − c = 1 + 1/(K−1) − t
+            t = torch.rsub(t, 1.0 + shift).clamp_(min=0.0)
+            riesz.add_powers(t, -(d - 2) / 2.0)
+            log_dist2.add(t.log_())
         del t, g
     pairs = k * (k - 1) // 2
     cos_mean, cos_std = cos.result()
@@ -182,9 +191,9 @@ def vector_pairs(rows: torch.Tensor, tile: int, *, variances: torch.Tensor | Non
     if variances is not None:
         out["cdnv"] = cdnv_sum / cdnv_count if cdnv_count else float("nan")
     if gnc2:
-        mean, std = log_dist2.result()
-        log_riesz = riesz.value - math.log(pairs)
-        out.update(gnc2_log_mean=-0.5 * mean, gnc2_log_var=0.25 * std * std,
+        mean, std = log_dist2.result()  # of log(1 − c) = log ‖u_k − u_l‖² − log 2
+        log_riesz = riesz.value - math.log(pairs) - (d - 2) / 2.0 * math.log(2.0)
+        out.update(gnc2_log_mean=-0.5 * (mean + math.log(2.0)), gnc2_log_var=0.25 * std * std,
                    gnc2_riesz_mean=math.exp(log_riesz) if log_riesz < math.log(torch.finfo(torch.float64).max)
                    else math.inf)
     return out
