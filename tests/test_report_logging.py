@@ -1,5 +1,6 @@
 """RunLogger: flushed JSONL with NaN → null, recovery from a killed run, optional TensorBoard."""
 
+import errno
 import json
 import sys
 import types
@@ -8,6 +9,7 @@ import warnings
 import numpy as np
 import pytest
 
+from ncollapse._io import DiskFullError
 from ncollapse.report import logging as runlog
 from ncollapse.report.logging import RunLogger
 from ncollapse.report.runs import read_metrics
@@ -75,3 +77,23 @@ def test_tensorboard_gets_finite_numeric_scalars(tmp_path, monkeypatch):
         logger.log({"epoch": 3, "test_acc": 0.75, "nc/nc1": np.float64(0.01), "nan": float("nan"),
                     "flag": True, "per_class": [0.1, 0.2]})
     assert calls == [("init", str(tmp_path / "tensorboard")), ("test_acc", 0.75, 3), ("nc/nc1", 0.01, 3), ("close",)]
+
+
+def test_full_disk_while_logging_says_so(tmp_path):
+    class Full:
+        def __init__(self, fh):
+            self.fh = fh
+
+        def write(self, text):
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+        def __getattr__(self, name):
+            return getattr(self.fh, name)
+
+    logger = RunLogger(tmp_path, tensorboard=False)
+    logger.log({"epoch": 1, "loss": 0.5})
+    logger._fh = Full(logger._fh)
+    with pytest.raises(DiskFullError, match="no space left on the device while appending epoch 2"):
+        logger.log({"epoch": 2, "loss": 0.4})
+    logger.close()
+    assert (tmp_path / "metrics.jsonl").read_text().count("\n") == 1

@@ -9,6 +9,7 @@ every numeric value (bools and lists skipped) as a scalar at step = epoch.
 
 from __future__ import annotations
 
+import errno
 import importlib.util
 import math
 import os
@@ -16,7 +17,7 @@ import warnings
 from numbers import Real
 from pathlib import Path
 
-from .._io import dumps_line
+from .._io import DiskFullError, dumps_line
 from ..serialize import to_jsonable
 
 __all__ = ["RunLogger", "tensorboard_available"]
@@ -51,6 +52,7 @@ class RunLogger:
                              "pip install tensorboard or pass tensorboard=None to log JSONL only")
         _drop_partial_line(self.path)
         self._fh = open(self.path, "a", encoding="utf-8")
+        self._full = False
         self._writer = None
         if tensorboard or (tensorboard is None and tensorboard_available()):
             from torch.utils.tensorboard import SummaryWriter
@@ -64,9 +66,17 @@ class RunLogger:
         epoch = record.get("epoch")
         if not isinstance(epoch, int) or isinstance(epoch, bool):
             raise ValueError(f"record needs an integer 'epoch' (1-based); got {epoch!r}")
-        self._fh.write(dumps_line(to_jsonable(record)) + "\n")
-        self._fh.flush()
-        os.fsync(self._fh.fileno())
+        try:
+            self._fh.write(dumps_line(to_jsonable(record)) + "\n")
+            self._fh.flush()
+            os.fsync(self._fh.fileno())
+        except OSError as exc:
+            if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+                raise
+            self._full = True
+            raise DiskFullError(f"no space left on the device while appending epoch {epoch} to {self.path}; the "
+                                "earlier lines and checkpoint are kept (a partial line is dropped on --resume); free "
+                                "space and continue with --resume") from None
         if self._writer is not None:
             for key, value in record.items():
                 if key != "epoch" and isinstance(value, Real) and not isinstance(value, bool) and math.isfinite(value):
@@ -74,7 +84,11 @@ class RunLogger:
             self._writer.flush()
 
     def close(self) -> None:
-        self._fh.close()
+        try:
+            self._fh.close()
+        except OSError:  # the buffered rest of a line that met a full disk: already reported by log()
+            if not self._full:
+                raise
         if self._writer is not None:
             self._writer.close()
 
