@@ -548,26 +548,22 @@ def broken(done, data: Path | None) -> str:
 
 
 def lossp_optimum(rec) -> str:
-    """For Loss P: the fixed-frame optimum's feature norms ‖h*_k‖ = f_k cos α*_k / (f_k cos² α*_k + λ_H S)
-    (Yan et al. 2024, Cor. 3.7) of the run's frame, counts and λ_H; empty for other methods."""
-    from ncollapse.geometry import center_angle_cos, class_aware_centers
+    """For Loss P: where the run ended against the trivial point h = 0 (loss 0.5) and the fixed-frame optimum of
+    eq. 19 (Yan et al. 2024, Cor. 3.7, from ``ufm.theory``) for the run's frame, counts and λ_H; empty otherwise."""
+    from ncollapse.geometry import class_aware_centers
+    from ncollapse.ufm import UFMProblem, theory
 
     cfg = configs()[rec["run"]["config"]][2]
     if cfg["loss"]["name"] != "ncmc_p":
         return ""
     counts, lam = rec["info"]["class_counts"], cfg["loss"]["options"]["feature_penalty"]
     f = class_aware_centers(counts, cfg["model"]["f"], order="sorted")
-    s = sum(fk * n for fk, n in zip(f, counts))
-    norms = [fk * c / (fk * c * c + lam * s) for fk, c in zip(f, center_angle_cos(torch_tensor(f), cfg["model"]["theta"]).tolist())]
-    return (f". Loss P's value at h = 0 is mean_i f_(y_i)/(2S̄) = 0.5; with λ_H S = {lam * s:.3g} the eq. 19 optimum "
-            f"has feature norms ‖h*_k‖ = {min(norms):.3g}–{max(norms):.3g} (Cor. 3.7), so a loss that stays near 0.5 "
-            f"means training sat at the trivial point h ≈ 0, not at the optimum")
-
-
-def torch_tensor(values):
-    import torch
-
-    return torch.tensor(values, dtype=torch.float64)
+    best = theory.predict(UFMProblem(loss="ncmc_p", counts=tuple(counts), dim=FEATURE_DIM, centers_per_class=tuple(f),
+                                     theta=cfg["model"]["theta"], lambda_h=lam))
+    norms = best["feature_norms"]
+    return (f". The loss ends at {rec['metrics'][-1]['train_loss']:.3f}: at h = 0 it is mean_i f_(y_i)/(2S̄) = 0.5, "
+            f"at eq. 19's fixed-frame optimum {best['loss']:.3f} (‖h*_k‖ = {min(norms):.3g}–{max(norms):.3g}, Cor. 3.7). "
+            f"Training stalled near the trivial point: an optimisation failure at this learning rate and budget")
 
 
 def dead_units(rec, data: Path | None) -> str:
