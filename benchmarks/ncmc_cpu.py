@@ -704,11 +704,15 @@ Produced by `python benchmarks/ncmc_cpu.py` (this page, its figures in `{fig_dir
 - **Scale**: {EPOCHS}-epoch LeNet runs on 1,100–2,500 images test the direction of the paper's claims, not its
   numbers (ResNet-50, 200 epochs, 10k+ images).
 
-## Training converges on every class
+## Per-class training accuracy: where training ends
 
 Per-class training accuracy is logged every 3 epochs (eval mode, no augmentation: `train_eval_acc_per_class`).
 Each cell: lowest class's training accuracy at epoch {EPOCHS} / largest change of any class's training accuracy over
-the last {EPOCHS // 3} epochs (mean over seeds, %). A small second number is the plateau.
+the last {EPOCHS // 3} epochs (mean over seeds, %). A small second number is a plateau. The smallest classes hold
+{min(SETTINGS[s][3] * SETTINGS[s][2] for s in SETTINGS):.0f}–{max(SETTINGS[s][3] * SETTINGS[s][2] for s in SETTINGS):.0f} \
+training images, so one image moves their accuracy by 10–20 points; LDAM-DRW changes when its re-weighting starts
+(epoch index {int(0.8 * EPOCHS)}). A first number of 0 means some class is never fitted: those runs are listed under
+"Runs that broke down" with their loss curves.
 
 {conv_md}
 {fig('train_per_class', '')}
