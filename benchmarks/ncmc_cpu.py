@@ -309,7 +309,7 @@ def claims(done, result, grid) -> str:
         if want == "better":
             return "holds" if up and not down and not open_ else "does not hold" if down else (
                 "holds in part" if up else "not resolved at this scale")
-        return "does not hold" if down else "holds"  # "comparable or better": never significantly worse
+        return "does not hold" if down else "holds (CAL never resolved lower)"
 
     lines.append(f"1. *CAL improves on the plain CE model on long-tailed data* (Tables 2–3): overall accuracy "
                  f"{holds('ce', 'overall', 'better')} — {said(result, 'ce', 'overall')}; tail: "
@@ -357,7 +357,8 @@ def penalty_said(done) -> str:
                 last = [x["ncmc/collapse_mean"] for x in rec["metrics"] if x.get("ncmc/collapse_mean") is not None]
                 values.append(f"{label}: {last[-1]:.3g} (test {pct(value(rec, 'overall'))}%)")
         parts.append(f"{lab}: " + ", ".join(values) if values else f"{lab}: no runs")
-    return "; ".join(parts) + " (lower is heavier collapse)"
+    return "; ".join(parts) + (" (lower is heavier collapse). Every Loss P run here stalls near h = 0 (see the "
+                               "broken runs), so this ordering says little about the paper's claim")
 
 
 def grid_table(done) -> tuple[str, str, list]:
@@ -540,11 +541,22 @@ def broken(done, data: Path | None) -> str:
         third = losses[-(EPOCHS // 3) - 1]
         flat = abs(losses[-1] - third) / abs(third) if third else math.nan
         out.append(f"- `{rec['run']['name']}`: test accuracy {pct(last['test_acc'])}%; classes below 50% training "
-                   f"accuracy: {', '.join(f'{c} ({pct(a)}%)' for c, a in low) or 'none'}; {dead_units(rec, data)}; "
+                   f"accuracy: {', '.join(f'{c} ({pct(a)}%)' for c, a in low) or 'none'}; {dead_units(rec, data)} dead; "
                    f"train loss every {max(1, EPOCHS // 10)} epochs "
                    f"{[round(x, 3) for x in losses[:: max(1, EPOCHS // 10)]]}, changed {100 * flat:.1f}% over the "
                    f"last {EPOCHS // 3} epochs{lossp_optimum(rec)}")
-    return "\n".join(out) if out else "none: every run ends above chance with every class at ≥ 50% training accuracy."
+    if not out:
+        return "none: every run ends above chance with every class at ≥ 50% training accuracy."
+    by_method = {}
+    for line in out:
+        name = line.split("`")[1]
+        method = done[name]["run"]["method"]
+        by_method[METHODS[method]] = by_method.get(METHODS[method], 0) + 1
+    total = {METHODS[m]: sum(r["run"]["method"] == m for r in done.values()) for m in METHODS}
+    summary = ", ".join(f"{m} {k} of {total[m]}" for m, k in by_method.items())
+    alive = all("; 0 of " in line for line in out)
+    return (f"Broken runs by method: {summary}. {'None of them has' if alive else 'Some have'} a dead backbone unit."
+            "\n\n" + "\n".join(out))
 
 
 def lossp_optimum(rec) -> str:
@@ -572,7 +584,7 @@ def dead_units(rec, data: Path | None) -> str:
 
     model, train_set = checkpoint_model(rec, data)
     h = model.backbone(inputs(train_set, torch.ones(len(train_set), dtype=torch.bool)))
-    return f"{int((h.abs().amax(0) == 0).sum())} of {h.shape[1]} backbone units dead"
+    return f"{int((h.abs().amax(0) == 0).sum())} of {h.shape[1]} backbone units"
 
 
 def figures(done, fig_dir: Path, data: Path | None) -> dict[str, str]:
