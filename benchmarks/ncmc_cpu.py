@@ -785,8 +785,7 @@ Runs at chance level, or with a class under 50% training accuracy at the last ep
 ## Budget
 
 {len(done)} of {len(runs)} runs finished; training time summed over runs {sum(seconds) / 60:.1f} min
-(2 runs at a time on the shared 2-core machine, which other jobs were loading: the load average stayed between 7 and
-12), so a run took {min(seconds, default=math.nan):.0f}–{max(seconds, default=math.nan):.0f} s (median
+(2 runs at a time on a 2-core machine that other jobs were loading heavily), so a run took {min(seconds, default=math.nan):.0f}–{max(seconds, default=math.nan):.0f} s (median
 {statistics.median(seconds) if seconds else math.nan:.0f} s). At the quickest run's pace, which is closest to an idle
 core, the whole page takes about {len(runs) * min(seconds, default=math.nan) / 2 / 60:.0f} min on two idle cores.
 Missing runs: {', '.join(f'`{m}`' for m in missing) if missing else 'none'}.
