@@ -655,7 +655,9 @@ def verify(name: str, root: Path, out: Path) -> dict:
         "final_test_acc": last["test_acc"], "final_tail_acc": last["test_acc_tail"],
         "logged_test_acc": line["final_test_acc"], "logged_tail_acc": line["final_tail_acc"]}
     result["identical"] = (last["test_acc"] == line["final_test_acc"] and last["test_acc_tail"] == line["final_tail_acc"])
-    atomic_write_text(out / "verify.json", json.dumps(result, indent=1) + "\n")
+    done = json.loads((out / "verify.json").read_text()) if (out / "verify.json").is_file() else []
+    done = [c for c in (done if isinstance(done, list) else [done]) if c["name"] != name] + [result]
+    atomic_write_text(out / "verify.json", json.dumps(done, indent=1) + "\n")
     return result
 
 
@@ -671,14 +673,13 @@ def render(runs, out: Path, doc: Path, data: Path | None) -> None:
     missing = [r["name"] for r in runs if r["name"] not in done]
     seconds = [r["summary"]["wall_s"] for r in done.values()]
     threads = sorted({r["info"]["environment"]["threads"] for r in done.values()})
-    check = json.loads((out / "verify.json").read_text()) if (out / "verify.json").is_file() else None
-    if check is None:
-        check_md = "Not run yet (`python benchmarks/ncmc_cpu.py --verify NAME --root PATH`)."
-    else:
-        check_md = (f"`{check['name']}` rerun with its `argv` from `{check['root']}` (commit {check['commit']}, "
-                    f"{check['threads']} thread): final_test_acc {check['final_test_acc']!r}, final_tail_acc "
-                    f"{check['final_tail_acc']!r}; the jsonl line says {check['logged_test_acc']!r} and "
-                    f"{check['logged_tail_acc']!r}: **{'identical' if check['identical'] else 'DIFFERENT'}**.")
+    checks = json.loads((out / "verify.json").read_text()) if (out / "verify.json").is_file() else []
+    checks = checks if isinstance(checks, list) else [checks]
+    check_md = "\n".join(
+        f"- `{c['name']}` rerun with its `argv` from `{c['root']}` (commit {c['commit']}, {c['threads']} thread): "
+        f"final_test_acc {c['final_test_acc']!r}, final_tail_acc {c['final_tail_acc']!r}; the jsonl line says "
+        f"{c['logged_test_acc']!r} and {c['logged_tail_acc']!r}: **{'identical' if c['identical'] else 'DIFFERENT'}**."
+        for c in checks) or "Not run yet (`python benchmarks/ncmc_cpu.py --verify NAME --root PATH`)."
     sizes = "; ".join(f"{lab}: n_max {SETTINGS[s][3]}, τ {SETTINGS[s][2]:g}, test "
                       f"{'all images' if not SETTINGS[s][4] else f'{SETTINGS[s][4]} per class'}, head n > {SETTINGS[s][5][0]}"
                       f", tail n < {SETTINGS[s][5][1]}" for lab, s in LABELS.items())
