@@ -30,6 +30,29 @@ def test_ufm_json_has_the_contract_keys(capsys):
     assert out["metrics"]["etf_error_weights"] < 1e-4 and out["metrics"]["ncc_mismatch"] == 0.0
 
 
+def test_ufm_certify_json_matches_closed_form_and_imbalanced_solver(capsys):
+    pytest.importorskip("cvxpy", reason="the theory extra is not installed")
+    out = _json(capsys, ["ufm", "--loss", "mse", "--classes", "4", "--per-class", "5", "--dim", "6", "--certify",
+                         "--json", "--quiet"])
+    assert out["certificate"]["convex_objective"] == pytest.approx(out["theory"]["loss"], rel=1e-6)
+    out = _json(capsys, ["ufm", "--loss", "ce", "--counts", "30,30,5,5", "--dim", "4", "--lambda-w", "1e-3",
+                         "--lambda-h", "1e-3", "--certify", "--json", "--quiet"])
+    assert out["theory"] is None and abs(out["certificate"]["relative_gap"]) <= 1e-6
+    assert out["certificate"]["gap"] == pytest.approx(out["loss"] - out["certificate"]["convex_objective"])
+
+
+def test_ufm_ball_and_learned_frame_options(capsys):
+    out = _json(capsys, ["ufm", "--loss", "ce", "--classes", "3", "--per-class", "2", "--dim", "4", "--constraint",
+                         "ball", "--energy-h", "2", "--optimizer", "gd", "--lr", "2", "--json", "--quiet"])
+    assert out["converged"] and out["theory_gap"] < 1e-9 and out["problem"]["constraint"] == "ball"
+    out = _json(capsys, ["ufm", "--loss", "ncmc_p", "--counts", "6,4,2", "--dim", "14", "--centers-per-class",
+                         "2,2,3", "--ncmc-frame", "learned", "--lambda-w", "1e-2", "--lambda-h", "1e-3", "--json",
+                         "--quiet"])
+    gaps = out["theory_gaps"]
+    assert out["theory_gap"] < 1e-9 and gaps["variability_achieved"] == pytest.approx(gaps["variability_expected"],
+                                                                                       abs=1e-6)
+
+
 def test_ufm_imbalanced_mse_and_ncmc(capsys):
     out = _json(capsys, ["ufm", "--loss", "mse", "--counts", "30,10,1", "--dim", "3", "--lambda-w", "3e-2",
                          "--lambda-h", "3e-2", "--json"])

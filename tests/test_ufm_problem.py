@@ -19,6 +19,12 @@ from ncollapse.ufm.problem import DEFAULT_LAMBDA
     (dict(loss="supcon", counts=(3, 1), dim=4), ValueError, "at least two samples per class"),
     (dict(loss="ce", counts=(3, 3), dim=4, extra_layers=("conv",)), ValueError, "extra_layers entry == 'conv'"),
     (dict(loss="ce", counts=(3, 3), dim=4, theta=2.0), ValueError, "theta == 2.0"),
+    (dict(loss="ce", counts=(3, 3), dim=4, constraint="ball", lambda_h=1e-3), ValueError,
+     "constraint='ball' bounds the energies"),
+    (dict(loss="ce", counts=(3, 3), dim=4, constraint="ball", bias="free"), ValueError, "layer-peeled model"),
+    (dict(loss="ce", counts=(3, 3), dim=4, constraint="ball", energy_h=0.0), ValueError, "energy_h == 0.0"),
+    (dict(loss="ce", counts=(3, 3), dim=4, ncmc_frame="learned"), ValueError, "use loss='ncmc_p'"),
+    (dict(loss="ce", counts=(3, 3), dim=4, constraint="sphere"), ValueError, "constraint == 'sphere'"),
 ])
 def test_bad_input_raises_one_clear_error(kwargs, error, match):
     with pytest.raises(error, match=match):

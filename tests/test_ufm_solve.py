@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from ncollapse.ufm import UFMDivergenceError, UFMProblem, group_problems, solve, theory
-from ncollapse.ufm.solve import _Stack
+from ncollapse.ufm.stack import Stack
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -33,7 +33,7 @@ def test_objective_matches_float64_reference_with_padding():
     """The stacked objective equals a direct per-instance formula; padding rows contribute nothing."""
     problems = [UFMProblem(loss="ce", counts=(3, 2), dim=3, bias="decay", seed=4),
                 UFMProblem(loss="ce", counts=(6, 5), dim=3, bias="decay", seed=5, lambda_b=0.1)]
-    stack = _Stack(problems, "cpu", torch.float64)
+    stack = Stack(problems, "cpu", torch.float64)
     tensors = stack.init_params()
     params = dict(zip(stack.names, tensors))
     obj, _ = stack.objective(params)
@@ -111,3 +111,27 @@ def test_init_scale_sets_row_norms():
     x, _ = r.features(0)
     assert float(x.norm(dim=1).mean()) == pytest.approx(0.01, rel=0.05)
     assert math.isfinite(r.objective[0])
+
+
+@pytest.mark.parametrize("optimizer", ["gd", "adam"])
+def test_torch_optim_steps_equal_the_hand_written_updates(optimizer):
+    """solve's torch.optim SGD / Adam take the textbook steps: θ ← θ − lr g, and Kingma & Ba 2015, Alg. 1."""
+    problems = [_mse((4, 3, 2), 0, bias="decay"), _mse((2, 3, 4), 1, bias="decay")]
+    steps, lr = 40, (0.3 if optimizer == "gd" else 0.05)
+    result = solve(problems, optimizer=optimizer, lr=lr, steps=steps, tol=0.0, record_metrics=False)
+    stack = Stack(problems, "cpu", torch.float64)
+    tensors = stack.init_params()
+    m = [torch.zeros_like(t) for t in tensors]
+    v = [torch.zeros_like(t) for t in tensors]
+    for step in range(1, steps + 1):
+        grads = stack.value_and_grad(tensors)[2]
+        for i, g in enumerate(grads):
+            if optimizer == "gd":
+                tensors[i] = tensors[i] - lr * g
+                continue
+            m[i] = 0.9 * m[i] + 0.1 * g
+            v[i] = 0.999 * v[i] + 0.001 * g * g
+            m_hat, v_hat = m[i] / (1 - 0.9 ** step), v[i] / (1 - 0.999 ** step)
+            tensors[i] = tensors[i] - lr * m_hat / (torch.sqrt(v_hat) + 1e-8)
+    for name, t in zip(stack.names, tensors):
+        assert torch.allclose(result.params[name], t, rtol=1e-12, atol=1e-14), name

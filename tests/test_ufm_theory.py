@@ -137,3 +137,59 @@ def test_ncmc_learned_frame_matches_theorem_3_3_and_a_direct_solve():
     norms = torch.stack([h.detach()[labels == j].norm(dim=1).mean() for j in range(k)])
     assert norms.tolist() == pytest.approx(pred["feature_norms"], rel=1e-5)
     assert (lw * rho.detach() ** 2).tolist() == pytest.approx((torch.tensor(counts) * lh * norms ** 2).tolist(), rel=1e-5)
+
+
+def test_ball_constrained_model_reaches_the_simplex_etf_of_fang_et_al():
+    """Fang et al. 2021, Thm 3: balanced CE under the energy constraints; projected GD keeps them feasible."""
+    p = UFMProblem.balanced(3, 2, 4, loss="ce", constraint="ball", energy_w=1.0, energy_h=2.0)
+    r = solve(p, optimizer="gd", lr=2.0, steps=2000, tol=1e-8, record_metrics=False)
+    pred = theory.predict(p)
+    assert pred["loss"] == pytest.approx(math.log1p(2 * math.exp(-3 * math.sqrt(2.0) / 2)), rel=1e-15)
+    gaps = theory.gaps(r, 0)
+    assert r.converged[0] and gaps["loss"] < 1e-9 and gaps["geometry"] < 1e-5
+    x, _ = r.features(0)
+    w, _ = r.classifier(0)
+    assert float(w.square().sum(1).mean()) <= 1.0 + 1e-12 and float(x.square().sum(1).mean()) <= 2.0 + 1e-12
+
+
+def test_ball_projection_is_the_euclidean_projection():
+    """Imbalanced counts weight the feature constraint per class (Fang et al. 2021, eq. 3): the projection
+    h_i/(1 + μc_i) lands on the boundary and satisfies the KKT condition of min ‖h − h0‖² s.t. Σ c_i‖h_i‖² ≤ E_H."""
+    from ncollapse.ufm.stack import Stack
+
+    p = UFMProblem(loss="mse", counts=(5, 2, 1), dim=3, constraint="ball", energy_h=0.05, init_scale=3.0, seed=2)
+    stack = Stack([p], "cpu", torch.float64)
+    h0 = torch.randn(1, 8, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(0)) * 3
+    shrink = stack._feature_shrink(h0)[0]
+    c = 1.0 / (3 * torch.tensor([5.0, 5, 5, 5, 5, 2, 2, 1], dtype=torch.float64))
+    h = h0[0] * shrink[:, None]
+    assert float((c * h.square().sum(1)).sum()) == pytest.approx(0.05, rel=1e-12)
+    mu = (1 / shrink - 1) / c  # one multiplier for every row
+    assert torch.allclose(mu, mu[0].expand_as(mu), rtol=1e-12) and float(mu[0]) > 0
+
+
+def test_learned_ncmc_frame_reaches_theorem_3_4_with_the_expected_variability():
+    """ncmc_frame='learned' (Yan et al. 2024, Thm 3.4) and the variability 1 − cos ρ*_k beside the achieved one."""
+    p = UFMProblem(loss="ncmc_p", counts=(6, 4, 2), dim=14, centers_per_class=(2, 2, 3), theta=0.3, lambda_w=1e-2,
+                   lambda_h=1e-3, ncmc_frame="learned")
+    r = solve(p, steps=2000, record_metrics=False)
+    pred = theory.predict(p)
+    assert pred["loss"] == theory.ncmc_learned_frame(p.counts, p.centers_per_class, 0.3, 1e-2, 1e-3)["loss"]
+    gaps = theory.gaps(r, 0)
+    assert r.converged[0] and gaps["loss"] < 1e-10 and gaps["geometry"] < 1e-5
+    rho = r.params["rho"][0].abs()
+    assert (rho ** 2).tolist() == pytest.approx(pred["classifier_sq_norms"], rel=1e-6)
+    cos_rho = math.sin(0.3) / torch.tensor(pred["cos_alpha"], dtype=torch.float64)
+    expected = float((torch.tensor([6.0, 4, 2], dtype=torch.float64) * (1 - cos_rho)).sum() / 12)
+    assert pred["variability"] == pytest.approx(expected, rel=1e-12)
+    assert gaps["variability_achieved"] == pytest.approx(gaps["variability_expected"], abs=1e-6)
+
+
+@pytest.mark.parametrize("loss", ["ce", "mse"])
+def test_temperature_enters_the_closed_forms_as_lambda_w_tau_squared(loss):
+    """Logits (W/τ)h: the problem with (λ_W, τ) is the one with (λ_W τ², 1) for the effective W/τ."""
+    p = UFMProblem.balanced(3, 4, 4, loss=loss, temperature=0.5, lambda_w=1e-2)
+    same = UFMProblem.balanced(3, 4, 4, loss=loss, lambda_w=1e-2 * 0.25)
+    assert theory.predict(p)["loss"] == pytest.approx(theory.predict(same)["loss"], rel=1e-14)
+    r = solve(p, steps=2000, record_metrics=False)
+    assert r.converged[0] and theory.gaps(r, 0)["loss"] < 1e-9 and theory.gaps(r, 0)["geometry"] < 1e-5

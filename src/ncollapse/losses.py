@@ -39,7 +39,7 @@ from .validation import check_counts, check_scalar
 
 __all__ = ["build_loss", "LOSSES", "mixup_loss", "posthoc_logit_adjust", "class_balanced_weights", "ldam_margins",
            "CrossEntropy", "SquareLoss", "LDAMLoss", "LogitAdjustedLoss", "DotRegressionLoss", "SupConLoss",
-           "NCMCLossP", "NCMCCosineLoss"]
+           "NCMCLossP", "NCMCCosineLoss", "supcon_terms", "ncmc_cosine_terms"]
 
 
 def class_balanced_weights(class_counts, beta: float = 0.9999) -> torch.Tensor:
@@ -193,6 +193,19 @@ class DotRegressionLoss(_Loss):
         return 0.5 * ((unit * m).sum(1) - m.norm(dim=1)).square().mean()
 
 
+def supcon_terms(z: torch.Tensor, targets: torch.Tensor, temperature: float, valid: torch.Tensor | None = None):
+    """(per-anchor L^sup_out, has-a-positive mask) for unit rows z (..., n, d) and targets (..., n) (Khosla et al.
+    2020, eq. 2); leading dimensions are independent batches, ``valid`` (..., n) masks padding rows out of every
+    denominator and positive set. Shared by ``SupConLoss`` and the UFM lab."""
+    sim = z @ z.transpose(-1, -2) / temperature
+    eye = torch.eye(z.shape[-2], dtype=torch.bool, device=z.device)
+    candidate = ~eye if valid is None else valid[..., None, :] & ~eye
+    log_prob = sim - torch.logsumexp(sim.masked_fill(~candidate, -math.inf), dim=-1, keepdim=True)
+    positive = (targets[..., :, None] == targets[..., None, :]) & candidate
+    num_pos = positive.sum(-1)
+    return -(log_prob * positive).sum(-1) / num_pos.clamp(min=1), num_pos > 0
+
+
 class SupConLoss(_Loss):
     """L^sup_out (Khosla et al. 2020, eq. 2) on z = h/‖h‖ for one view per sample:
     −(1/|P(i)|) Σ_{p∈P(i)} log[exp(z_i·z_p/T) / Σ_{a≠i} exp(z_i·z_a/T)], mean over anchors with a positive
@@ -204,13 +217,8 @@ class SupConLoss(_Loss):
 
     def _loss(self, features, logits, targets, epoch):
         z = F.normalize(features, dim=1)
-        sim = z @ z.T / self.temperature
-        eye = torch.eye(len(targets), dtype=torch.bool, device=z.device)
-        log_prob = sim - torch.logsumexp(sim.masked_fill(eye, -math.inf), dim=1, keepdim=True)
-        positive = (targets[:, None] == targets[None, :]) & ~eye
-        num_pos = positive.sum(1)
-        per_anchor = -(log_prob * positive).sum(1) / num_pos.clamp(min=1)
-        has_pos = (num_pos > 0).to(z.dtype)
+        per_anchor, has_pos = supcon_terms(z, targets, self.temperature)
+        has_pos = has_pos.to(z.dtype)
         return (per_anchor * has_pos).sum() / has_pos.sum().clamp(min=1)
 
 
@@ -278,6 +286,17 @@ class NCMCLossP(_NCMCLoss):
         return (residual / (2 * self.mean_s) + penalty).mean()
 
 
+def ncmc_cosine_terms(features: torch.Tensor, centers: torch.Tensor, own: torch.Tensor, beta: torch.Tensor,
+                      lam: float) -> torch.Tensor:
+    """Per-sample NCMC cosine loss β_k Σ_{j≤f_k} (⟨w_j^(k), h/‖h‖⟩ − 1)² + λ(‖h‖ − 1)² (Yan et al. 2024, eq. 20,
+    App. F): features (..., n, d), centers (..., F, d), ``own`` (..., n, F) the f_k-hot target, ``beta`` (..., n)
+    the weight of each sample's class. Shared by ``NCMCCosineLoss`` and the UFM lab."""
+    norm = features.norm(dim=-1)
+    cos = (features @ centers.transpose(-1, -2)) / norm.clamp(min=1e-12)[..., None]
+    per = ((cos - 1.0).square() * own).sum(-1)
+    return beta * per + lam * (norm - 1.0).square()
+
+
 class NCMCCosineLoss(_NCMCLoss):
     """NCMC cosine loss (Yan et al. 2024, eq. 20 and App. F, objective 34):
     mean_i [ β_k Σ_{j≤f_k} (⟨w_j^(k), h_i/‖h_i‖⟩ − 1)² + λ(‖h_i‖ − 1)² ], k = y_i, with
@@ -292,10 +311,7 @@ class NCMCCosineLoss(_NCMCLoss):
 
     def _loss(self, features, logits, targets, epoch):
         self._check_width(features)
-        norm = features.norm(dim=1)
-        cos = (features @ self.centers.T) / norm.clamp(min=1e-12)[:, None]
-        per = ((cos - 1.0).square() * self._own(targets)).sum(1)
-        return (self.beta[targets] * per + self.lam * (norm - 1.0).square()).mean()
+        return ncmc_cosine_terms(features, self.centers, self._own(targets), self.beta[targets], self.lam).mean()
 
 
 LOSSES = {

@@ -14,6 +14,8 @@ examples:
   ncollapse ufm --loss ce --classes 4 --per-class 10 --dim 8 --json
   ncollapse ufm --loss mse --counts 500,100,20 --dim 4 --lambda-w 1e-4 --lambda-h 1e-4 --optimizer lbfgs
   ncollapse ufm --loss ncmc_p --counts 50,20,5 --dim 20 --centers 3 --theta 0.2 --lambda-h 1e-3 --json
+  ncollapse ufm --loss ce --counts 100,100,10,10 --dim 4 --lambda-w 1e-3 --lambda-h 1e-3 --certify --json
+  ncollapse ufm --loss ce --classes 4 --per-class 5 --dim 4 --constraint ball --optimizer gd --lr 2
   ncollapse ufm sweep --grid configs/ufm/mse_lambda_sweep.toml --out sweep.json
   ncollapse ufm experiment minority_collapse --out results/ufm
 """
@@ -35,7 +37,7 @@ HELP = "simulate unconstrained features models against their theory"
 
 def register(subparsers) -> None:
     from ..ufm.experiments import EXPERIMENTS
-    from ..ufm.problem import BIASES, FIXED, LOSSES, NORMALIZE
+    from ..ufm.problem import BIASES, CONSTRAINTS, FIXED, FRAMES, LOSSES, NORMALIZE
     from ..ufm.solve import OPTIMIZERS
 
     parser = subparsers.add_parser("ufm", help=HELP,
@@ -59,6 +61,12 @@ def register(subparsers) -> None:
     centers.add_argument("--centers-per-class", type=_int_list, help="NCMC f_k explicitly, e.g. 1,2,3")
     parser.add_argument("--theta", type=float, default=0.2, help="NCMC frame angle (radians)")
     parser.add_argument("--lambda-norm", type=float, default=6e-4, help="norm regulariser of ncmc_cosine")
+    parser.add_argument("--ncmc-frame", choices=FRAMES, default="fixed",
+                        help="ncmc_p: learn the frame norms (Yan et al. Thm 3.3/3.4) or keep them fixed")
+    parser.add_argument("--constraint", choices=CONSTRAINTS, default="penalty",
+                        help="ball: Fang et al.'s layer-peeled model (energy bounds instead of penalties)")
+    parser.add_argument("--energy-w", type=float, default=1.0, help="ball: mean ||w_k||^2 <= E_W")
+    parser.add_argument("--energy-h", type=float, default=1.0, help="ball: class-averaged mean ||h_i||^2 <= E_H")
     parser.add_argument("--init-scale", type=float, default=1.0)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--optimizer", choices=OPTIMIZERS, default="lbfgs")
@@ -66,6 +74,8 @@ def register(subparsers) -> None:
     parser.add_argument("--lr", type=float, help="step size (default per optimizer; flow: RK4 dt)")
     parser.add_argument("--tol", type=float, default=1e-8, help="gradient-norm convergence threshold")
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--certify", action="store_true",
+                        help="also solve the convex reformulation (needs pip install 'ncollapse[theory]')")
     parser.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     parser.set_defaults(func=run)
@@ -115,12 +125,14 @@ def run(args) -> int:
                          lambda_h=args.lambda_h, lambda_b=args.lambda_b, normalize=args.normalize,
                          temperature=args.temperature, extra_layers=args.extra_layers,
                          fixed_classifier=args.fixed_classifier, centers_per_class=centers, theta=args.theta,
-                         lambda_norm=args.lambda_norm, init_scale=args.init_scale, seed=args.seed)
+                         lambda_norm=args.lambda_norm, init_scale=args.init_scale, seed=args.seed,
+                         constraint=args.constraint, energy_w=args.energy_w, energy_h=args.energy_h,
+                         ncmc_frame=args.ncmc_frame)
     if str(args.device) == "cpu":  # parameters, gradients and optimizer state: at least four float64 copies
         size = sum(problem.counts) * problem.dim + len(problem.counts) * problem.dim
         check_memory(32 * size, f"ufm with {sum(problem.counts)} x {problem.dim} features", "lower --dim or the counts")
     result = solve(problem, optimizer=args.optimizer, steps=args.steps, lr=args.lr, tol=args.tol,
-                   record_metrics=False, device=args.device, progress=_progress(args))
+                   record_metrics=False, device=args.device, progress=_progress(args), certify=args.certify)
     summary = {"problem": problem.to_dict(), **summarize(result, 0)}
     if args.json:
         print(dumps_line(summary))
@@ -138,6 +150,10 @@ def run(args) -> int:
         print(f"theory: {summary['theory']['geometry']}, loss {summary['theory']['loss']:.10g} "
               f"({summary['theory']['source']})")
         print(f"  relative loss gap {gaps['loss']:.2e}, largest geometry error {gaps['geometry']:.2e}")
+    cert = summary["certificate"]
+    if cert is not None:
+        print(f"certificate: convex optimum {cert['convex_objective']:.10g} ({cert['solver']}, {cert['status']}), "
+              f"gap {cert['gap']:.2e} (relative {cert['relative_gap']:.2e})")
     return 0
 
 

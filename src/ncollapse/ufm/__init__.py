@@ -7,8 +7,9 @@
 True
 """
 
-from . import theory
+from . import certify, theory
 from .problem import UFMProblem
-from .solve import UFMDivergenceError, UFMResult, group_problems, solve
+from .solve import SolverOptions, UFMDivergenceError, UFMResult, group_problems, solve
 
-__all__ = ["UFMProblem", "UFMResult", "UFMDivergenceError", "solve", "group_problems", "theory"]
+__all__ = ["UFMProblem", "UFMResult", "UFMDivergenceError", "SolverOptions", "solve", "group_problems", "theory",
+           "certify"]

@@ -44,15 +44,20 @@ SIZES = ("tiny", "full")
 _TRACKED = ("nc1", "etf_error_means", "etf_error_weights", "self_duality", "ncc_mismatch")
 
 
+_CERTIFICATE_KEYS = ("convex_objective", "gap", "relative_gap", "status", "solver", "rank")
+
+
 def summarize(result, i: int) -> dict:
-    """JSON-ready summary of instance i: loss, steps, convergence, metrics (learned W, b) and theory gaps."""
+    """JSON-ready summary of instance i: loss, steps, convergence, metrics (learned W, b), theory gaps and, when
+    ``solve(..., certify=True)`` ran, the certificate (convex optimum and gap)."""
     pred = theory.predict(result.problems[i])
     gap = theory.gaps(result, i, pred) if pred is not None else None
+    cert = None if result.certificates is None else {k: result.certificates[i][k] for k in _CERTIFICATE_KEYS}
     return to_jsonable({
         "loss": float(result.objective[i]), "data_loss": float(result.data_loss[i]), "steps": result.steps,
         "converged": bool(result.converged[i]), "grad_norm": float(result.grad_norm[i]),
         "optimizer": result.optimizer, "lr": result.lr, "metrics": result.metrics(i),
-        "theory": pred, "theory_gap": None if gap is None else gap["loss"], "theory_gaps": gap,
+        "theory": pred, "theory_gap": None if gap is None else gap["loss"], "theory_gaps": gap, "certificate": cert,
     })
 
 

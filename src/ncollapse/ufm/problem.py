@@ -21,6 +21,16 @@ under ``features``/``both``/``batchnorm`` normalisation or SupCon, weights under
 normalisation or a fixed classifier) has no minimiser, so it must be 0: left as ``None`` it defaults to 0
 there and to 5e-3 elsewhere; an explicit non-zero value is an error. ``bias="free"`` is an unpenalised bias
 (λ_b = 0), ``"decay"`` a penalised one, ``"none"`` no bias.
+
+Two further models:
+
+* ``constraint="ball"``: the layer-peeled model of Fang et al. 2021 (eq. 3): min (1/N) Σ_i ℓ(W h_i/τ, y_i)
+  subject to (1/K) Σ_k ‖w_k‖² ≤ E_W and (1/K) Σ_k (1/n_k) Σ_{i∈k} ‖h_i‖² ≤ E_H (``energy_w``, ``energy_h``;
+  the plain sample mean when balanced), solved by projected gradient steps (``gd``/``adam``); no penalties.
+* ``ncmc_frame="learned"`` (``ncmc_p`` only): the multi-center frame (V, W_0) is learned in the constraint set C of
+  Yan et al. 2024 (Def. 3.2, eq. 16) with the penalty (λ_W0/2)‖W_0‖_F², λ_W0 = ``lambda_w``. C is an
+  orthonormal Q scaled per class by ρ_k = ‖w_k‖ = ‖v_j^(k)‖, and P is invariant under rotating Q and H
+  together, so learning ρ with Q fixed reaches every value of P over C (Thm 3.3 / 3.4's model).
 """
 
 from __future__ import annotations
@@ -35,12 +45,15 @@ from .. import geometry
 from ..config_check import check_choice
 from ..validation import check_counts, check_scalar
 
-__all__ = ["UFMProblem", "LOSSES", "BIASES", "NORMALIZE", "LAYERS", "FIXED", "DEFAULT_LAMBDA"]
+__all__ = ["UFMProblem", "LOSSES", "BIASES", "NORMALIZE", "LAYERS", "FIXED", "CONSTRAINTS", "FRAMES",
+           "DEFAULT_LAMBDA"]
 
 LOSSES = ("ce", "mse", "supcon", "ncmc_p", "ncmc_cosine")
 BIASES = ("none", "free", "decay")
 NORMALIZE = ("none", "features", "weights", "both", "batchnorm")
 LAYERS = ("linear", "relu")
+CONSTRAINTS = ("penalty", "ball")
+FRAMES = ("fixed", "learned")
 FIXED = ("none", *geometry.FIXED_FRAMES, "multicenter")
 DEFAULT_LAMBDA = 5e-3
 
@@ -54,7 +67,8 @@ class UFMProblem:
     ``counts`` holds n_k per class (``UFMProblem.balanced(K, n, d)`` for K × n); ``init_scale`` is the
     expected row norm of the Gaussian initialisation of H, W and extra layers (entries N(0, init_scale²/d));
     ``seed`` fixes the initialisation and any fixed frame. ``centers_per_class`` and ``theta`` define the
-    NCMC frame (needed by the ``ncmc_*`` losses, which always use the fixed multi-center frame).
+    NCMC frame (needed by the ``ncmc_*`` losses); ``ncmc_frame="learned"`` learns its norms (module docstring).
+    ``constraint="ball"`` replaces the penalties by the energy bounds ``energy_w``, ``energy_h``.
     """
 
     loss: str
@@ -73,6 +87,10 @@ class UFMProblem:
     lambda_norm: float = 6e-4
     init_scale: float = 1.0
     seed: int = 0
+    constraint: str = "penalty"
+    energy_w: float = 1.0
+    energy_h: float = 1.0
+    ncmc_frame: str = "fixed"
 
     @classmethod
     def balanced(cls, num_classes: int, per_class: int, dim: int, **kwargs) -> UFMProblem:
@@ -86,6 +104,10 @@ class UFMProblem:
         check_choice(self.bias, BIASES, "bias")
         check_choice(self.normalize, NORMALIZE, "normalize")
         check_choice(self.fixed_classifier, FIXED, "fixed_classifier")
+        check_choice(self.constraint, CONSTRAINTS, "constraint")
+        check_choice(self.ncmc_frame, FRAMES, "ncmc_frame")
+        check_scalar(self.energy_w, "energy_w", Real, low=0.0, low_open=True)
+        check_scalar(self.energy_h, "energy_h", Real, low=0.0, low_open=True)
         set_("counts", tuple(check_counts(self.counts, "counts")))
         if len(self.counts) < 2:
             raise ValueError(f"counts has {len(self.counts)} class; a UFM needs at least two classes")
@@ -120,6 +142,14 @@ class UFMProblem:
         elif self.centers_per_class is not None:
             raise ValueError("centers_per_class only applies to the multi-center frame (ncmc_* losses or "
                              "fixed_classifier='multicenter'); leave it unset")
+        if self.ncmc_frame == "learned" and self.loss != "ncmc_p":
+            raise ValueError(f"ncmc_frame='learned' is NCMC Loss P's learned frame (Yan et al. 2024, Thm 3.3/3.4); "
+                             f"use loss='ncmc_p', got {self.loss!r}")
+        if self.constraint == "ball" and (self.loss not in ("ce", "mse") or self.bias != "none"
+                                          or self.normalize != "none" or self.extra_layers
+                                          or self.fixed_classifier != "none"):
+            raise ValueError("constraint='ball' is the layer-peeled model of Fang et al. 2021: use loss 'ce' or "
+                             "'mse', bias='none', normalize='none', no extra layers and a learned classifier")
         if self.loss == "supcon":
             if self.normalize not in ("none", "features") or self.bias != "none" or self.fixed_classifier != "none":
                 raise ValueError("loss 'supcon' lives on the unit sphere without a classifier: use normalize='none' "
@@ -142,9 +172,11 @@ class UFMProblem:
         return self.normalize in ("weights", "both")
 
     def _resolve_lambdas(self) -> None:
+        ball = self.constraint == "ball"
         applies = {
-            "lambda_w": self.learn_classifier and not self.weights_normalized,
-            "lambda_h": not self.features_normalized,
+            "lambda_w": (self.learn_classifier and not self.weights_normalized and not ball)
+            or self.ncmc_frame == "learned",
+            "lambda_h": not self.features_normalized and not ball,
             "lambda_b": self.bias == "decay",
         }
         why = {"lambda_w": "the classifier is fixed, normalised or absent", "lambda_h": "the features are normalised",
@@ -156,6 +188,9 @@ class UFMProblem:
                 continue
             check_scalar(value, name, Real, low=0.0)
             object.__setattr__(self, name, float(value))
+            if value > 0 and ball and name != "lambda_b":
+                raise ValueError(f"{name} == {value}: constraint='ball' bounds the energies (energy_w, energy_h) "
+                                 f"instead of penalising them; set {name} to 0")
             if value > 0 and not ok:
                 raise ValueError(f"{name} == {value} has no minimiser here because {why[name]}; set {name} to 0")
 
@@ -200,7 +235,8 @@ class UFMProblem:
     def batch_key(self) -> tuple:
         """Fields that must agree for instances to share one stacked solve (counts, λ, seeds, init may differ)."""
         return (self.loss, self.num_classes, self.dim, self.bias, self.normalize, self.temperature,
-                self.extra_layers, self.learn_classifier, self.centers_per_class, self.theta, self.lambda_norm)
+                self.extra_layers, self.learn_classifier, self.centers_per_class, self.theta, self.lambda_norm,
+                self.constraint, self.ncmc_frame)
 
     def replace(self, **changes) -> UFMProblem:
         """A copy with ``changes``, validated again (resolved λ values carry over as explicit values)."""

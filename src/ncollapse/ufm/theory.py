@@ -4,6 +4,8 @@
 ``gaps(result, i)`` measures how far instance i of a ``UFMResult`` is from it (relative loss gap and the
 geometry errors, all scale-free). Derivations (docs/ufm.md has them step by step):
 
+* With a temperature τ the logits are (W/τ)h, so every formula below is for the effective classifier W/τ with
+  penalty λ_W τ² (``classifier_norm`` and ``classifier_sq_norms`` are of W/τ).
 * Balanced CE (Zhu et al. 2021, Thm 3.1): W a simplex ETF, h_k = (η/ω) w_k, b constant. On that ansatz with
   ‖w_k‖ = ω, ‖h_k‖ = η, p = ωη the objective is log(1 + (K−1)e^{−pK/(K−1)}) + (K/2)(λ_W ω² + nλ_H η²) ≥ ... + K s p,
   s = √(nλ_Wλ_H) (AM-GM, equality at λ_W ω² = nλ_H η²). With x = pK/(K−1) the stationary point is
@@ -26,6 +28,10 @@ geometry errors, all scale-free). Derivations (docs/ufm.md has them step by step
   orthonormal Q scaled by ρ_k = ‖w_k‖ = ‖v_j^(k)‖, and the objective is rotation invariant, so only ρ matters.
   Eliminating h as above gives Σ_k n_k λ_H f_k / (2(u_k f_k cos²α*_k + λ_H S)) + (λ_W0/2) Σ_k u_k, u_k = ρ_k², whose
   minimiser u_k = (√(n_kλ_H/λ_W0)/cos α*_k − λ_H S/(f_k cos²α*_k))_+ is the theorems' ‖w_k‖² (``ncmc_learned_frame``).
+* Variability at NCMC (Yan et al. 2024, §4.3; ncmc.md §1): features align with w̄^(k), so the per-sample
+  1 − ĥ·ŵ_k is 1 − cos ρ*_k, cos ρ*_k = sin θ / cos α*_k, for the fixed and the learned frame alike.
+* Ball-constrained CE, balanced (Fang et al. 2021, Thm 3): simplex ETF with ‖w_k‖² = E_W, ‖h_i‖² = E_H,
+  h_i ∥ w_{y_i}; value log(1 + (K−1) exp(−K√(E_W E_H)/((K−1)τ))).
 * NCMC cosine loss with the frame fixed (Yan et al. 2024, eq. 20 + App. F): ĥ_k = w̄^(k)/‖w̄^(k)‖ minimises
   Σ_j (⟨w_j^(k), ĥ⟩ − 1)² on the sphere, and ‖h‖ = t = 2λ_norm/(2λ_norm + Nλ_H).
 """
@@ -46,18 +52,23 @@ def _plain(p: UFMProblem) -> bool:
     return p.normalize == "none" and not p.extra_layers
 
 
+def _effective_lambda_w(p: UFMProblem) -> float:
+    """λ_W τ²: the penalty on the effective classifier W/τ, which is what the formulas below are written for."""
+    return p.lambda_w * p.temperature ** 2
+
+
 def _ce_balanced(p: UFMProblem) -> dict | None:
     if not (p.loss == "ce" and _plain(p) and p.learn_classifier and p.is_balanced
             and p.lambda_w > 0 and p.lambda_h > 0):
         return None
-    k, n = p.num_classes, p.counts[0]
-    s = math.sqrt(n * p.lambda_w * p.lambda_h)
+    k, n, lw = p.num_classes, p.counts[0], _effective_lambda_w(p)
+    s = math.sqrt(n * lw * p.lambda_h)
     source = "Zhu et al. 2021, Thm 3.1 (value derived from the ETF ansatz)"
     if k * s >= 1:
         return {"loss": math.log(k), "geometry": "zero", "source": source}
     x = math.log(1.0 / s - k + 1)
     prod = (k - 1) * x / k
-    omega = math.sqrt(prod * math.sqrt(n * p.lambda_h / p.lambda_w))
+    omega = math.sqrt(prod * math.sqrt(n * p.lambda_h / lw))
     return {"loss": -math.log(1 - (k - 1) * s) + (k - 1) * s * x, "geometry": "simplex_etf", "source": source,
             "classifier_norm": omega, "feature_norm": prod / omega, "own_logit": prod,
             "bias": {"none": None, "free": "constant", "decay": "zero"}[p.bias]}
@@ -67,9 +78,9 @@ def _mse_no_bias(p: UFMProblem) -> dict | None:
     if not (p.loss == "mse" and _plain(p) and p.learn_classifier and p.bias == "none" and p.dim >= p.num_classes
             and p.lambda_w > 0 and p.lambda_h > 0):
         return None
-    n = torch.tensor(p.counts, dtype=torch.float64)
+    n, lw = torch.tensor(p.counts, dtype=torch.float64), _effective_lambda_w(p)
     total = float(n.sum())
-    t = total * math.sqrt(p.lambda_w * p.lambda_h)
+    t = total * math.sqrt(lw * p.lambda_h)
     a = (n.sqrt() - t).clamp(min=0.0)
     value = torch.where(n.sqrt() > t, t * t / (2 * total) + (t / total) * (n.sqrt() - t), n / (2 * total)).sum()
     alive = a > 0
@@ -78,8 +89,8 @@ def _mse_no_bias(p: UFMProblem) -> dict | None:
     return {"loss": float(value), "geometry": geometry,
             "source": "Tirer & Bruna 2022 (balanced); Dang et al. 2023, Hong & Ling 2023 (imbalanced): SVT of D^1/2",
             "own_logits": (a / n.sqrt()).tolist(), "collapsed_classes": torch.nonzero(a == 0).flatten().tolist(),
-            "classifier_sq_norms": (math.sqrt(p.lambda_h / p.lambda_w) * a).tolist(),
-            "feature_sq_norms": (math.sqrt(p.lambda_w / p.lambda_h) * a / n).tolist()}
+            "classifier_sq_norms": (math.sqrt(p.lambda_h / lw) * a).tolist(),
+            "feature_sq_norms": (math.sqrt(lw / p.lambda_h) * a / n).tolist()}
 
 
 def _normalized_ce(p: UFMProblem) -> dict | None:
@@ -90,6 +101,15 @@ def _normalized_ce(p: UFMProblem) -> dict | None:
     return {"loss": math.log1p((k - 1) * math.exp(-k / ((k - 1) * tau))), "geometry": "simplex_etf",
             "source": "Lu & Steinerberger 2022; Wojtowytsch et al. 2020; Yaras et al. 2022 (unit sphere)",
             "classifier_norm": 1.0 / tau, "feature_norm": 1.0, "bias": None}
+
+
+def _ball_ce(p: UFMProblem) -> dict | None:
+    if not (p.constraint == "ball" and p.loss == "ce" and p.is_balanced):
+        return None
+    k, tau, energy = p.num_classes, p.temperature, math.sqrt(p.energy_w * p.energy_h)
+    return {"loss": math.log1p((k - 1) * math.exp(-k * energy / ((k - 1) * tau))), "geometry": "simplex_etf",
+            "source": "Fang et al. 2021, Thm 3 (layer-peeled model, balanced)",
+            "classifier_norm": math.sqrt(p.energy_w) / tau, "feature_norm": math.sqrt(p.energy_h), "bias": None}
 
 
 def _supcon(p: UFMProblem) -> dict | None:
@@ -107,6 +127,12 @@ def _ncmc(p: UFMProblem) -> dict | None:
     f = torch.tensor(p.centers_per_class, dtype=torch.float64)
     n = torch.tensor(p.counts, dtype=torch.float64)
     c = torch.sqrt((math.cos(p.theta) ** 2 + f * math.sin(p.theta) ** 2) / f)  # cos α*_k
+    variability = 1.0 - math.sin(p.theta) / c  # 1 − cos ρ*_k
+    expected = {"variability": float((n * variability).sum() / n.sum()), "variability_per_class": variability.tolist(),
+                "cos_alpha": c.tolist()}
+    if p.ncmc_frame == "learned":
+        out = ncmc_learned_frame(p.counts, p.centers_per_class, p.theta, p.lambda_w, p.lambda_h)
+        return {**out, "geometry": "ncmc", **expected}
     if p.loss == "ncmc_p":
         s = float((f * n).sum())
         t = f * c / (f * c * c + p.lambda_h * s)
@@ -120,8 +146,7 @@ def _ncmc(p: UFMProblem) -> dict | None:
         value = ((n * c * f * (1 - c) ** 2).sum() / total + p.lambda_norm * (1 - t[0]) ** 2
                  + 0.5 * p.lambda_h * total * t[0] ** 2)
         source = "Yan et al. 2024, eq. 20 + App. F weight (fixed frame; derived in docs/ufm.md)"
-    return {"loss": float(value), "geometry": "ncmc", "source": source, "feature_norms": t.tolist(),
-            "cos_alpha": c.tolist()}
+    return {"loss": float(value), "geometry": "ncmc", "source": source, "feature_norms": t.tolist(), **expected}
 
 
 def ncmc_learned_frame(counts, centers_per_class, theta: float, lambda_w0: float, lambda_h: float) -> dict:
@@ -145,6 +170,8 @@ def predict(problem: UFMProblem) -> dict | None:
     """The closed-form optimum of ``problem`` (see the module docstring), or None if none applies."""
     if not isinstance(problem, UFMProblem):
         raise TypeError(f"problem must be a UFMProblem; got {type(problem).__name__}")
+    if problem.constraint == "ball":
+        return _ball_ce(problem)
     for rule in (_ce_balanced, _mse_no_bias, _normalized_ce, _supcon, _ncmc):
         out = rule(problem)
         if out is not None:
@@ -202,6 +229,9 @@ def gaps(result, i: int, theory: dict | None = None) -> dict | None:
         mean_centers = p.frame().mean_centers()
         target = torch.tensor(theory["feature_norms"])[:, None] * mean_centers / mean_centers.norm(dim=1, keepdim=True)
         geo["features"] = float((x - target[y]).norm(dim=1).max()) / float(target.norm(dim=1).max())
+        unit_w = w / w.norm(dim=1, keepdim=True).clamp(min=1e-300)
+        out["variability_expected"] = theory["variability"]
+        out["variability_achieved"] = float((1 - (x / x.norm(dim=1, keepdim=True) * unit_w[y]).sum(1)).mean())
     elif kind == "zero":
         geo["within_class"] = float(x.norm(dim=1).max())
         if w is not None:
