@@ -17,6 +17,8 @@ examples:
   ncollapse ufm --loss ce --counts 100,100,10,10 --dim 4 --lambda-w 1e-3 --lambda-h 1e-3 --certify --json
   ncollapse ufm --loss ce --classes 4 --per-class 5 --dim 4 --constraint ball --optimizer gd --lr 2
   ncollapse ufm sweep --grid configs/ufm/mse_lambda_sweep.toml --out sweep.json
+  ncollapse ufm sweep --ratios 1:100:16 --lambdas 1e-4:5e-3:16 --majority 5 --minority 5 --dim 32 --out phase
+  ncollapse ufm threshold --majority 5 --minority 5 --lambda 1e-4 --loss ce --out threshold
   ncollapse ufm experiment minority_collapse --out results/ufm
 """
 
@@ -32,6 +34,67 @@ def _layers(text: str) -> tuple[str, ...]:
     return tuple(v for v in text.split(",") if v)
 
 
+def _values(text: str) -> list[float]:
+    """"a,b,c" or "LO:HI:N" (N log-spaced values from LO to HI)."""
+    try:
+        if ":" in text:
+            lo, hi, n = text.split(":")
+            lo, hi, n = float(lo), float(hi), int(n)
+            if lo <= 0 or hi <= 0 or n < 1:
+                raise ValueError
+            return [lo * (hi / lo) ** (i / max(n - 1, 1)) for i in range(n)]
+        return [float(v) for v in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers or LO:HI:N with LO, HI > 0, "
+                                         f"got {text!r}") from None
+
+
+def _add_setting(parser, loss_default: str = "ce") -> None:
+    """K_A, K_B, n_A and the loss of the minority-collapse setting (Fang et al. 2021)."""
+    parser.add_argument("--majority", type=int, default=5, help="K_A majority classes")
+    parser.add_argument("--minority", type=int, default=5, help="K_B minority classes")
+    parser.add_argument("--loss", choices=("ce", "mse"), default=loss_default)
+
+
+def _add_sweep(actions) -> None:
+    sweep = actions.add_parser(
+        "sweep", help="run a batched sweep from a TOML grid, or an (R, λ) phase diagram",
+        description="Run a TOML grid ([problem], [grid], [solver]) as stacked solves, or, with --ratios and\n"
+                    "--lambdas, the minority-collapse phase diagram: every (R, λ) cell solved batched and\n"
+                    "certified; writes phase.json and phase.png into --out.\n\nexamples:\n"
+                    "  ncollapse ufm sweep --grid configs/ufm/mse_lambda_sweep.toml --out sweep.json\n"
+                    "  ncollapse ufm sweep --ratios 1:100:16 --lambdas 1e-4:5e-3:16 --dim 32 --out phase",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    sweep.add_argument("--grid", help="TOML file")
+    sweep.add_argument("--out", help="grid: write the full result JSON here; phase diagram: output folder")
+    sweep.add_argument("--ratios", type=_values, help="imbalance ratios R = n_A/n_B (a,b,c or LO:HI:N)")
+    sweep.add_argument("--lambdas", type=_values, help="λ_W = λ_H values (a,b,c or LO:HI:N)")
+    _add_setting(sweep)
+    sweep.add_argument("--dim", type=int, default=32)
+    sweep.add_argument("--n-majority", type=int, default=100, help="n_A (n_B = round(n_A/R))")
+    sweep.add_argument("--steps", type=int, default=3000, help="L-BFGS iterations per cell")
+    sweep.add_argument("--json", action="store_true")
+    sweep.add_argument("--quiet", action="store_true")
+    sweep.set_defaults(func=run_sweep)
+
+
+def _add_threshold(actions) -> None:
+    threshold = actions.add_parser(
+        "threshold", help="minority-collapse threshold R0 by bisection on certified optima",
+        description="Find R0, the smallest imbalance ratio at which the minority classifiers' mean cosine\n"
+                    "exceeds 1 - eps at the certified optimum (needs pip install 'ncollapse[theory]').\n\n"
+                    "example:\n  ncollapse ufm threshold --majority 5 --minority 5 --lambda 1e-4 --out threshold",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    _add_setting(threshold)
+    threshold.add_argument("--lambda", dest="lam", type=float, default=1e-4, help="λ_W = λ_H")
+    threshold.add_argument("--n-majority", type=int, default=1000, help="n_A (n_B = n_A/R, real)")
+    threshold.add_argument("--eps", type=float, default=1e-4, help="collapse: mean cosine > 1 - eps")
+    threshold.add_argument("--r-max", type=float, default=1e8, help="largest R tried")
+    threshold.add_argument("--out", help="write threshold.json and threshold.png here")
+    threshold.add_argument("--json", action="store_true")
+    threshold.set_defaults(func=run_threshold)
+
+
 HELP = "simulate unconstrained features models against their theory"
 
 
@@ -41,7 +104,8 @@ def register(subparsers) -> None:
     from ..ufm.solve import OPTIMIZERS
 
     parser = subparsers.add_parser("ufm", help=HELP,
-                                   description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
+                                   description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter,
+                                   allow_abbrev=False)  # else "ufm threshold --lambda" is ambiguous with --lambda-w
     parser.add_argument("--loss", choices=LOSSES, default="ce")
     shape = parser.add_mutually_exclusive_group()
     shape.add_argument("--counts", type=_int_list, help="samples per class, e.g. 500,100,20")
@@ -81,16 +145,8 @@ def register(subparsers) -> None:
     parser.set_defaults(func=run)
 
     actions = parser.add_subparsers(dest="ufm_action", metavar="ACTION", parser_class=type(parser))
-    sweep = actions.add_parser("sweep", help="run a batched sweep from a TOML grid",
-                               description="Run a TOML grid ([problem], [grid], [solver]) as stacked solves.\n\n"
-                                           "example:\n  ncollapse ufm sweep --grid configs/ufm/mse_lambda_sweep.toml "
-                                           "--out sweep.json",
-                               formatter_class=argparse.RawDescriptionHelpFormatter)
-    sweep.add_argument("--grid", required=True, help="TOML file")
-    sweep.add_argument("--out", help="write the full result JSON here")
-    sweep.add_argument("--json", action="store_true")
-    sweep.add_argument("--quiet", action="store_true")
-    sweep.set_defaults(func=run_sweep)
+    _add_sweep(actions)
+    _add_threshold(actions)
     experiment = actions.add_parser("experiment", help="run one of the lab's experiments (JSON + PNG)",
                                     description="Run a UFM experiment; writes NAME.json and NAME.png into --out.\n\n"
                                                 "example:\n  ncollapse ufm experiment nc_dynamics --out results/ufm",
@@ -157,9 +213,50 @@ def run(args) -> int:
     return 0
 
 
+def run_phase(args) -> int:
+    from ..ufm.phase import phase_diagram, write_phase_diagram
+
+    if args.ratios is None or args.lambdas is None or args.out is None:
+        raise ValueError("the phase diagram needs --ratios, --lambdas and --out (a folder)")
+    check_out_dir(args.out)
+    data = phase_diagram(args.majority, args.minority, args.dim, args.ratios, args.lambdas, loss=args.loss,
+                         n_majority=args.n_majority, steps=args.steps, progress=_progress(args))
+    data = write_phase_diagram(args.out, data)
+    if args.json:
+        print(dumps_line(data))
+        return 0
+    gaps = [abs(g) for row in data["relative_gap"] for g in row]
+    print(f"{len(gaps)} cells in {data['seconds']:.1f} s; largest |relative certificate gap| {max(gaps):.1e}; "
+          f"wrote {args.out}/phase.json and {args.out}/phase.png")
+    return 0
+
+
+def run_threshold(args) -> int:
+    from ..serialize import to_jsonable
+    from ..ufm.phase import collapse_threshold, write_threshold
+
+    if args.out:
+        check_out_dir(args.out)
+    data = collapse_threshold(args.majority, args.minority, args.lam, loss=args.loss, n_majority=args.n_majority,
+                              eps=args.eps, r_max=args.r_max)
+    if args.out:
+        data = write_threshold(args.out, data)
+    if args.json:
+        print(dumps_line(to_jsonable(data)))
+        return 0
+    found = "none up to r_max" if data["R0"] is None else f"{data['R0']:.6g}"
+    print(f"R0 = {found} (bracket from {data['bracket'][0]:.6g}, {len(data['ratios'])} "
+          f"certified solves); closed form: {data['analytic_R0']} ({data['analytic_source']})")
+    return 0
+
+
 def run_sweep(args) -> int:
     from ..ufm.experiments import load_grid, sweep
 
+    if args.grid is None:
+        return run_phase(args)
+    if args.ratios is not None or args.lambdas is not None:
+        raise ValueError("give either --grid or --ratios with --lambdas, not both")
     result = sweep(load_grid(check_in_file(args.grid, "--grid")), progress=_progress(args))
     if args.out:
         atomic_write_json(args.out, result)

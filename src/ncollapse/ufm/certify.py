@@ -87,12 +87,17 @@ class ConvexUFM:
     def key_of(p: UFMProblem) -> tuple:
         return (p.loss, p.num_classes, p.bias, p.constraint)
 
-    def solve(self, p: UFMProblem) -> dict:
-        """Certificate of ``p``: convex optimum, its classifier / feature Gram matrices and logits."""
+    def solve(self, p: UFMProblem, counts=None) -> dict:
+        """Certificate of ``p``: convex optimum, its classifier / feature Gram matrices and logits.
+
+        ``counts`` (positive reals) replaces ``p.counts``: the program sees the counts only through n_k/N and
+        √n_k, so real counts are the UFM with per-class sample weights (used for a continuous ratio R)."""
         check_certifiable(p)
         if self.key_of(p) != self.key():
             raise ValueError(f"this program is for {self.key()}; the problem is {self.key_of(p)}")
-        n = np.asarray(p.counts, dtype=np.float64)
+        n = np.asarray(p.counts if counts is None else counts, dtype=np.float64)
+        if n.shape != (self.k,) or not bool((n > 0).all()):
+            raise ValueError(f"counts must be {self.k} positive numbers; got {n.tolist()}")
         ball = p.constraint == "ball"
         self.weight.value = n / n.sum()
         self.root_weight.value = np.sqrt(n / n.sum())
@@ -105,7 +110,7 @@ class ConvexUFM:
             raise ValueError(f"the convex certificate failed: {self.solver} returned status {self.program.status}")
         a = self.a.value
         b = np.zeros(p.num_classes) if self.b is None else self.b.value
-        value = _objective(p, a, b)
+        value = _objective(p, a, b, n)
         u, s, vt = np.linalg.svd(a)
         half = u @ np.diag(s) @ u.T  # (A Aᵀ)^{1/2}
         right = vt.T @ np.diag(s) @ vt  # (Aᵀ A)^{1/2}
@@ -121,9 +126,8 @@ class ConvexUFM:
                 "bias": None if self.b is None else b}
 
 
-def _objective(p: UFMProblem, a: np.ndarray, b: np.ndarray) -> float:
-    """The reduced objective at (A, b) in float64 (module docstring)."""
-    n = np.asarray(p.counts, dtype=np.float64)
+def _objective(p: UFMProblem, a: np.ndarray, b: np.ndarray, n: np.ndarray) -> float:
+    """The reduced objective at (A, b) with counts n, in float64 (module docstring)."""
     ball = p.constraint == "ball"
     z = (a if ball else a / np.sqrt(n)[None, :]) + b[:, None]
     if p.loss == "ce":
