@@ -82,3 +82,22 @@ def test_balanced_ce_certificate_is_exactly_zhu_et_al():
     closed = -math.log(1 - (k - 1) * s) + (k - 1) * s * math.log(1 / s - k + 1)
     cert = certify(UFMProblem.balanced(k, n, k, loss="ce", lambda_w=lam, lambda_h=lam))[0]
     assert cert["convex_objective"] == pytest.approx(closed, rel=1e-7) and cert["rank"] == k - 1
+
+
+def test_scs_is_the_fallback_when_clarabel_fails(monkeypatch):
+    import cvxpy as cp
+
+    from ncollapse.ufm.certify import ConvexUFM
+
+    p = UFMProblem.balanced(3, 4, 3, loss="mse")
+    program = ConvexUFM("mse", 3, "none")
+    real = program.program.solve
+
+    def flaky(solver=None, **options):
+        if solver == "CLARABEL":
+            raise cp.error.SolverError("Clarabel failed")
+        return real(solver=solver, **options)
+
+    monkeypatch.setattr(program.program, "solve", flaky)
+    cert = program.solve(p)
+    assert cert["solver"] == "SCS" and cert["convex_objective"] == pytest.approx(theory.predict(p)["loss"], rel=1e-5)

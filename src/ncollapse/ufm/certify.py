@@ -18,10 +18,11 @@ fallback); ``convex_objective`` is its solution's objective re-evaluated in floa
 from __future__ import annotations
 
 import math
+import warnings
 
 import numpy as np
 
-from .._extras import require_cvxpy
+from .._extras import CONIC_SOLVERS, require_cvxpy
 from .problem import UFMProblem
 
 __all__ = ["certify", "ConvexUFM", "check_certifiable"]
@@ -53,6 +54,7 @@ class ConvexUFM:
 
     def __init__(self, loss: str, num_classes: int, bias: str, constraint: str = "penalty"):
         cp, self.solver = require_cvxpy("the UFM certificate")
+        self._cp = cp
         k = num_classes
         self.loss, self.k, self.bias, self.constraint = loss, k, bias, constraint
         self.a = cp.Variable((k, k), name="A")
@@ -80,6 +82,21 @@ class ConvexUFM:
             objective = objective + 0.5 * self.lam_b * cp.sum_squares(self.b)
         self.program = cp.Problem(cp.Minimize(objective), constraints)
 
+    def _solve(self) -> str:
+        """Solve with the preferred solver, then SCS if that one fails; the status (e.g. "optimal_inaccurate")
+        is reported in the certificate instead of cvxpy's warning."""
+        installed = self._cp.installed_solvers()
+        for solver in [self.solver] + [s for s in CONIC_SOLVERS if s != self.solver and s in installed]:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", UserWarning)
+                try:
+                    self.program.solve(solver=solver, **_SOLVER_OPTIONS[solver])
+                except self._cp.error.SolverError:
+                    continue
+            if self.a.value is not None:
+                return solver
+        return solver
+
     def key(self) -> tuple:
         return (self.loss, self.k, self.bias, self.constraint)
 
@@ -105,9 +122,9 @@ class ConvexUFM:
         self.scale.value = (p.num_classes * math.sqrt(p.energy_w * p.energy_h) / p.temperature if ball
                             else p.temperature * math.sqrt(p.lambda_w * p.lambda_h))
         self.lam_b.value = p.lambda_b
-        self.program.solve(solver=self.solver, **_SOLVER_OPTIONS[self.solver])
+        solver = self._solve()
         if self.a.value is None:
-            raise ValueError(f"the convex certificate failed: {self.solver} returned status {self.program.status}")
+            raise ValueError(f"the convex certificate failed: {solver} returned status {self.program.status}")
         a = self.a.value
         b = np.zeros(p.num_classes) if self.b is None else self.b.value
         value = _objective(p, a, b, n)
@@ -120,7 +137,7 @@ class ConvexUFM:
         else:
             cw = math.sqrt(p.lambda_h / p.lambda_w) * p.temperature
             feature_gram = (math.sqrt(p.lambda_w / p.lambda_h) * p.temperature) * right / np.sqrt(np.outer(n, n))
-        return {"convex_objective": value, "status": self.program.status, "solver": self.solver,
+        return {"convex_objective": value, "status": self.program.status, "solver": solver,
                 "rank": int((s > 1e-6 * max(s.max(), 1e-300)).sum()), "classifier_gram": cw * half,
                 "feature_gram": feature_gram, "logits": a * self.inv_sqrt.value[None, :] + b[:, None],
                 "bias": None if self.b is None else b}

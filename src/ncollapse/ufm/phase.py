@@ -7,10 +7,14 @@ largest, as MSE's minority classes become at large R) as collapsed, cosine 1.
 
 * ``collapse_threshold``: R₀ = the smallest R whose certified optimum (``ufm.certify``, exact for d ≥ K) has
   minority mean cosine > 1 − ε, by bisection in log R. The program sees the counts only through n_k/N and √n_k,
-  so R is continuous (n_B real = per-class sample weights). For MSE without bias the closed form of
-  ``theory`` (SVT of D^{1/2}) gives R₀ exactly: class k vanishes iff √n_k ≤ N τ√(λ_Wλ_H), so with μ = τλ and
-  x = √n_B the threshold is the smaller root of K_Bμx² − x + K_Aμn_A = 0 and R₀ = n_A/x². Fang et al. prove
-  only that collapse happens as R → ∞; the seed gives no closed-form R₀ for CE.
+  so R is continuous (n_B real = per-class sample weights).
+* Closed form (derived in docs/ufm.md §5; Fang et al. prove collapse only as R → ∞ and the seed gives no R₀):
+  the convex program is invariant under permuting the minority classes, so it has a permutation-symmetric
+  optimum; its minority-antisymmetric block decouples from the rest of ‖A‖_*, and A = 0 there is optimal iff the
+  gradient's block has spectral norm ≤ μ = τ√(λ_Wλ_H). With identical minority logits that block is
+  −(√n_B/N)(e_k − mean) for CE and MSE alike, so the minority classifiers coincide iff √n_B ≤ μN. With
+  x = √n_B, R₀ = n_A/x² for the smaller root of K_Bμx² − x + K_Aμn_A = 0 (``closed_form_threshold``), for both
+  losses and any bias.
 * ``phase_diagram``: a grid over (R, λ) at integer counts, every cell solved by the batched L-BFGS solver and
   certified; heat maps of the minority cosine and of the certificate's relative gap.
 """
@@ -31,7 +35,7 @@ from .certify import ConvexUFM
 from .problem import UFMProblem
 from .solve import solve
 
-__all__ = ["minority_cosine", "collapse_threshold", "mse_threshold", "phase_diagram", "write_threshold",
+__all__ = ["minority_cosine", "collapse_threshold", "closed_form_threshold", "phase_diagram", "write_threshold",
            "write_phase_diagram"]
 
 
@@ -56,8 +60,9 @@ def _check_setting(k_majority, k_minority, lam, n_majority, loss):
         raise ValueError(f"loss == {loss!r}, must be 'ce' or 'mse'")
 
 
-def mse_threshold(k_majority: int, k_minority: int, lam: float, n_majority: int, temperature: float = 1.0):
-    """R₀ of the MSE UFM without bias from its closed form (module docstring), or None if none exists."""
+def closed_form_threshold(k_majority: int, k_minority: int, lam: float, n_majority: int,
+                          temperature: float = 1.0) -> float | None:
+    """R₀ from √n_B = τλN (module docstring), or None if no R collapses the minority alone."""
     mu = temperature * lam
     disc = 1.0 - 4.0 * k_majority * k_minority * n_majority * mu * mu
     if disc < 0:
@@ -69,7 +74,7 @@ def mse_threshold(k_majority: int, k_minority: int, lam: float, n_majority: int,
 def collapse_threshold(k_majority: int, k_minority: int, lam: float, loss: str = "ce", n_majority: int = 1000,
                        eps: float = 1e-4, r_max: float = 1e8, rtol: float = 1e-3, bias: str = "none") -> dict:
     """R₀ by bisection on certified optima (module docstring): ``R0`` (None if no collapse up to ``r_max``), the
-    bracket, every evaluated (R, cosine), and the closed-form R₀ where one exists (MSE, no bias)."""
+    bracket, every evaluated (R, cosine), and the closed-form R₀ (module docstring)."""
     _check_setting(k_majority, k_minority, lam, n_majority, loss)
     check_scalar(eps, "eps", Real, low=0.0, low_open=True, high=1.0)
     check_scalar(r_max, "r_max", Real, low=1.0, low_open=True)
@@ -96,15 +101,14 @@ def collapse_threshold(k_majority: int, k_minority: int, lam: float, loss: str =
     while hi is not None and hi / lo > 1 + rtol:
         mid = math.sqrt(lo * hi)
         lo, hi = (mid, hi) if cosine(mid) <= 1 - eps else (lo, mid)
-    analytic = mse_threshold(k_majority, k_minority, lam, n_majority) if loss == "mse" and bias == "none" else None
+    analytic = closed_form_threshold(k_majority, k_minority, lam, n_majority)
     points = sorted(evaluated.items())
     return {"R0": hi, "bracket": [lo, hi], "eps": eps, "k_majority": k_majority, "k_minority": k_minority,
             "lambda": lam, "loss": loss, "bias": bias, "n_majority": n_majority,
             "ratios": [r for r, _ in points], "minority_cosine": [c for _, c in points],
             "analytic_R0": analytic,
-            "analytic_source": ("closed form of the MSE UFM (Hong & Ling 2023; Dang et al. 2023), module docstring"
-                                if analytic is not None else "none: Fang et al. 2021 (Thm 5) prove collapse only "
-                                "as R → ∞; the seed gives no closed-form R0")}
+            "analytic_source": "√n_B = τλN, derived in docs/ufm.md §5 (the seed and Fang et al. 2021, Thm 5, give "
+                               "only the limit R → ∞)"}
 
 
 def write_threshold(out_dir, data: dict) -> dict:
@@ -119,7 +123,8 @@ def write_threshold(out_dir, data: dict) -> dict:
     if data["R0"] is not None:
         ax.axvline(data["R0"], color="red", lw=1, label=f"R0 = {data['R0']:.4g}")
     if data["analytic_R0"] is not None:
-        ax.axvline(data["analytic_R0"], color="gray", ls="--", lw=1, label=f"closed form {data['analytic_R0']:.4g}")
+        ax.axvline(data["analytic_R0"], color="gray", ls="--", lw=1,
+                   label=f"closed form √n_B = λN: {data['analytic_R0']:.4g}")
     ax.set(xscale="log", xlabel="imbalance ratio R = n_A / n_B", ylabel="minority classifiers' mean cosine",
            title=f"{data['loss'].upper()} UFM, K_A={data['k_majority']}, K_B={data['k_minority']}, "
                  f"λ={data['lambda']:g}, n_A={data['n_majority']}")
