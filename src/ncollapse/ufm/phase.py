@@ -24,12 +24,13 @@ from __future__ import annotations
 import math
 import time
 from numbers import Integral, Real
+from pathlib import Path
 
 import numpy as np
 
+from .._io import atomic_write_json
 from ..report.figures import figure_row, write_png
 from ..serialize import to_jsonable
-from .._io import atomic_write_json
 from ..validation import check_scalar
 from .certify import ConvexUFM
 from .problem import UFMProblem
@@ -113,8 +114,6 @@ def collapse_threshold(k_majority: int, k_minority: int, lam: float, loss: str =
 
 def write_threshold(out_dir, data: dict) -> dict:
     """``threshold.json`` and ``threshold.png`` (minority cosine vs R with R₀ marked) in ``out_dir``."""
-    from pathlib import Path
-
     out = Path(out_dir)
     data = to_jsonable(data)
     atomic_write_json(out / "threshold.json", data)
@@ -167,8 +166,6 @@ def phase_diagram(k_majority: int, k_minority: int, dim: int, ratios, lambdas, l
 
 def write_phase_diagram(out_dir, data: dict) -> dict:
     """``phase.json`` and ``phase.png`` (heat maps of minority cosine and |relative gap|) in ``out_dir``."""
-    from pathlib import Path
-
     out = Path(out_dir)
     data = to_jsonable(data)
     atomic_write_json(out / "phase.json", data)

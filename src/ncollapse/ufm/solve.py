@@ -28,6 +28,8 @@ from tqdm.auto import tqdm
 
 from ..metrics import measure_features
 from ..validation import check_scalar
+from .certify import certify as certify_all
+from .certify import check_certifiable
 from .problem import UFMProblem
 from .stack import Stack, group_problems
 
@@ -168,8 +170,6 @@ def solve(problems, optimizer: str = "lbfgs", steps: int = 1000, lr: float | Non
         raise ValueError(f"constraint='ball' takes projected gradient steps: use optimizer 'gd' or 'adam', "
                          f"not {options.optimizer!r}")
     if certify:
-        from .certify import check_certifiable
-
         for p in problems:
             check_certifiable(p)
     run = _Run(Stack(problems, device, dtype), options)
@@ -185,8 +185,6 @@ def solve(problems, optimizer: str = "lbfgs", steps: int = 1000, lr: float | Non
     result = UFMResult(problems, options.optimizer, options.lr, done, obj.cpu().numpy(), data.cpu().numpy(),
                        gn.cpu().numpy(), (gn <= options.tol).cpu().numpy(), params, run.trajectory, stack)
     if certify:
-        from .certify import certify as certify_all
-
         result.certificates = certify_all(problems, result.objective)
     return result
 
