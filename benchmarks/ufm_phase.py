@@ -19,7 +19,8 @@ from pathlib import Path
 from ncollapse._io import atomic_write_text
 
 ROOT = Path(__file__).resolve().parents[1]
-OUT = ROOT / "docs" / "results" / "ufm_phase"
+OUT_REL = "docs/results/ufm_phase"  # relative to ROOT, the commands' working directory
+OUT = ROOT / OUT_REL
 PAGE = ROOT / "docs" / "results" / "ufm_phase.md"
 
 
@@ -27,7 +28,7 @@ def _run(cmd: list[str], threads: int) -> dict:
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
     start = time.perf_counter()
     cpu0 = os.times()
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, cwd=ROOT)
     cpu1 = os.times()
     if proc.returncode != 0:
         raise SystemExit(f"{' '.join(cmd)} failed:\n{proc.stderr}")
@@ -45,7 +46,7 @@ def main(argv=None) -> int:
     size = 4 if args.quick else 16
     phase = _run(base + ["ufm", "sweep", "--ratios", f"1:100:{size}", "--lambdas", f"1e-4:5e-3:{size}",
                          "--majority", "5", "--minority", "5", "--dim", "32", "--n-majority", "100",
-                         "--out", str(OUT), "--quiet"], args.threads)
+                         "--out", OUT_REL, "--quiet"], args.threads)
     rows = []
     lambdas = ("1e-4", "2e-4") if args.quick else ("5e-5", "1e-4", "2e-4", "5e-4")
     for lam in lambdas:
@@ -54,7 +55,7 @@ def main(argv=None) -> int:
                                "--loss", loss, "--n-majority", "1000", "--json"], args.threads)
             rows.append((lam, loss, json.loads(run["stdout"]), run))
     figure = _run(base + ["ufm", "threshold", "--majority", "5", "--minority", "5", "--lambda", "1e-4",
-                          "--loss", "ce", "--n-majority", "1000", "--out", str(OUT)], args.threads)
+                          "--loss", "ce", "--n-majority", "1000", "--out", OUT_REL], args.threads)
     data = json.loads((OUT / "phase.json").read_text())
     gaps = [abs(g) for row in data["relative_gap"] for g in row]
     lines = [
