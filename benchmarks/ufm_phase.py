@@ -2,7 +2,8 @@
 
 Runs the commands below (each as a subprocess, so the page quotes them exactly, with the thread count) and
 rewrites docs/results/ufm_phase.md plus docs/results/ufm_phase/{phase,threshold}.{json,png}. Needs the
-``theory`` extra. ``--quick`` runs a 4 × 4 grid and two thresholds (a smoke test of this script).
+``theory`` extra. ``--quick`` runs a 4 × 4 grid and two thresholds into runs/ufm_phase_quick(.md) instead (a
+smoke test of this script that leaves the results page alone).
 """
 
 from __future__ import annotations
@@ -19,9 +20,7 @@ from pathlib import Path
 from ncollapse._io import atomic_write_text
 
 ROOT = Path(__file__).resolve().parents[1]
-OUT_REL = "docs/results/ufm_phase"  # relative to ROOT, the commands' working directory
-OUT = ROOT / OUT_REL
-PAGE = ROOT / "docs" / "results" / "ufm_phase.md"
+PAGES = {False: "docs/results/ufm_phase", True: "runs/ufm_phase_quick"}  # relative to ROOT, the commands' cwd
 
 
 def _run(cmd: list[str], threads: int) -> dict:
@@ -43,10 +42,12 @@ def main(argv=None) -> int:
     parser.add_argument("--quick", action="store_true")
     args = parser.parse_args(argv)
     base = [sys.executable, "-m", "ncollapse"]
+    out_rel = PAGES[args.quick]
+    out, page = ROOT / out_rel, ROOT / f"{out_rel}.md"
     size = 4 if args.quick else 16
     phase = _run(base + ["ufm", "sweep", "--ratios", f"1:100:{size}", "--lambdas", f"1e-4:5e-3:{size}",
                          "--majority", "5", "--minority", "5", "--dim", "32", "--n-majority", "100",
-                         "--out", OUT_REL, "--quiet"], args.threads)
+                         "--out", out_rel, "--quiet"], args.threads)
     rows = []
     lambdas = ("1e-4", "2e-4") if args.quick else ("5e-5", "1e-4", "2e-4", "5e-4")
     for lam in lambdas:
@@ -55,8 +56,8 @@ def main(argv=None) -> int:
                                "--loss", loss, "--n-majority", "1000", "--json"], args.threads)
             rows.append((lam, loss, json.loads(run["stdout"]), run))
     figure = _run(base + ["ufm", "threshold", "--majority", "5", "--minority", "5", "--lambda", "1e-4",
-                          "--loss", "ce", "--n-majority", "1000", "--out", OUT_REL], args.threads)
-    data = json.loads((OUT / "phase.json").read_text())
+                          "--loss", "ce", "--n-majority", "1000", "--out", out_rel], args.threads)
+    data = json.loads((out / "phase.json").read_text())
     gaps = [abs(g) for row in data["relative_gap"] for g in row]
     lines = [
         "# Minority collapse on certified UFM optima", "",
@@ -69,18 +70,18 @@ def main(argv=None) -> int:
         f"(wall).",
         f"- converged cells: {sum(map(sum, data['converged']))} of {len(gaps)}; largest |relative certificate gap| "
         f"{max(gaps):.1e}, median {sorted(gaps)[len(gaps) // 2]:.1e}.", "",
-        "![phase diagram](ufm_phase/phase.png)", "",
+        f"![phase diagram]({out.name}/phase.png)", "",
         "## Threshold R0 (K_A = K_B = 5, n_A = 1000, ε = 1e-4)", "",
         "| λ | loss | R0 (bisection, certified) | closed form √n_B = λN | certified solves | wall s |",
         "|---|---|---|---|---|---|"]
-    for lam, loss, out, run in rows:
-        r0 = "none ≤ 1e8" if out["R0"] is None else f"{out['R0']:.5g}"
-        closed = "—" if out["analytic_R0"] is None else f"{out['analytic_R0']:.5g}"
-        lines.append(f"| {lam} | {loss} | {r0} | {closed} | {len(out['ratios'])} | {run['wall_s']:.1f} |")
+    for lam, loss, res, run in rows:
+        r0 = "none ≤ 1e8" if res["R0"] is None else f"{res['R0']:.5g}"
+        closed = "—" if res["analytic_R0"] is None else f"{res['analytic_R0']:.5g}"
+        lines.append(f"| {lam} | {loss} | {r0} | {closed} | {len(res['ratios'])} | {run['wall_s']:.1f} |")
     lines += ["", "Commands: `" + rows[0][3]["command"] + "` (and the other λ / loss). Figure:", "", "```",
-              figure["command"], "```", "", "![threshold](ufm_phase/threshold.png)", ""]
-    atomic_write_text(PAGE, "\n".join(lines))
-    print(f"phase diagram {phase['wall_s']:.1f} s wall, {phase['cpu_s']:.1f} s CPU; wrote {PAGE}")
+              figure["command"], "```", "", f"![threshold]({out.name}/threshold.png)", ""]
+    atomic_write_text(page, "\n".join(lines))
+    print(f"phase diagram {phase['wall_s']:.1f} s wall, {phase['cpu_s']:.1f} s CPU; wrote {page}")
     return 0
 
 
