@@ -28,6 +28,7 @@ def _modules_after(argv):
 @pytest.mark.parametrize("argv", [
     ["--version"], ["--help"], ["data", "fetch", "--help"], ["measure", "--help"], ["train", "--help"],
     ["table", "--help"], ["report", "--help"], ["ncmc", "centers", "--help"], ["experiment", "--help"],
+    ["ufm", "--help"], ["ufm", "sweep", "--help"], ["ufm", "experiment", "--help"],
 ])
 def test_no_torch_for_version_and_help(argv):
     torch_loaded, code, out = _modules_after(argv)
@@ -59,3 +60,12 @@ def test_closed_pipe_exits_quietly():
         os.close(write_end)
     assert result.returncode == 141
     assert result.stderr == ""
+
+
+def test_ufm_names_match_the_registries_they_mirror():
+    from ncollapse import geometry
+    from ncollapse import ufm_names as names
+    from ncollapse.ufm.experiments import EXPERIMENTS
+
+    assert names.FIXED_FRAME_NAMES == tuple(geometry.FIXED_FRAMES)
+    assert names.EXPERIMENT_NAMES == tuple(EXPERIMENTS)

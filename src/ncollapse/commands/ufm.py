@@ -99,9 +99,7 @@ HELP = "simulate unconstrained features models against their theory"
 
 
 def register(subparsers) -> None:
-    from ..ufm.experiments import EXPERIMENTS
-    from ..ufm.problem import BIASES, CONSTRAINTS, FIXED, FRAMES, LOSSES, NORMALIZE
-    from ..ufm.solve import OPTIMIZERS
+    from ..ufm_names import BIASES, CONSTRAINTS, EXPERIMENT_NAMES, FIXED, FRAMES, LOSSES, NORMALIZE, OPTIMIZERS
 
     parser = subparsers.add_parser("ufm", help=HELP,
                                    description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -151,7 +149,7 @@ def register(subparsers) -> None:
                                     description="Run a UFM experiment; writes NAME.json and NAME.png into --out.\n\n"
                                                 "example:\n  ncollapse ufm experiment nc_dynamics --out results/ufm",
                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    experiment.add_argument("name", choices=sorted(EXPERIMENTS))
+    experiment.add_argument("name", choices=sorted(EXPERIMENT_NAMES))
     experiment.add_argument("--out", required=True, help="output folder")
     experiment.add_argument("--size", choices=("tiny", "full"), default="full")
     experiment.add_argument("--seed", type=int, default=0)
@@ -168,7 +166,6 @@ def run(args) -> int:
     from ..geometry import class_aware_centers
     from ..ufm import UFMProblem, solve
     from ..ufm.experiments import summarize
-
     from ..validation import check_memory
 
     if args.counts is None and args.classes is None:

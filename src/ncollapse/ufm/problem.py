@@ -43,20 +43,13 @@ import torch
 
 from .. import geometry
 from ..config_check import check_choice
+from ..ufm_names import BIASES, CONSTRAINTS, FIXED, FRAMES, LAYERS, LOSSES, NORMALIZE
 from ..validation import check_counts, check_scalar
 
 __all__ = ["UFMProblem", "LOSSES", "BIASES", "NORMALIZE", "LAYERS", "FIXED", "CONSTRAINTS", "FRAMES",
            "DEFAULT_LAMBDA"]
 
-LOSSES = ("ce", "mse", "supcon", "ncmc_p", "ncmc_cosine")
-BIASES = ("none", "free", "decay")
-NORMALIZE = ("none", "features", "weights", "both", "batchnorm")
-LAYERS = ("linear", "relu")
-CONSTRAINTS = ("penalty", "ball")
-FRAMES = ("fixed", "learned")
-FIXED = ("none", *geometry.FIXED_FRAMES, "multicenter")
 DEFAULT_LAMBDA = 5e-3
-
 
 
 

@@ -27,6 +27,7 @@ import torch
 from tqdm.auto import tqdm
 
 from ..metrics import measure_features
+from ..ufm_names import OPTIMIZERS
 from ..validation import check_scalar
 from .certify import certify as certify_all
 from .certify import check_certifiable
@@ -36,7 +37,6 @@ from .stack import Stack, group_problems
 __all__ = ["solve", "SolverOptions", "UFMResult", "UFMDivergenceError", "group_problems", "OPTIMIZERS",
            "DEFAULT_LR"]
 
-OPTIMIZERS = ("gd", "adam", "lbfgs", "flow")
 DEFAULT_LR = {"gd": 0.5, "adam": 1e-2, "lbfgs": 1.0, "flow": 0.1}
 
 
