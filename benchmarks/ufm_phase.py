@@ -62,8 +62,8 @@ def main(argv=None) -> int:
     lines = [
         "# Minority collapse on certified UFM optima", "",
         f"Produced by `python benchmarks/ufm_phase.py{' --quick' if args.quick else ''}` on {platform.machine()} "
-        f"({os.cpu_count()} CPUs, OMP_NUM_THREADS={args.threads}, machine shared with other jobs). Definitions and "
-        "derivations: docs/ufm.md §3 (certificates) and §5 (threshold, phase diagram).", "",
+        f"({os.cpu_count()} CPUs, OMP_NUM_THREADS={args.threads}; wall times depend on the load, CPU times less). "
+        "Definitions and derivations: docs/ufm.md §3 (certificates) and §5 (threshold, phase diagram).", "",
         f"## Phase diagram ({size} × {size}, K_A = K_B = 5, d = 32, n_A = 100)", "", "```", phase["command"], "```",
         "", f"- wall time {phase['wall_s']:.0f} s, CPU time {phase['cpu_s']:.0f} s; inside: batched L-BFGS solves "
         f"{data['solve_seconds']:.0f} s, certificates (one cvxpy/Clarabel solve per cell) {data['certify_seconds']:.0f} s "
