@@ -8,6 +8,7 @@ import sys
 from .._io import dumps_line
 from ..data.fetch import SOURCES, fetch
 from ..serialize import to_jsonable
+from . import show_progress
 
 EXAMPLES = """examples:
   ncollapse data fetch mnist --root data
@@ -54,7 +55,7 @@ def register(sub) -> None:
 
 def run_fetch(args) -> int:
     bar = None
-    if not args.quiet and sys.stderr.isatty():
+    if show_progress(args):
         from tqdm import tqdm
 
         def progress(name, done, total):

@@ -8,6 +8,7 @@ import sys
 
 from .._io import check_out_dir, dumps_line
 from ..serialize import to_jsonable
+from . import show_progress
 
 
 HELP = "digits-LT: train CE and CAL, solve a UFM sweep, write one report"
@@ -38,7 +39,7 @@ def run(args) -> int:
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr, format="%(message)s")
     say = (lambda m: None) if args.quiet else (lambda m: print(m, file=sys.stderr, flush=True))
     check_out_dir(args.out)
-    info = run_demo(args.out, epochs=args.epochs, seed=args.seed, progress=not args.quiet and sys.stderr.isatty(),
+    info = run_demo(args.out, epochs=args.epochs, seed=args.seed, progress=show_progress(args),
                     log_fn=say, force=args.force)
     if args.json:
         print(dumps_line(to_jsonable(info)))

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 from .._io import dumps_line
 from ..serialize import to_jsonable
+from . import show_progress
 
 EXAMPLES = """examples:
   ncollapse evaluate --run runs/mnist_lt_ce
@@ -38,7 +38,7 @@ def run(args) -> int:
     from ..train.evaluate import evaluate_run
 
     report = evaluate_run(Path(args.run), split=args.split, device=args.device, data_root=args.data_root,
-                          progress=not args.quiet and sys.stderr.isatty())
+                          progress=show_progress(args))
     if args.json:
         print(dumps_line(to_jsonable(report)))
         return 0

@@ -8,6 +8,7 @@ import sys
 
 from .._io import check_in_file, check_out_dir, dumps_line
 from ..serialize import to_jsonable
+from . import show_progress
 
 EXAMPLES = """experiments:
   test-collapse      NC of train vs test features, weak and strong test collapse (Hui et al. 2022)
@@ -54,7 +55,7 @@ def run(args) -> int:
         check_in_file(args.config, "--config")
     check_out_dir(args.out)
     result = run_experiment(args.name, args.config, args.out, args.set, device=args.device,
-                            progress=not args.quiet and sys.stderr.isatty())
+                            progress=show_progress(args))
     if args.json:
         print(dumps_line(to_jsonable({k: v for k, v in result.items() if k != "trajectory"})))
     else:

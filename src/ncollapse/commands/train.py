@@ -9,6 +9,7 @@ import sys
 
 from .._io import check_in_file, check_out_dir, dumps_line
 from ..serialize import to_jsonable
+from . import show_progress
 
 EXAMPLES = """examples:
   ncollapse train --config configs/quick/mnist_lt_ce.toml --set data.root=../shared/data/mnist --out runs/mnist_lt_ce
@@ -51,7 +52,7 @@ def run(args) -> int:
     check_out_dir(args.out)
     summary = train(config, args.out, resume=args.resume, device=args.device,
                     command=" ".join(["ncollapse", *sys.argv[1:]]),
-                    progress=not args.quiet and sys.stderr.isatty())
+                    progress=show_progress(args))
     if rank:
         return summary.get("signal", 0)
     if args.json:

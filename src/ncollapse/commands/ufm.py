@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import sys
 
 from .._io import atomic_write_json, check_in_file, check_out_dir, dumps_line
+from . import show_progress
 
 DESCRIPTION = """\
 Solve an unconstrained features model (UFM) and compare it with its closed-form optimum.
@@ -158,10 +158,6 @@ def register(subparsers) -> None:
     experiment.set_defaults(func=run_experiment)
 
 
-def _progress(args) -> bool:
-    return not args.quiet and sys.stderr.isatty()
-
-
 def run(args) -> int:
     from ..geometry import class_aware_centers
     from ..ufm import UFMProblem, solve
@@ -185,7 +181,7 @@ def run(args) -> int:
         size = sum(problem.counts) * problem.dim + len(problem.counts) * problem.dim
         check_memory(32 * size, f"ufm with {sum(problem.counts)} x {problem.dim} features", "lower --dim or the counts")
     result = solve(problem, optimizer=args.optimizer, steps=args.steps, lr=args.lr, tol=args.tol,
-                   record_metrics=False, device=args.device, progress=_progress(args), certify=args.certify)
+                   record_metrics=False, device=args.device, progress=show_progress(args), certify=args.certify)
     summary = {"problem": problem.to_dict(), **summarize(result, 0)}
     if args.json:
         print(dumps_line(summary))
@@ -217,7 +213,7 @@ def run_phase(args) -> int:
         raise ValueError("the phase diagram needs --ratios, --lambdas and --out (a folder)")
     check_out_dir(args.out)
     data = phase_diagram(args.majority, args.minority, args.dim, args.ratios, args.lambdas, loss=args.loss,
-                         n_majority=args.n_majority, steps=args.steps, progress=_progress(args))
+                         n_majority=args.n_majority, steps=args.steps, progress=show_progress(args))
     data = write_phase_diagram(args.out, data)
     if args.json:
         print(dumps_line(data))
@@ -254,7 +250,7 @@ def run_sweep(args) -> int:
         return run_phase(args)
     if args.ratios is not None or args.lambdas is not None:
         raise ValueError("give either --grid or --ratios with --lambdas, not both")
-    result = sweep(load_grid(check_in_file(args.grid, "--grid")), progress=_progress(args))
+    result = sweep(load_grid(check_in_file(args.grid, "--grid")), progress=show_progress(args))
     if args.out:
         atomic_write_json(args.out, result)
     if args.json:
@@ -272,7 +268,7 @@ def run_experiment(args) -> int:
     from ..ufm.experiments import run_experiment as run_named
 
     check_out_dir(args.out)
-    data = run_named(args.name, args.out, size=args.size, seed=args.seed, progress=_progress(args))
+    data = run_named(args.name, args.out, size=args.size, seed=args.seed, progress=show_progress(args))
     if args.json:
         print(dumps_line(data))
     else:
