@@ -1,7 +1,9 @@
 """Minority-collapse results page: the (R, λ) phase diagram and R0 thresholds on certified optima.
 
 Runs the commands below (each as a subprocess, so the page quotes them exactly, with the thread count) and
-rewrites docs/results/ufm_phase.md plus docs/results/ufm_phase/{phase,threshold}.{json,png}. Needs the
+rewrites docs/results/ufm_phase.md, docs/results/ufm_phase_runs.jsonl (one line per run: its ``ncollapse``
+arguments, thread count, seconds and the numbers the page quotes) and docs/results/ufm_phase/{phase,threshold}.{json,png}.
+Needs the
 ``theory`` extra. ``--quick`` runs a 4 × 4 grid and two thresholds into runs/ufm_phase_quick(.md) instead (a
 smoke test of this script that leaves the results page alone).
 """
@@ -32,8 +34,14 @@ def _run(cmd: list[str], threads: int) -> dict:
     if proc.returncode != 0:
         raise SystemExit(f"{' '.join(cmd)} failed:\n{proc.stderr}")
     cpu = (cpu1.children_user - cpu0.children_user) + (cpu1.children_system - cpu0.children_system)
-    return {"command": "ncollapse " + " ".join(cmd[3:]), "wall_s": time.perf_counter() - start, "cpu_s": cpu,
-            "stdout": proc.stdout.strip()}
+    return {"argv": cmd[3:], "command": "ncollapse " + " ".join(cmd[3:]), "wall_s": time.perf_counter() - start,
+            "cpu_s": cpu, "stdout": proc.stdout.strip()}
+
+
+def _run_line(name: str, run: dict, threads: int, **numbers) -> str:
+    """One ``*_runs.jsonl`` line: the run's ``ncollapse`` arguments, thread count, seconds and quoted numbers."""
+    return json.dumps({"name": name, "argv": run["argv"], "threads": threads, "seconds": round(run["wall_s"], 1),
+                       "cpu_seconds": round(run["cpu_s"], 1), **numbers})
 
 
 def main(argv=None) -> int:
@@ -81,6 +89,11 @@ def main(argv=None) -> int:
     lines += ["", "Commands: `" + rows[0][3]["command"] + "` (and the other λ / loss). Figure:", "", "```",
               figure["command"], "```", "", f"![threshold]({out.name}/threshold.png)", ""]
     atomic_write_text(page, "\n".join(lines))
+    runs = [_run_line("phase", phase, args.threads, max_abs_rel_gap=max(gaps),
+                      converged=sum(map(sum, data["converged"])), cells=len(gaps))]
+    runs += [_run_line(f"threshold_{lam}_{loss}", run, args.threads, R0=res["R0"], analytic_R0=res["analytic_R0"],
+                       certified_solves=len(res["ratios"])) for lam, loss, res, run in rows]
+    atomic_write_text(ROOT / f"{out_rel}_runs.jsonl", "\n".join(runs) + "\n")
     print(f"phase diagram {phase['wall_s']:.1f} s wall, {phase['cpu_s']:.1f} s CPU; wrote {page}")
     return 0
 
