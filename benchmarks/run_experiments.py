@@ -1,4 +1,5 @@
-"""Run every quick experiment config (configs/experiments/) through the CLI and write docs/results/experiments.md.
+"""Run every quick experiment config (configs/experiments/) through the CLI and write docs/results/experiments.md
+plus docs/results/experiments_runs.jsonl (one line per run: arguments, threads, seconds, scalar results).
 
     python benchmarks/run_experiments.py                      # all six, then the results page
     python benchmarks/run_experiments.py --only transfer      # one; the other sections keep their last text
@@ -166,7 +167,7 @@ def run_one(name: str, out_root: Path, sets: list[str]) -> dict:
     if proc.returncode != 0:
         raise SystemExit(f"{' '.join(cmd)} failed ({proc.returncode}): {proc.stderr.strip().splitlines()[-1:]}")
     print(f"{name}: {wall:.0f} s", file=sys.stderr)
-    return {"command": " ".join(cmd), "wall_s": wall}
+    return {"argv": cmd[1:], "command": " ".join(cmd), "wall_s": wall}
 
 
 def previous_sections(doc: Path) -> dict[str, list[str]]:
@@ -207,6 +208,19 @@ def write_doc(doc: Path, out_root: Path, timings: dict) -> None:
         lines += section(result) + [""]
     doc.parent.mkdir(parents=True, exist_ok=True)
     doc.write_text("\n".join(lines), encoding="utf-8")
+    write_runs(doc.with_name(f"{doc.stem}_runs.jsonl"), out_root, timings)
+
+
+def write_runs(path: Path, out_root: Path, timings: dict) -> None:
+    """One line per run: its ``ncollapse`` arguments, thread count (``train.threads = 1`` in every quick config),
+    seconds, and the scalar results the page quotes (``results.json``'s top-level numbers)."""
+    lines = []
+    for name, t in timings.items():
+        result = json.loads((out_root / name / "results.json").read_text())
+        numbers = {k: v for k, v in result.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+        lines.append(json.dumps({"name": name, "argv": t["argv"], "threads": 1, "seconds": round(t["wall_s"], 1),
+                                 **numbers}))
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
 
 
 def main(argv=None) -> int:
