@@ -44,6 +44,43 @@ def test_matches_float64_reference(longtailed):
     np.testing.assert_allclose(s.sq_dev.numpy(), sq_dev, rtol=1e-12)
 
 
+def test_reading_the_state_mid_stream_changes_nothing(longtailed):
+    """Reads fold the open window in (one correction); later batches open a new window around the running
+    means. Reading after every few batches must give the float64 reference, as must never reading."""
+    x, y, _ = longtailed
+    means, scatter, sq_dev = _scatter_reference(x, y, 6)
+    for every in (1, 3, None):
+        s = ClassStats(6, x.shape[1], per_class_cov=True)
+        for step, i in enumerate(range(0, len(y), 16)):
+            s.update(torch.from_numpy(x[i:i + 16]), torch.from_numpy(y[i:i + 16]))
+            if every and step % every == 0:
+                assert int(s.counts.sum()) == min(i + 16, len(y))
+        np.testing.assert_allclose(s.means.numpy(), means, rtol=1e-12, atol=1e-13)
+        np.testing.assert_allclose(s.scatter.numpy(), scatter, rtol=1e-11, atol=1e-11)
+        np.testing.assert_allclose(s.sq_dev.numpy(), sq_dev, rtol=1e-12)
+        np.testing.assert_allclose(s.class_scatter.sum(0).numpy(), scatter, rtol=1e-11, atol=1e-11)
+
+
+def test_changing_input_dtype_inside_a_window():
+    """A shift is exact only in the dtype it was rounded to: a batch of another dtype folds the window in
+    first, so float64, float32 and bfloat16 batches mixed in one stream give the reference of the inputs
+    as the GEMMs saw them. Means of norm ~1e4 with unit spread: a float64 shift used in float32 would move
+    the means by ~1e-3."""
+    rng = np.random.default_rng(5)
+    y = np.tile(np.arange(3), 30)
+    x = 1e4 + rng.normal(size=(3, 8))[y] * 10 + rng.normal(size=(90, 8))
+    xt, yt = torch.from_numpy(x), torch.from_numpy(y)
+    parts = [xt[:30], xt[30:60].float(), xt[60:].to(torch.bfloat16)]
+    s = ClassStats(3, 8)
+    for part, i in zip(parts, (0, 30, 60)):
+        s.update(part, yt[i:i + len(part)])
+    seen = torch.cat([part.double() for part in parts]).numpy()
+    means, scatter, sq_dev = _scatter_reference(seen, y, 3)
+    np.testing.assert_allclose(s.means.numpy(), means, rtol=0, atol=1e-5)
+    np.testing.assert_allclose(s.scatter.numpy(), scatter, rtol=1e-5, atol=1e-5 * np.abs(scatter).max())
+    np.testing.assert_allclose(s.sq_dev.numpy(), sq_dev, rtol=1e-5)
+
+
 def test_merge_of_shards_equals_whole(longtailed):
     x, y, _ = longtailed
     whole = _whole(x, y, 6, per_class_cov=True)
@@ -194,7 +231,8 @@ def test_gemms_run_in_the_features_precision(precision, want):
     s.update(torch.from_numpy(x[:20]).float(), torch.from_numpy(y[:20]))
     with _MatmulDtypes() as seen:
         s.update(torch.from_numpy(x[20:]).float(), torch.from_numpy(y[20:]))
-    assert seen.dtypes and set(seen.dtypes) == want
+        s.scatter  # folding the window in runs its correction GEMM in the same precision
+    assert len(seen.dtypes) >= 3 and set(seen.dtypes) == want
     assert s.scatter.dtype == torch.float64
 
 

@@ -162,6 +162,22 @@ class FinalStats:
         return int(self.counts.sum())
 
 
+class _Folded:
+    """A ``ClassStats`` state tensor: reading it folds the open window in first (``ClassStats._flush``)."""
+
+    def __set_name__(self, owner, name):
+        self.slot = "_" + name
+
+    def __get__(self, obj, owner=None):
+        if obj is None:
+            return self
+        obj._flush()
+        return obj.__dict__[self.slot]
+
+    def __set__(self, obj, value):
+        obj.__dict__[self.slot] = value
+
+
 class ClassStats(_Accumulator):
     """Per-class count, mean, squared deviation and centred scatter, updated batch by batch.
 
@@ -183,6 +199,9 @@ class ClassStats(_Accumulator):
     >>> stats.counts.tolist()
     [1, 1, 1]
     """
+
+    counts, means, sq_dev = _Folded(), _Folded(), _Folded()
+    scatter, class_scatter = _Folded(), _Folded()
 
     def __init__(self, num_classes: int, dim: int, dtype: torch.dtype | None = None, device=None,
                  per_class_cov: bool = False, check_finite: bool = True, precision: str = "auto"):
@@ -215,19 +234,21 @@ class ClassStats(_Accumulator):
     def update(self, features, labels) -> None:
         """Fold one batch (B, d) with labels (B,) into the statistics.
 
-        Shifted-data pairwise update (Chan, Golub & LeVeque 1979, eq. 2.1 with the shift of §3). Each class
-        is shifted by c_k, the running mean rounded to the GEMM dtype p (the class's first sample if it is
-        new), and every per-sample step runs in p: z = x − c_y, S = zᵀz, s_k = Σ_{y=k} z, q_k = Σ_{y=k} ‖z‖².
-        In float64, per class only (K × d): δ_k = s_k/n_k, the batch mean c_k + δ_k, its shift Δ_k from the
-        old mean, the merged mean, and the squared deviations q_k − n_k‖δ_k‖² + w_k‖Δ_k‖² with
-        w_k = n_a n_b/(n_a + n_b). The scatter gets S − Σ n_k δ_kδ_kᵀ + Σ w_k Δ_kΔ_kᵀ, the last two as one
-        small GEMM in p of inner size P (the classes present in the batch).
+        Shifted-data update (Chan, Golub & LeVeque 1979, eq. 2.1 with the shift of §3), done in windows.
+        A class entering a window gets a fixed shift c_k: its running mean, or its mean in this batch if the
+        class is new, rounded to the GEMM dtype p. Every per-sample step runs in p: z = x − c_y, S = zᵀz,
+        s_k = Σ_{y=k} z, q_k = Σ_{y=k} ‖z‖²; S and q_k go straight into the scatter and squared deviations
+        (in the state's dtype), s_k and n_k into the window. The window is folded in (``_flush``) once,
+        when the state is next read: δ_k = s_k/n_k, Δ_k = c_k + δ_k − μ_k (window mean − old mean),
+        w_k = n_a n_b/(n_a + n_b); the squared deviations get − n_k‖δ_k‖² + w_k‖Δ_k‖², the scatter
+        Σ w_k Δ_kΔ_kᵀ − Σ n_k δ_kδ_kᵀ as one GEMM in p of inner size P (the classes in the window), and
+        the means and counts are merged. A batch thus costs one d × d GEMM and O(B·d) work.
 
         Precision in float32 (unit roundoff u = 6e-8): the GEMM sees z, whose size is the within-class spread
         σ, not ‖x‖; its rounding is about u·σ² per entry, while storing x in float32 already moved each
         within-class product by about u·‖x‖·σ, larger by ‖x‖/σ (1e5 for σ = 1e-4 around means of norm 10).
         The class means carry an error of about u·σ/√n_k (from s_k), again below the input's own u·‖x‖.
-        The corrections are at most of the size of S (c_k is within about σ of the batch mean), so they
+        The corrections are at most of the size of S (c_k is within about σ of the window mean), so they
         round at the same u·σ² level. The raw-moment form Σ xxᵀ − n μμᵀ would instead lose u·‖x‖²
         (1e-6 against a scatter entry of 1e-8 in that example).
         """
@@ -237,39 +258,74 @@ class ClassStats(_Accumulator):
         if x.shape[0] == 0:
             return
         p = _gemm_dtype(x.dtype, self.dtype, self.precision, self.device)
+        if self._window_dtype not in (None, p):
+            self._flush()  # a shift is exact only in the dtype it was rounded to
         x, y = x.to(self.device, p), y.to(self.device)
         present, inverse = torch.unique(y, return_inverse=True)  # per-batch work is O(B·d + P·d), P ≤ B classes
         width = len(present)
         counts = torch.bincount(inverse, minlength=width)
-        first = torch.full((width,), x.shape[0], dtype=torch.int64, device=self.device)
-        first.scatter_reduce_(0, inverse, torch.arange(x.shape[0], device=self.device), "amin")
-        new = (self.counts[present] == 0)[:, None]  # a class seen for the first time is shifted by its first sample
-        shift = torch.where(new, x[first], self.means[present].to(p))
-        z = x - shift[inverse]
+        opening = self._window_counts[present] == 0
+        if bool(opening.any()):
+            batch_means = torch.zeros(width, self.dim, dtype=p, device=self.device).index_add_(0, inverse, x)
+            batch_means /= counts[:, None]
+            fresh = (self._counts[present] == 0)[:, None]
+            start = torch.where(fresh, batch_means, self._means[present].to(p))
+            self._shift[present[opening]] = start[opening].to(self.dtype)
+        z = x - self._shift[present].to(p).index_select(0, inverse)
         sums = torch.zeros(width, self.dim, dtype=p, device=self.device).index_add_(0, inverse, z)
         sq = torch.zeros(width, dtype=p, device=self.device).index_add_(0, inverse, z.square().sum(1))
-        scatter = z.T @ z
+        self._scatter.add_(z.T @ z)
+        self._sq_dev[present] += sq.to(self.dtype)
+        if self.per_class_cov:
+            self._class_scatter[present] += self._class_scatter_of(z, inverse, width).to(self.dtype)
+        self._window_sums[present] += sums.to(self.dtype)
+        self._window_counts[present] += counts
+        self._window_dtype = p
 
-        acc = self.dtype
-        n_b, n_a = counts.to(acc), self.counts[present].to(acc)
-        old = self.means[present]
-        delta = sums.to(acc) / n_b[:, None]  # batch mean − shift
-        shift_old = shift.to(acc) + delta - old  # batch mean − old mean
+    def _flush(self) -> None:
+        """Fold the open window into counts, means, squared deviations and scatters (see ``update``)."""
+        if self._window_dtype is None:
+            return
+        p, acc = self._window_dtype, self.dtype
+        self._window_dtype = None
+        rows = torch.nonzero(self._window_counts).squeeze(1)
+        n_b, n_a = self._window_counts[rows].to(acc), self._counts[rows].to(acc)
+        old = self._means[rows]
+        delta = self._window_sums[rows] / n_b[:, None]  # window mean − shift
+        shift_old = self._shift[rows] + delta - old  # window mean − old mean
         weight = n_a * n_b / (n_a + n_b)
-        self.sq_dev[present] += sq.to(acc) - n_b * delta.square().sum(1) + weight * shift_old.square().sum(1)
+        self._sq_dev[rows] += weight * shift_old.square().sum(1) - n_b * delta.square().sum(1)
         # Σ w ΔΔᵀ − n δδᵀ = ½ Σ (a + c)(a − c)ᵀ + transpose, a = √w Δ, c = √n δ: one GEMM of inner size P
         a, c = shift_old * weight.sqrt()[:, None], delta * n_b.sqrt()[:, None]
         cross = (a + c).to(p).T @ (a - c).to(p)
-        self.scatter += scatter.add_(cross, alpha=0.5).add_(cross.T, alpha=0.5)
+        self._scatter.add_(cross, alpha=0.5).add_(cross.T, alpha=0.5)
         if self.per_class_cov:
-            corr = (weight[:, None, None] * shift_old[:, :, None] * shift_old[:, None, :]
-                    - n_b[:, None, None] * delta[:, :, None] * delta[:, None, :])
-            self.class_scatter[present] += self._class_scatter(z, inverse, width).to(acc) + corr
-        self.means[present] = old + shift_old * (n_b / (n_a + n_b))[:, None]
-        self.counts[present] += counts
+            self._class_scatter[rows] += (weight[:, None, None] * shift_old[:, :, None] * shift_old[:, None, :]
+                                          - n_b[:, None, None] * delta[:, :, None] * delta[:, None, :])
+        self._means[rows] = old + shift_old * (n_b / (n_a + n_b))[:, None]
+        self._counts[rows] += self._window_counts[rows]
+        self._window_counts.zero_()
+        self._window_sums[rows] = 0
+
+    def _open_empty_window(self) -> None:
+        k, d, dev = self.num_classes, self.dim, self.device
+        self._shift = torch.zeros(k, d, dtype=self.dtype, device=dev)
+        self._window_sums = torch.zeros(k, d, dtype=self.dtype, device=dev)
+        self._window_counts = torch.zeros(k, dtype=torch.int64, device=dev)
+        self._window_dtype = None
+
+    def reset(self) -> "ClassStats":
+        super().reset()
+        self._open_empty_window()
+        return self
+
+    def to(self, device) -> "ClassStats":
+        super().to(device)  # reading the state folds the window in first
+        self._open_empty_window()
+        return self
 
     @staticmethod
-    def _class_scatter(z: torch.Tensor, inverse: torch.Tensor, width: int) -> torch.Tensor:
+    def _class_scatter_of(z: torch.Tensor, inverse: torch.Tensor, width: int) -> torch.Tensor:
         """Per-class scatter of a shifted batch as one GEMM: (one-hot ⊗ z)ᵀ z, reshaped to (P, d, d)."""
         onehot = (inverse[:, None] == torch.arange(width, device=z.device)[None, :]).to(z.dtype)
         stacked = (onehot[:, :, None] * z[:, None, :]).reshape(z.shape[0], -1)
