@@ -1,10 +1,12 @@
 import json
+import warnings
 
 from ncollapse.cli import main
+from ncollapse import demo
 from ncollapse.demo import IMBALANCES, SEEDS, demo_configs, sweep_stats
 
 
-def test_demo_writes_report_and_five_line_summary(tmp_path, capsys):
+def test_demo_writes_report_and_five_line_summary(tmp_path, capsys, monkeypatch):
     out = tmp_path / "demo"
     assert main(["demo", "--out", str(out), "--epochs", "2", "--quiet"]) == 0
     lines = capsys.readouterr().out.strip().splitlines()
@@ -28,6 +30,18 @@ def test_demo_writes_report_and_five_line_summary(tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "holds an earlier demo" in err[0] and "--force" in err[0]
     assert (out / "report.html").read_bytes() == report
+    monkeypatch.setattr(demo, "ufm_sweep", lambda seed: info["ufm"])  # solved above; only the runs are redone
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert main(["demo", "--out", str(out), "--epochs", "1", "--force"]) == 0  # --force replaces it
+    assert not [w for w in caught if issubclass(w.category, UserWarning)]  # page notes are log lines
+    err = capsys.readouterr().err
+    assert "report note: panels left out" in err and "Warning" not in err
+    for key in ("ce", "cal"):
+        metrics = [json.loads(line) for line in (out / key / "metrics.jsonl").read_text().splitlines()]
+        assert [m["epoch"] for m in metrics] == [1]
+    assert (out / "report.html").read_bytes() != report
+    info = json.loads((out / "demo.json").read_text())
     assert len(info["ufm"]) == 2 * len(IMBALANCES) * SEEDS and SEEDS >= 3
     stats = sweep_stats(info["ufm"], "minority_cos_means")
     assert len(stats["ce"][0]) >= 8 and len(stats["ncmc_cosine"][0]) >= 8  # ratios with minority cosines

@@ -50,6 +50,18 @@ def test_symlog_keeps_zeros_inside_the_axis():
     assert bottom < 0 < top  # markers at 0 are drawn whole
 
 
+def test_symlog_axis_labels_its_zero():
+    for values in ([0.2, 0.01, 0.0], [0.02, 0.015, 0.0], [1.0, 1e-5, 0.0]):  # 1-3 decades, < 1, > 3
+        fig = Figure()
+        ax = fig.subplots()
+        ax.plot(np.arange(len(values)), values)
+        assert plots._set_value_scale(ax, np.asarray(values)) == "symlog"
+        fig.draw_without_rendering()
+        labels = {t.get_position()[1]: t.get_text() for t in ax.get_yticklabels()}
+        assert labels.get(0.0, "").replace("$\\mathdefault{0}$", "0") == "0", (values, labels)
+        assert sum(1 for y, text in labels.items() if y > 0 and text) >= 2, (values, labels)
+
+
 def test_metric_grid_overlays_test_features_and_labels_axes(tmp_path):
     run = _with_series(tmp_path, {"nc/nc1": [1.0, 0.5, 0.1], "nc_test/nc1": [2.0, 1.0, 0.5]})
     fig = plots.metric_grid([run], ["nc/nc1"], "nc/", "NC1")

@@ -16,7 +16,7 @@ from matplotlib import colormaps
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
-from matplotlib.ticker import (LogFormatterSciNotation, LogLocator, MaxNLocator, NullLocator,
+from matplotlib.ticker import (Formatter, Locator, LogFormatterSciNotation, LogLocator, MaxNLocator, NullLocator,
                                ScalarFormatter)
 
 from ..metrics import GROUPS
@@ -44,11 +44,44 @@ def _colors(n: int) -> list:
     return [f"C{i % 10}" for i in range(n)]
 
 
+class _WithZero(Locator):
+    """The positive ticks of ``inner`` plus a tick at 0 (a symlog axis that holds zeros shows where they are)."""
+
+    def __init__(self, inner: Locator):
+        self.inner = inner
+
+    def set_axis(self, axis):
+        super().set_axis(axis)
+        self.inner.set_axis(axis)
+
+    def __call__(self):
+        return np.union1d([0.0], [t for t in self.inner() if t > 0])
+
+
+class _ZeroLabel(Formatter):
+    """Labels 0 as "0" and every other tick as ``inner`` does."""
+
+    def __init__(self, inner: Formatter):
+        self.inner = inner
+
+    def set_axis(self, axis):
+        super().set_axis(axis)
+        self.inner.set_axis(axis)
+
+    def set_locs(self, locs):
+        super().set_locs(locs)
+        self.inner.set_locs([loc for loc in locs if loc != 0])
+
+    def __call__(self, x, pos=None):
+        return "0" if x == 0 else self.inner(x, pos)
+
+
 def _set_value_scale(ax, values: np.ndarray) -> str:
     """Pick the y scale of an NC metric and return its name.
 
     log when every finite value is > 0; symlog (linear threshold = smallest non-zero value) when some are 0 and
-    none negative (``ncc_mismatch`` at full collapse); linear when values change sign (cosines) or are all 0.
+    none negative (``ncc_mismatch`` at full collapse), with a tick labelled 0; linear when values change sign
+    (cosines) or are all 0.
     Axes spanning less than a decade get a few plain-number ticks, up to three decades ticks at 1, 2, 5 × 10^k.
     """
     finite = values[np.isfinite(values)]
@@ -73,6 +106,9 @@ def _set_value_scale(ax, values: np.ndarray) -> str:
         if scale == "log":
             pad = (hi / lo) ** 0.08 if hi > lo else 1.25
             ax.set_ylim(lo / pad, hi * pad)
+    if scale == "symlog":
+        ax.yaxis.set_major_locator(_WithZero(ax.yaxis.get_major_locator()))
+        ax.yaxis.set_major_formatter(_ZeroLabel(ax.yaxis.get_major_formatter()))
     return scale
 
 
