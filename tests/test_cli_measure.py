@@ -100,8 +100,8 @@ def test_measure_min_count_ood_and_exponent(feature_file, tmp_path, capsys):
     keep = y < 3  # class 3 has 5 samples
     ref = reference(x[keep], y[keep], W=W, ood=ood, cdnv_exponent=1.0)
     assert out["num_classes_below_min_count"] == 1 and "fewer than min_count=6" in captured.err
-    assert "keeps the within-class scatter" in captured.err  # Σ_W is pooled without per-class scatter
-    for key in ("cdnv", "nc5_ood", "unc3", "gnc2_log_mean", "orth_error_means", "duality_cos_mean"):
+    assert "keeps the within-class scatter" not in captured.err  # the rare class's samples were kept
+    for key in ("nc1", "nc1_quotient", "cdnv", "nc5_ood", "unc3", "gnc2_log_mean", "orth_error_means", "duality_cos_mean"):
         assert out[key] == pytest.approx(ref[key], rel=1e-10), key
     np.savez(ood_path, labels=y)
     assert main(["measure", "--features", str(path), "--ood", str(ood_path)]) == 2

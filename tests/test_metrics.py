@@ -72,6 +72,42 @@ def test_min_count_leaves_out_rare_classes():
             measure(s, min_count=35)
 
 
+@pytest.mark.parametrize("batch", [1, 4, 1000])
+def test_rare_below_removes_left_out_classes_exactly(batch):
+    """Kept samples of the classes below min_count make Σ_W exact without per-class scatters, streamed in
+    any batch size, through merges of shards and with fewer classes below than slots."""
+    x, y, _ = make_features([40, 30, 20, 4, 2, 1], dim=6, seed=9)
+    keep = y < 3
+    want = reference(x[keep], y[keep])
+
+    def stream(rows):
+        s = ClassStats(6, 6, rare_below=5)
+        for i in range(0, len(rows), batch):
+            part = rows[i:i + batch]
+            s.update(torch.from_numpy(x[part]), torch.from_numpy(y[part]))
+        return s
+
+    rows = np.arange(len(y))
+    whole, merged = stream(rows), stream(rows[::2]).merge(stream(rows[1::2]))
+    for s in (whole, merged):
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            out = measure(s, min_count=5)
+        assert not [w for w in caught if "keeps the within-class scatter" in str(w.message)]
+        assert out["num_classes_below_min_count"] == 3
+        for key in ("nc1", "nc1_quotient", "cdnv"):
+            assert out[key] == pytest.approx(want[key], rel=1e-10), key
+    final = whole.finalize()
+    assert torch.equal(final.rare_samples[5, :1], torch.from_numpy(x[y == 5]))
+    assert torch.equal(final.rare_samples[3], torch.from_numpy(x[y == 3]))  # the 4 samples of class 3, in order
+    assert measure(whole, min_count=6)["nc1"] == pytest.approx(want["nc1"], rel=1e-10)  # 4 samples fit 4 slots
+    with pytest.warns(UserWarning, match="rare_below >= min_count"):
+        measure(whole, min_count=25)  # the class of 20 samples did not fit: its scatter stays in Σ_W
+    small = ClassStats.from_features(x, y, rare_below=2)
+    with pytest.warns(UserWarning, match="keeps the within-class scatter"):
+        measure(small, min_count=5)
+
+
 def test_ood_statistics_equal_ood_features(balanced):
     x, y, _ = balanced
     ood = np.random.default_rng(3).normal(size=(50, x.shape[1])) + 2.0

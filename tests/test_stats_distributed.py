@@ -27,7 +27,7 @@ def _worker(rank, world, port, x, y, W, out_dir):
     dist.init_process_group("gloo", rank=rank, world_size=world)
     try:
         shard_x, shard_y = x[rank::world], y[rank::world]
-        s = ClassStats(6, x.shape[1], per_class_cov=True)
+        s = ClassStats(6, x.shape[1], per_class_cov=True, rare_below=8)
         s.update(shard_x, shard_y)
         s.all_reduce()
         ncc = NCCCounts.from_stats(s, W=W)
@@ -50,7 +50,7 @@ def test_all_reduce_two_processes_equals_whole(tmp_path):
     W = torch.from_numpy(np.random.default_rng(0).normal(size=(6, 16)))
     mp.spawn(_worker, args=(2, _free_port(), x, y, W, str(tmp_path)), nprocs=2, join=True)
     got = torch.load(tmp_path / "out.pt", weights_only=False)
-    whole = ClassStats(6, 16, per_class_cov=True)
+    whole = ClassStats(6, 16, per_class_cov=True, rare_below=8)
     whole.update(x, y)
     ncc = NCCCounts.from_stats(whole, W=W)
     ncc.update(x, y)
@@ -59,6 +59,9 @@ def test_all_reduce_two_processes_equals_whole(tmp_path):
     torch.testing.assert_close(got["state"]["class_scatter"], whole.class_scatter, atol=1e-10, rtol=1e-11)
     for key in ("nc1", "cdnv", "self_duality", "ncc_mismatch", "nc1_tail"):
         assert abs(got["report"][key] - want[key]) <= 1e-10 * max(1.0, abs(want[key])), key
+    for c in (4, 5):  # classes of 7 and 3 samples: every sample kept, rank 0's first, then rank 1's
+        kept = got["state"]["rare_samples"][c, : int((y == c).sum())]
+        assert torch.equal(kept, torch.cat([x[0::2][y[0::2] == c], x[1::2][y[1::2] == c]]))
     acc = NCMCStats(multicenter_frame(16, [1, 2, 1, 2, 1, 2], 0.3))
     acc.update(x, y)
     for key, value in measure_ncmc(acc).items():

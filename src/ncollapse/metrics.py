@@ -247,15 +247,19 @@ def _ncc_metrics(out: dict, ncc: NCCCounts) -> None:
 
 def _within_scatter(s: FinalStats, measured: torch.Tensor, below: torch.Tensor):
     """(scatter, N, K) behind Σ_W: the measured classes' within-class scatter. Classes below ``min_count`` are
-    subtracted with their per-class scatter; without it, ones with spread stay in (with a warning)."""
+    subtracted with their per-class scatter or their kept samples; without either, ones with spread stay in
+    (with a warning)."""
     n_all = s.counts.to(torch.float64)
     if not bool(below.any()):
         return s.scatter, float(n_all[measured].sum()), int(measured.sum())
     if s.class_scatter is not None:
         return s.scatter - s.class_scatter[below].sum(0), float(n_all[measured].sum()), int(measured.sum())
+    rare = s.rare_scatter(below)
+    if rare is not None:
+        return s.scatter - rare, float(n_all[measured].sum()), int(measured.sum())
     if bool((s.sq_dev[below] > 0).any()):
         warnings.warn("Σ_W keeps the within-class scatter of the classes below min_count (build ClassStats with "
-                      "per_class_cov=True to remove it)", stacklevel=3)
+                      "rare_below >= min_count, or per_class_cov=True, to remove it)", stacklevel=3)
         present = s.counts > 0
         return s.scatter, float(n_all[present].sum()), int(present.sum())
     return s.scatter, float(n_all[measured].sum()), int(measured.sum())
@@ -315,12 +319,15 @@ def _minority_collapse(out, measured, position, ref, thresholds, minority, centr
 
 
 def measure_features(features, labels, W=None, b=None, num_classes: int | None = None, **kwargs) -> dict:
-    """``measure`` on in-memory features: one pass for the statistics, one for NC4 (NCC)."""
+    """``measure`` on in-memory features: one pass for the statistics, one for NC4 (NCC). With ``min_count``
+    the statistics keep the rare classes' samples, so Σ_W leaves those classes out exactly."""
+    min_count = kwargs.get("min_count", 1)
+    check_scalar(min_count, "min_count", int, low=1)
     x, y = check_features_labels(features, labels, num_classes)
     k = int(y.max()) + 1 if num_classes is None else num_classes
     if W is not None:
         k = max(k, int(torch.as_tensor(np.asarray(W) if not isinstance(W, torch.Tensor) else W).shape[0]))
-    stats = ClassStats.from_features(x, y, num_classes=k)
+    stats = ClassStats.from_features(x, y, num_classes=k, rare_below=min_count)
     ncc = NCCCounts.from_stats(stats, W=W, b=b)
     for start in range(0, x.shape[0], 8192):
         ncc.update(x[start:start + 8192], y[start:start + 8192])

@@ -141,13 +141,25 @@ class _Accumulator:
 @dataclass(frozen=True)
 class FinalStats:
     """Float64 CPU snapshot of a ``ClassStats``: counts (K,), means (K, d), sq_dev (K,),
-    scatter (d, d) pooled within-class scatter (not divided by N), class_scatter (K, d, d) or None."""
+    scatter (d, d) pooled within-class scatter (not divided by N), class_scatter (K, d, d) or None,
+    rare_samples (K, m, d) or None: the first min(n_k, m) samples of each class (``ClassStats(rare_below=m+1)``)."""
 
     counts: torch.Tensor
     means: torch.Tensor
     sq_dev: torch.Tensor
     scatter: torch.Tensor
     class_scatter: torch.Tensor | None
+    rare_samples: torch.Tensor | None = None
+
+    def rare_scatter(self, classes: torch.Tensor) -> torch.Tensor | None:
+        """Σ_{k ∈ classes} Σ_i (h_i − μ_k)(h_i − μ_k)ᵀ (d × d) from the kept samples, or None when some class
+        in ``classes`` (a boolean mask) has more samples than were kept."""
+        if self.rare_samples is None or int(self.counts[classes].max()) > self.rare_samples.shape[1]:
+            return None
+        samples = self.rare_samples[classes]
+        held = torch.arange(samples.shape[1])[None, :] < self.counts[classes][:, None]
+        centred = ((samples - self.means[classes][:, None, :]) * held[:, :, None]).reshape(-1, self.dim)
+        return centred.T @ centred
 
     @property
     def num_classes(self) -> int:
@@ -187,6 +199,9 @@ class ClassStats(_Accumulator):
     dtype : state dtype (default float64; float32 on MPS, which has no float64).
     device : where the state lives (default CPU); batches are moved there.
     per_class_cov : also keep one d × d scatter per class (costs K·d² memory).
+    rare_below : keep the first ``rare_below − 1`` samples of every class (costs K·(rare_below − 1)·d memory),
+        so ``measure(min_count=m)`` with m ≤ rare_below removes the classes it leaves out from Σ_W exactly,
+        without per-class scatters (language-model vocabularies: many rare tokens, K·d² out of reach).
     check_finite : reject NaN/Inf features in ``update`` (one cheap sum per batch).
     precision : ``"auto"`` (default) runs the per-batch GEMMs in the features' precision (float32 for
         float32/bfloat16/float16; float64 input stays float64 on the CPU; on CUDA always float32, never a
@@ -204,9 +219,10 @@ class ClassStats(_Accumulator):
     scatter, class_scatter = _Folded(), _Folded()
 
     def __init__(self, num_classes: int, dim: int, dtype: torch.dtype | None = None, device=None,
-                 per_class_cov: bool = False, check_finite: bool = True, precision: str = "auto"):
+                 per_class_cov: bool = False, check_finite: bool = True, precision: str = "auto", rare_below: int = 1):
         check_scalar(num_classes, "num_classes", int, low=1)
         check_scalar(dim, "dim", int, low=1)
+        check_scalar(rare_below, "rare_below", int, low=1)
         if precision not in PRECISIONS:
             raise ValueError(f"precision == {precision!r}, must be one of {PRECISIONS}")
         self.num_classes, self.dim = num_classes, dim
@@ -215,19 +231,21 @@ class ClassStats(_Accumulator):
         if not self.dtype.is_floating_point:
             raise TypeError(f"dtype must be a floating dtype; got {self.dtype}")
         self.per_class_cov, self.check_finite, self.precision = per_class_cov, check_finite, precision
-        k, d, acc = num_classes, dim, self.dtype
+        k, d, acc, kept = num_classes, dim, self.dtype, rare_below - 1
+        self.rare_below = rare_below
         self._declare(
-            {"num_classes": k, "dim": d, "per_class_cov": per_class_cov},
+            {"num_classes": k, "dim": d, "per_class_cov": per_class_cov, "rare_below": rare_below},
             counts=lambda dev: torch.zeros(k, dtype=torch.int64, device=dev),
             means=lambda dev: torch.zeros(k, d, dtype=acc, device=dev),
             sq_dev=lambda dev: torch.zeros(k, dtype=acc, device=dev),
             scatter=lambda dev: torch.zeros(d, d, dtype=acc, device=dev),
             class_scatter=lambda dev: torch.zeros(k, d, d, dtype=acc, device=dev) if per_class_cov else None,
+            rare_samples=lambda dev: torch.zeros(k, kept, d, dtype=acc, device=dev) if kept else None,
         )
 
     def __repr__(self) -> str:
         return (f"ClassStats(num_classes={self.num_classes}, dim={self.dim}, num_samples={int(self.counts.sum())}, "
-                f"dtype={self.dtype}, device={self.device}, per_class_cov={self.per_class_cov}, "
+                f"dtype={self.dtype}, device={self.device}, per_class_cov={self.per_class_cov}, rare_below={self.rare_below}, "
                 f"precision={self.precision!r})")
 
     # -- accumulation -------------------------------------------------------------------------
@@ -278,9 +296,33 @@ class ClassStats(_Accumulator):
         self._sq_dev[present] += sq.to(self.dtype)
         if self.per_class_cov:
             self._class_scatter[present] += self._class_scatter_of(z, inverse, width).to(self.dtype)
+        if self.rare_samples is not None:
+            self._keep_rare(x, inverse, present, counts)
         self._window_sums[present] += sums.to(self.dtype)
         self._window_counts[present] += counts
         self._window_dtype = p
+
+    def _keep_rare(self, x: torch.Tensor, inverse: torch.Tensor, present: torch.Tensor, counts: torch.Tensor) -> None:
+        """Store the batch's samples in the free slots of their class (slot = samples seen before + rank
+        within the class in this batch), while the class has fewer than ``rare_below − 1``."""
+        order = torch.argsort(inverse, stable=True)
+        starts = torch.cumsum(counts, 0) - counts
+        rank = torch.empty_like(inverse)
+        rank[order] = torch.arange(len(inverse), device=inverse.device) - starts[inverse[order]]
+        slot = (self._counts + self._window_counts)[present][inverse] + rank
+        free = slot < self.rare_samples.shape[1]
+        self.rare_samples[present[inverse[free]], slot[free]] = x[free].to(self.dtype)
+
+    def _merge_rare(self, counts_a: torch.Tensor, samples: torch.Tensor, counts_b: torch.Tensor) -> None:
+        """Append another holder's kept samples (``counts_b`` seen) after this one's (``counts_a`` seen):
+        slot s of class k keeps its sample for s < a_k, else takes the other's sample s − a_k if it has one."""
+        kept = self.rare_samples.shape[1]
+        slots = torch.arange(kept, device=self.device)[None, :]
+        held = counts_a.clamp(max=kept)[:, None]
+        source = (slots - held).clamp(0, kept - 1)
+        taken = torch.take_along_dim(samples.to(self.dtype), source[:, :, None], dim=1)
+        use = (slots >= held) & (slots - held < counts_b.clamp(max=kept)[:, None])
+        self.rare_samples = torch.where(use[:, :, None], taken, self.rare_samples)
 
     def _flush(self) -> None:
         """Fold the open window into counts, means, squared deviations and scatters (see ``update``)."""
@@ -349,6 +391,8 @@ class ClassStats(_Accumulator):
 
     def _merge(self, other: "ClassStats") -> None:
         cs = other.class_scatter.to(self.device) if self.per_class_cov else None
+        if self.rare_samples is not None:
+            self._merge_rare(self.counts, other.rare_samples.to(self.device), other.counts.to(self.device))
         self._combine(other.counts.to(self.device), other.means.to(self.device), other.sq_dev.to(self.device),
                       other.scatter.to(self.device), cs)
 
@@ -357,9 +401,11 @@ class ClassStats(_Accumulator):
 
         First the counts and n_k μ_k are summed to get the global means; then every rank adds the shift of
         its own means, Σ_k n_rk (μ_rk − μ_k)(μ_rk − μ_k)ᵀ, to its scatter, and the scatters are summed.
-        Every tensor sent lives on the state's device.
+        Kept rare samples are gathered and appended in rank order. Every tensor sent lives on the state's device.
         """
         dist = _dist()
+        if self.rare_samples is not None:
+            self._gather_rare(dist, group)
         counts = self.counts.clone()
         dist.all_reduce(counts, group=group)
         weighted = self.means * self.counts[:, None].to(self.dtype)
@@ -379,6 +425,19 @@ class ClassStats(_Accumulator):
         self.counts, self.means, self.scatter, self.sq_dev = counts, global_means, scatter, sq_dev
         return self
 
+    def _gather_rare(self, dist, group) -> None:
+        """Every rank's kept samples, appended in rank order, so all ranks hold the same ones."""
+        world = dist.get_world_size(group)
+        samples = [torch.empty_like(self.rare_samples) for _ in range(world)]
+        counts = [torch.empty_like(self.counts) for _ in range(world)]
+        dist.all_gather(samples, self.rare_samples, group=group)
+        dist.all_gather(counts, self.counts, group=group)
+        self.rare_samples = torch.zeros_like(self.rare_samples)
+        seen = torch.zeros_like(self.counts)
+        for rank_samples, rank_counts in zip(samples, counts):
+            self._merge_rare(seen, rank_samples, rank_counts)
+            seen = seen + rank_counts
+
     # -- results --------------------------------------------------------------------------------
     def finalize(self) -> FinalStats:
         """Return a float64 CPU snapshot for the metrics; an error if no sample was accumulated."""
@@ -390,6 +449,7 @@ class ClassStats(_Accumulator):
             sq_dev=self.sq_dev.to(**f64),
             scatter=self.scatter.to(**f64),
             class_scatter=None if self.class_scatter is None else self.class_scatter.to(**f64),
+            rare_samples=None if self.rare_samples is None else self.rare_samples.to(**f64),
         )
 
     @classmethod

@@ -44,7 +44,8 @@ def register(sub) -> None:
                    help="NC1 = tr(Sw Sb^+)/K (default) or without /K (Papyan)")
     p.add_argument("--rtol", type=float, default=1e-10, help="relative eigenvalue cut-off for the pseudo-inverse")
     p.add_argument("--min-count", type=int, default=1, metavar="N",
-                   help="leave out classes with fewer than N samples (their number is reported)")
+                   help="leave out classes with fewer than N samples (their number is reported; their samples are "
+                        "kept so Sigma_W leaves them out exactly)")
     p.add_argument("--ood", metavar="OOD.npz", help="out-of-distribution features ('features' only) for nc5_ood")
     p.add_argument("--cdnv-exponent", type=float, default=2.0, metavar="P",
                    help="CDNV denominator 2 ||mu_k - mu_l||^P (default 2, Galanti et al.)")
