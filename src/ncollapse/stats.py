@@ -202,7 +202,7 @@ class ClassStats(_Accumulator):
     rare_below : keep the first ``rare_below − 1`` samples of every class (costs K·(rare_below − 1)·d memory),
         so ``measure(min_count=m)`` with m ≤ rare_below removes the classes it leaves out from Σ_W exactly,
         without per-class scatters (language-model vocabularies: many rare tokens, K·d² out of reach).
-    check_finite : reject NaN/Inf features in ``update`` (one cheap sum per batch).
+    check_finite : reject NaN/Inf and overflowing features in ``update`` (one min/max pass per batch).
     precision : ``"auto"`` (default) runs the per-batch GEMMs in the features' precision (float32 for
         float32/bfloat16/float16; float64 input stays float64 on the CPU; on CUDA always float32, never a
         float64 GEMM); ``"float64"`` runs every step in float64.
@@ -289,9 +289,9 @@ class ClassStats(_Accumulator):
             fresh = (self._counts[present] == 0)[:, None]
             start = torch.where(fresh, batch_means, self._means[present].to(p))
             self._shift[present[opening]] = start[opening].to(self.dtype)
-        z = x - self._shift[present].to(p).index_select(0, inverse)
+        z = self._shift[present].to(p).index_select(0, inverse).neg_().add_(x)  # x − c_y, one B × d buffer
         sums = torch.zeros(width, self.dim, dtype=p, device=self.device).index_add_(0, inverse, z)
-        sq = torch.zeros(width, dtype=p, device=self.device).index_add_(0, inverse, z.square().sum(1))
+        sq = torch.zeros(width, dtype=p, device=self.device).index_add_(0, inverse, (z * z).sum(1))
         self._scatter.add_(z.T @ z)
         self._sq_dev[present] += sq.to(self.dtype)
         if self.per_class_cov:

@@ -42,6 +42,11 @@ def check_finite(x: torch.Tensor, name: str) -> None:
     """Raise if ``x`` holds NaN or Inf; the cheap sum test runs first, the precise scan only on failure."""
     if x.numel() == 0 or torch.isfinite(x.sum()):
         return
+    _raise_if_not_finite(x, name)
+
+
+def _raise_if_not_finite(x: torch.Tensor, name: str) -> None:
+    """The precise scan: raise naming the kind, count and first row of NaN/Inf entries (none: return)."""
     nan = torch.isnan(x)
     bad = nan | torch.isinf(x)
     count = int(bad.sum())
@@ -53,7 +58,8 @@ def check_finite(x: torch.Tensor, name: str) -> None:
 
 
 def check_magnitude(x: torch.Tensor, name: str) -> None:
-    """Raise if a sum of squares of ``x`` could overflow the precision it is accumulated in.
+    """Raise if ``x`` holds NaN or Inf, or if a sum of squares of ``x`` could overflow the precision it is
+    accumulated in (one min/max pass over ``x``).
 
     Second moments are GEMMs in float32 for float32 and narrower input and in float64 for float64
     (design.md §3), so max |x| must stay below sqrt(finfo.max / numel): e.g. about 1e153 for a float64
@@ -61,8 +67,10 @@ def check_magnitude(x: torch.Tensor, name: str) -> None:
     """
     if x.numel() == 0:
         return
-    lo, hi = torch.aminmax(x)
-    largest = max(-float(lo), float(hi))
+    lo, hi = (float(v) for v in torch.aminmax(x))
+    if not (math.isfinite(lo) and math.isfinite(hi)):  # min and max propagate NaN and reach ±Inf
+        _raise_if_not_finite(x, name)
+    largest = max(-lo, hi)
     work = torch.float64 if x.dtype == torch.float64 else torch.float32
     limit = math.sqrt(torch.finfo(work).max / x.numel())
     if largest > limit:
@@ -86,8 +94,7 @@ def check_features(features, name: str = "features", finite: bool = True) -> tor
     if not x.is_floating_point():
         x = x.to(torch.float64)
     if finite:
-        check_finite(x, name)
-        check_magnitude(x, name)
+        check_magnitude(x, name)  # one pass: its min and max also find NaN and Inf
     return x
 
 
