@@ -61,6 +61,21 @@ def test_reading_the_state_mid_stream_changes_nothing(longtailed):
         np.testing.assert_allclose(s.class_scatter.sum(0).numpy(), scatter, rtol=1e-11, atol=1e-11)
 
 
+@pytest.mark.parametrize("dim", [1, 3, 5, 13])
+def test_block_triangular_scatter_is_whole_and_symmetric(dim):
+    """A batch computes only the block upper triangle of zᵀz; every read sees the whole, exactly symmetric
+    scatter, also for widths that do not split into four equal blocks."""
+    x, y, _ = make_features([25, 15, 9], dim=dim, seed=dim)
+    _, scatter, _ = _scatter_reference(x, y, 3)
+    s = ClassStats(3, dim)
+    for i in range(0, len(y), 10):
+        s.update(torch.from_numpy(x[i:i + 10]).float(), torch.from_numpy(y[i:i + 10]))
+        if i == 20:
+            assert torch.equal(s.scatter, s.scatter.T)
+    assert torch.equal(s.scatter, s.scatter.T)
+    np.testing.assert_allclose(s.scatter.numpy(), scatter, rtol=1e-5, atol=1e-5 * np.abs(scatter).max())
+
+
 def test_changing_input_dtype_inside_a_window():
     """A shift is exact only in the dtype it was rounded to: a batch of another dtype folds the window in
     first, so float64, float32 and bfloat16 batches mixed in one stream give the reference of the inputs
