@@ -260,7 +260,7 @@ class ClassStats(_Accumulator):
         when the state is next read: δ_k = s_k/n_k, Δ_k = c_k + δ_k − μ_k (window mean − old mean),
         w_k = n_a n_b/(n_a + n_b); the squared deviations get − n_k‖δ_k‖² + w_k‖Δ_k‖², the scatter
         Σ w_k Δ_kΔ_kᵀ − Σ n_k δ_kδ_kᵀ as one GEMM in p of inner size P (the classes in the window), and
-        the means and counts are merged. A batch thus costs one d × d GEMM and O(B·d) work.
+        the means and counts are merged. A batch thus costs 10/16 of one d × d GEMM and O(B·d) work.
 
         Precision in float32 (unit roundoff u = 6e-8): the GEMM sees z, whose size is the within-class spread
         σ, not ‖x‖; its rounding is about u·σ² per entry, while storing x in float32 already moved each
