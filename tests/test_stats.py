@@ -185,6 +185,17 @@ def test_state_dict_roundtrip(balanced):
         ClassStats(5, x.shape[1]).load_state_dict(s.state_dict())
 
 
+def test_state_dict_saved_before_rare_below_loads(balanced):
+    """nc_state.pt files of earlier runs have no 'rare_below': they kept no samples and load as rare_below = 1."""
+    x, y, _ = balanced
+    old = {k: v for k, v in _whole(x, y, 6).state_dict().items() if k not in ("rare_below", "rare_samples")}
+    t = ClassStats(6, x.shape[1])
+    t.load_state_dict(old)
+    assert torch.equal(t.scatter, old["scatter"]) and t.rare_samples is None
+    with pytest.raises(ValueError, match="missing keys: \\['rare_samples'\\]"):
+        ClassStats(6, x.shape[1], rare_below=3).load_state_dict(old)
+
+
 def test_update_bad_input():
     s = ClassStats(3, 4)
     with pytest.raises(ValueError, match="2-D"):

@@ -374,6 +374,12 @@ class ClassStats(_Accumulator):
         self._window_counts = torch.zeros(k, dtype=torch.int64, device=dev)
         self._window_dtype = None
 
+    def load_state_dict(self, state: dict) -> None:
+        """Restore a ``state_dict``; one saved before ``rare_below`` existed kept no samples (rare_below = 1)."""
+        if isinstance(state, dict) and "rare_below" not in state:
+            state = {**state, "rare_below": 1}
+        super().load_state_dict(state)
+
     def reset(self) -> "ClassStats":
         super().reset()
         self._open_empty_window()
