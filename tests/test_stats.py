@@ -263,7 +263,7 @@ def test_gemms_run_in_the_features_precision(precision, want):
 
 
 def test_gemm_dtype_rule():
-    from ncollapse.stats import _gemm_dtype
+    from ncollapse.stats.contract import _gemm_dtype
 
     cpu, cuda = torch.device("cpu"), torch.device("cuda")
     assert _gemm_dtype(torch.float64, torch.float64, "auto", cpu) == torch.float64  # float64 stays float64

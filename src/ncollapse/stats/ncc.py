@@ -1,0 +1,99 @@
+"""``NCCCounts``: the second pass for NC4, nearest-class-center hits and agreement with the classifier."""
+
+from __future__ import annotations
+
+import torch
+
+from ..validation import check_classifier, check_features_labels, check_scalar
+from .classes import ClassStats
+from .contract import _Accumulator, _dist
+
+__all__ = ["NCCCounts"]
+
+
+class NCCCounts(_Accumulator):
+    """Second pass for NC4: per-class counts of nearest-class-center (NCC) hits and, with a classifier,
+    of NCC/classifier agreement and classifier hits (Papyan et al. 2020, §NC4).
+
+    NCC(h) = argmin_k ‖h − μ_k‖² over classes present in the statistics, searched over tiles of
+    ``tile_size`` classes (memory O(batch · tile)); the classifier decision is argmax_k (W h + b)_k, bias
+    included when given, also over tiles. The search runs in float64 on the CPU and float32 on CUDA/MPS
+    unless ``dtype`` says otherwise.
+    """
+
+    def __init__(self, means: torch.Tensor, present: torch.Tensor | None = None, W=None, b=None, device=None,
+                 tile_size: int = 4096, dtype: torch.dtype | None = None):
+        check_scalar(tile_size, "tile_size", int, low=1)
+        self.device = means.device if device is None else torch.device(device)
+        self.dtype = (torch.float64 if self.device.type == "cpu" else torch.float32) if dtype is None else dtype
+        self.tile_size = tile_size
+        self.means = means.to(self.device, self.dtype)
+        k = self.means.shape[0]
+        present = torch.ones(k, dtype=torch.bool) if present is None else present.to(torch.bool)
+        self.penalty = torch.where(present.to(self.device), 0.0, float("inf")).to(self.dtype)
+        self.sq_norms = self.means.square().sum(1) + self.penalty
+        self.W = self.b = None
+        if W is not None:
+            W, b = check_classifier(W, b, num_classes=k, dim=self.means.shape[1])
+            self.W = W.to(self.device, self.dtype)
+            self.b = torch.zeros(k, dtype=self.dtype, device=self.device) if b is None else b.to(self.device, self.dtype)
+        zeros = lambda dev: torch.zeros(k, dtype=torch.int64, device=dev)  # noqa: E731
+        self._declare({"num_classes": k, "dim": self.means.shape[1], "classifier": W is not None},
+                      ncc_correct=zeros, agree=zeros, net_correct=zeros, counts=zeros)
+
+    def _moved(self) -> tuple[str, ...]:
+        return ("means", "penalty", "sq_norms", "W", "b")
+
+    @classmethod
+    def from_stats(cls, stats: "ClassStats", W=None, b=None, **kwargs) -> "NCCCounts":
+        return cls(stats.means, stats.counts > 0, W=W, b=b, device=stats.device, **kwargs)
+
+    def _tiled_argmax(self, x: torch.Tensor, rows: torch.Tensor, offset: torch.Tensor) -> torch.Tensor:
+        """argmax_k (x rowsᵀ − offset)_k over tiles of classes, keeping the first maximiser on ties."""
+        best = torch.full((x.shape[0],), -float("inf"), dtype=x.dtype, device=x.device)
+        arg = torch.zeros(x.shape[0], dtype=torch.int64, device=x.device)
+        for start in range(0, rows.shape[0], self.tile_size):
+            scores = x @ rows[start:start + self.tile_size].T - offset[None, start:start + self.tile_size]
+            value, index = scores.max(1)
+            better = value > best
+            best = torch.where(better, value, best)
+            arg = torch.where(better, index + start, arg)
+        return arg
+
+    def predict_ncc(self, x: torch.Tensor) -> torch.Tensor:
+        """argmin_k ‖x − μ_k‖² = argmax_k (x·μ_k − ‖μ_k‖²/2)."""
+        return self._tiled_argmax(x, self.means, 0.5 * self.sq_norms)
+
+    def update(self, features, labels) -> None:
+        x, y = check_features_labels(features, labels, self.means.shape[0])
+        if x.shape[1] != self.means.shape[1]:
+            raise ValueError(f"features have dim {x.shape[1]}; the class means have dim {self.means.shape[1]}")
+        x, y = x.to(self.device, self.dtype), y.to(self.device)
+        k = self.means.shape[0]
+        ncc = self.predict_ncc(x)
+        self.counts += torch.bincount(y, minlength=k)
+        self.ncc_correct += torch.bincount(y[ncc == y], minlength=k)
+        if self.W is not None:
+            net = self._tiled_argmax(x, self.W, -self.b)
+            self.agree += torch.bincount(y[ncc == net], minlength=k)
+            self.net_correct += torch.bincount(y[net == y], minlength=k)
+
+    def _check_like(self, other, what: str) -> None:
+        super()._check_like(other, what)
+        if not torch.equal(other.means.to(self.means), self.means):
+            raise ValueError(f"cannot {what} NCCCounts measured against different class means")
+
+    def _merge(self, other: "NCCCounts") -> None:
+        for name in self._state:
+            getattr(self, name).add_(getattr(other, name).to(self.device))
+
+    def all_reduce(self, group=None) -> "NCCCounts":
+        dist = _dist()
+        for name in self._state:
+            dist.all_reduce(getattr(self, name), group=group)
+        return self
+
+    def finalize(self) -> dict:
+        """Per-class int64 CPU counts {counts, ncc_correct, agree, net_correct}; an error if nothing was seen."""
+        self._require_samples(int(self.counts.sum()))
+        return {name: getattr(self, name).to("cpu") for name in self._state}
