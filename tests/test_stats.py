@@ -270,3 +270,25 @@ def test_gemm_dtype_rule():
     assert _gemm_dtype(torch.bfloat16, torch.float64, "auto", cpu) == torch.float32
     assert _gemm_dtype(torch.float64, torch.float64, "auto", cuda) == torch.float32  # never a float64 GEMM on CUDA
     assert _gemm_dtype(torch.float32, torch.float64, "float64", cuda) == torch.float64  # unless asked
+
+
+def test_kernels_block_scatter_and_kept_samples():
+    from ncollapse.stats.kernels import add_upper_blocks, append_rare, keep_rare, mirror_blocks
+
+    z = torch.randn(9, 7, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    scatter = torch.zeros(7, 7, dtype=torch.float64)
+    add_upper_blocks(scatter, z)
+    assert torch.equal(torch.triu(scatter, 2), torch.triu(z.T @ z, 2))  # blocks of 2 columns: above the band
+    mirror_blocks(scatter)
+    torch.testing.assert_close(scatter, z.T @ z, rtol=1e-15, atol=1e-15)
+    # 2 slots per class; class 0 has 1 sample seen before, class 2 none; batch: 0, 2, 0, 2, 2
+    buffer = torch.zeros(3, 2, 1, dtype=torch.float64)
+    buffer[0, 0] = -1.0
+    x = torch.tensor([[1.0], [2.0], [3.0], [4.0], [5.0]], dtype=torch.float64)
+    present, inverse = torch.unique(torch.tensor([0, 2, 0, 2, 2]), return_inverse=True)
+    keep_rare(buffer, torch.tensor([1, 0]), x, inverse, present, torch.bincount(inverse))
+    assert buffer[:, :, 0].tolist() == [[-1.0, 1.0], [0.0, 0.0], [2.0, 4.0]]
+    other = torch.tensor([[[7.0], [8.0]], [[9.0], [0.0]], [[6.0], [0.0]]], dtype=torch.float64)
+    merged = append_rare(torch.tensor([[[1.0], [0.0]], [[0.0], [0.0]], [[2.0], [4.0]]], dtype=torch.float64),
+                         torch.tensor([1, 0, 5]), other, torch.tensor([2, 1, 1]))
+    assert merged[:, :, 0].tolist() == [[1.0, 7.0], [9.0, 0.0], [2.0, 4.0]]
