@@ -805,6 +805,10 @@ training images, so one image moves their accuracy by 10–20 points; LDAM-DRW c
 Mean ± sample std (ddof 1) over seeds, %, last epoch. (n=…) marks a cell with fewer seeds than planned.
 
 {accuracy_tables(done)}
+The same tables from the CLI, read from the run directories (its cells take only runs of the shared budget, so the
+grid and the Loss P runs off the protocol stay out): `ncollapse table --layout cpu --runs runs/ncmc_cpu --metric final`
+(`--metric head`, `medium`, `tail` for the others; `--layout cpu-ncmc --metric collapse` for the NCMC metrics).
+
 ## Paired differences CAL − X (percentage points, last epoch)
 
 Mean over seeds of the per-seed difference (same seed: same data, same initialisation of the shared backbone
@@ -825,6 +829,8 @@ orthogonal to W_0 and RCR has no signal, so those cells are scored (and logged) 
 (`eval.decision = "gcr"`).
 
 {grid_md}
+From the CLI (overall accuracy): `ncollapse table --layout cpu-grid --runs runs/ncmc_cpu --metric final`.
+
 {fig('fig5_grid', '')}
 
 ## Figures

@@ -12,9 +12,14 @@ from ncollapse.cli import main
 from ncollapse.train.config import config_from_dict, dumps_toml
 
 
-def _cfg(dataset="cifar100", tau=0.01, method="cal", model="resnet50", mixup=False, f=20, theta=0.2, seed=0):
+CPU = {"model": "lenet", "epochs": 30, "lr": 0.05, "weight_decay": 5e-4}  # benchmarks/ncmc_cpu.py's budget
+
+
+def _cfg(dataset="cifar100", tau=0.01, method="cal", model="resnet50", mixup=False, f=20, theta=0.2, seed=0,
+         epochs=200, lr=0.1, weight_decay=5e-4, penalty=None):
     raw = {"data": {"name": dataset, "imbalance": tau}, "model": {"name": model},
-           "train": {"seed": seed, "mixup_alpha": 1.0 if mixup else 0.0}, "loss": {}}
+           "train": {"seed": seed, "mixup_alpha": 1.0 if mixup else 0.0, "epochs": epochs},
+           "optim": {"lr": lr, "weight_decay": weight_decay}, "loss": {}}
     if method == "ce":
         raw["loss"]["name"] = "ce"
     elif method == "setf":
@@ -23,6 +28,8 @@ def _cfg(dataset="cifar100", tau=0.01, method="cal", model="resnet50", mixup=Fal
         raw["model"].update(head="multicenter", centers="uniform" if method == "al" else "class_aware", f=f,
                             theta=theta)
         raw["loss"]["name"] = "ncmc_p" if method == "lossp" else "ncmc_cosine"
+        if penalty is not None:
+            raw["loss"]["options"] = {"feature_penalty": penalty}
     elif method == "ldam_drw":
         raw["model"]["head"] = "normed"
         raw["loss"].update(name="ldam", options={"drw_epoch": 160})
@@ -57,8 +64,9 @@ def test_method_labels_from_configs():
     assert tables.method_label(raw) == "LDAM"
     attrs = tables.run_attributes(_cfg(method="cal", tau=0.005, mixup=True, f=10, seed=4).to_dict())
     assert attrs == {"dataset": "cifar100", "tau": 0.005, "model": "resnet50", "method": "CAL", "mixup": True,
-                     "f": 10, "theta": 0.2, "seed": 4}
+                     "f": 10, "theta": 0.2, "seed": 4, "epochs": 200, "lr": 0.1, "weight_decay": 5e-4, "penalty": None}
     assert tables.run_attributes(_cfg(method="ce").to_dict())["f"] is None
+    assert tables.run_attributes(_cfg(method="lossp").to_dict())["penalty"] == 5e-4  # the loss's default
 
 
 def test_table4_cells_bold_underline_missing(tmp_path):
@@ -105,23 +113,34 @@ def test_marker_rows_and_columns_table3(tmp_path):
 
 
 def test_metrics_final_tail_collapse_and_duplicate_seed(tmp_path):
-    _run(tmp_path, "a", 0.9, final=0.8, tail=0.5, collapse=0.25, dataset="mnist", tau=0.005, model="lenet",
-         method="cal")
-    _run(tmp_path, "b", 0.9, final=0.6, tail=0.7, collapse=0.75, dataset="mnist", tau=0.005, model="lenet",
-         method="al")
-    _run(tmp_path, "c", 0.1, dataset="mnist", tau=0.005, model="lenet", method="al")  # same seed 0 as "b"
+    _run(tmp_path, "a", 0.9, final=0.8, tail=0.5, collapse=0.25, dataset="mnist", tau=0.01, method="cal", **CPU)
+    _run(tmp_path, "b", 0.9, final=0.6, tail=0.7, collapse=0.75, dataset="mnist", tau=0.01, method="al", **CPU)
+    _run(tmp_path, "c", 0.1, dataset="mnist", tau=0.01, method="al", **CPU)  # same seed 0 as "b"
     runs = tables.load_runs([tmp_path / "a", tmp_path / "b", tmp_path / "c"])
     assert runs[1].last["ncmc/collapse_mean"] == 0.75  # the half-written last line is ignored
     with pytest.warns(UserWarning, match="seed 0 already in this cell"):
         final = tables.build_table("cpu", runs, "final")
-    assert [tables.cell_text(r[0], True) for r in final.cells] == ["–", "–", "60.0", "80.0", "–"]
+    assert [tables.cell_text(r[0], True) for r in final.cells] == ["–", "–", "–", "–", "–", "60.0", "80.0"]
     with pytest.warns(UserWarning):
         tail = tables.build_table("cpu", runs, "tail")
         ncmc = tables.build_table("cpu-ncmc", runs, "collapse")
-    assert [c[0].rank for c in tail.cells] == [0, 0, 1, 2, 0]
+    assert [c[0].rank for c in tail.cells] == [0, 0, 0, 0, 0, 1, 2]
     assert [tables.cell_text(r[0], False) for r in ncmc.cells] == ["0.75", "0.25"]
     assert [r[0].rank for r in ncmc.cells] == [2, 1]  # lower collapse is better
-    assert tables.compare_methods(runs, "CAL", "AL", "final").startswith("MNIST 0.005: +20.0 pp; MNIST 0.01: n/a")
+    assert tables.compare_methods(runs, "CAL", "AL", "final").startswith("MNIST 0.01: +20.0 pp; Fashion-MNIST 0.01: n/a")
+
+
+def test_cpu_layout_keeps_runs_off_the_protocol_budget_out(tmp_path):
+    """benchmarks/ncmc_cpu.py's folder also holds Loss P runs with another lr, weight decay, budget or penalty:
+    the cpu layout's cells take only runs of the shared budget, so `--runs runs/ncmc_cpu` is exact."""
+    common = dict(dataset="mnist", tau=0.01, method="lossp", **CPU)
+    _run(tmp_path, "protocol", 0.3, **common)
+    for name, change in (("lr", {"lr": 0.5}), ("wd", {"weight_decay": 0.0}), ("long", {"epochs": 120}),
+                         ("noreg", {"penalty": 0.0})):
+        _run(tmp_path, name, 0.9, **{**common, **change})
+    with pytest.warns(UserWarning, match="4 run\\(s\\) match no cell"):
+        table = tables.build_table("cpu", tables.load_runs([tmp_path]), "final")
+    assert [tables.cell_text(r[0], True) for r in table.cells][4] == "30.0"  # the Loss P row
 
 
 def test_ranks_within_backbone_groups_table2(tmp_path):

@@ -42,7 +42,7 @@ METRICS = {  # name: (source, key, percent, higher is better)
 }
 _DATASETS = {"cifar10": "CIFAR-10", "cifar100": "CIFAR-100", "svhn": "SVHN", "stl10": "STL-10", "mnist": "MNIST",
              "fashion-mnist": "Fashion-MNIST"}
-_FLOAT_KEYS = ("tau", "theta")
+_FLOAT_KEYS = ("tau", "theta", "lr", "weight_decay", "penalty")
 
 
 # ------------------------------------------------------------------------------------------ run attributes
@@ -71,12 +71,16 @@ def method_label(cfg: dict) -> str:
 def run_attributes(cfg: dict, info: dict | None = None) -> dict:
     """Attributes of a run from its resolved config (``Config.to_dict()`` or config.toml) and run.json."""
     data, model, train = cfg.get("data", {}), cfg.get("model", {}), cfg.get("train", {})
+    loss, optim = cfg.get("loss", {}), cfg.get("optim", {})
     multicenter = model.get("head") == "multicenter"
     seed = (info or {}).get("seed", train.get("seed", 0))
+    penalty = (loss.get("options", {}).get("feature_penalty", 5e-4)  # NCMCLossP's default λ_H
+               if loss.get("name") == "ncmc_p" else None)
     return {"dataset": data.get("name"), "tau": float(data.get("imbalance", 1.0)), "model": model.get("name"),
             "method": method_label(cfg), "mixup": float(train.get("mixup_alpha", 0.0)) > 0,
             "f": model.get("f") if multicenter else None, "theta": model.get("theta") if multicenter else None,
-            "seed": seed}
+            "seed": seed, "epochs": train.get("epochs"), "lr": optim.get("lr"),
+            "weight_decay": optim.get("weight_decay"), "penalty": penalty}
 
 
 @dataclass
@@ -193,6 +197,7 @@ def _method_rows(model: str, group: str = "", cal_f: int = 20) -> list[Row]:
 
 def _layouts() -> dict[str, Layout]:
     r50 = {"model": "resnet50"}
+    cpu = {"model": "lenet", "mixup": False, "epochs": 30, "lr": 0.05, "weight_decay": 5e-4}  # ncmc_cpu.py's budget
     t1_rows = []
     for method, extra in (("CE", {}), ("SETF", {}), ("CAL", {"f": 20, "theta": 0.2})):
         for mix in (False, True):
@@ -227,20 +232,21 @@ def _layouts() -> dict[str, Layout]:
                                       ("π/2", math.pi / 2))), row_header="f"),
         Layout("ncmc-table7", "Table 7: CAL vs RBL, ResNet50 (f = 20, θ = 0.2)",
                (Row("RBL", note=RBL), Row("RBL + PLA", note=RBL), Row("CAL", cal)), tuple(t2_cols)),
-        Layout("cpu", "CPU scale: LeNet-5 on MNIST-LT and Fashion-MNIST-LT",
-               tuple(Row(m, {"model": "lenet", "method": m, "mixup": False, **({"f": 20, "theta": 0.2} if m in
-                                                                                  ("AL", "CAL") else {})})
-                     for m in ("CE", "SETF", "AL", "CAL", "LDAM-DRW")),
-               tuple(_tau_cols("mnist", (0.005, 0.01)) + _tau_cols("fashion-mnist", (0.005, 0.01)))),
-        Layout("cpu-grid", "CPU scale: CAL on Fashion-MNIST-LT τ = 0.005 (LeNet-5) vs f and θ",
-               tuple(Row(f"f = {f}", {"f": f}) for f in (2, 5, 20)),
-               tuple(Column(f"θ = {label}", {"model": "lenet", "method": "CAL", "mixup": False,
-                                            "dataset": "fashion-mnist", "tau": 0.005, "theta": t})
+        Layout("cpu", "CPU scale (benchmarks/ncmc_cpu.py): LeNet-5 with BatchNorm, MNIST-LT, Fashion-MNIST-LT, "
+               "CIFAR-10-LT subset",
+               tuple(Row(m, {**cpu, "method": m, **({"f": 20, "theta": 0.2} if m in ("Loss P", "AL", "CAL") else {}),
+                             **({"penalty": 5e-4} if m == "Loss P" else {})})
+                     for m in ("CE", "BS", "LDAM-DRW", "SETF", "Loss P", "AL", "CAL")),
+               tuple(_tau_cols("mnist", (0.01,)) + _tau_cols("fashion-mnist", (0.01, 0.005))
+                     + _tau_cols("cifar10", (0.01,)))),
+        Layout("cpu-grid", "CPU scale: CAL on Fashion-MNIST-LT τ = 0.005 (LeNet-5) vs f and θ, seed 0",
+               tuple(Row(f"f = {f}", {"f": f}) for f in (5, 20)),
+               tuple(Column(f"θ = {label}", {**cpu, "method": "CAL", "dataset": "fashion-mnist", "tau": 0.005,
+                                            "theta": t, "seed": 0})
                      for label, t in (("0", 0.0), ("0.2", 0.2), ("0.5", 0.5), ("π/2", math.pi / 2))),
                row_header="f"),
     ]
-    ncmc_rows = tuple(Row(m, {"model": "lenet", "method": m, "mixup": False, "f": 20, "theta": 0.2})
-                      for m in ("AL", "CAL"))
+    ncmc_rows = tuple(Row(m, {**cpu, "method": m, "f": 20, "theta": 0.2}) for m in ("AL", "CAL"))
     layouts.append(Layout("cpu-ncmc", "CPU scale: NCMC metrics of AL and CAL", ncmc_rows, layouts[-2].columns))
     return {layout.name: layout for layout in layouts}
 
