@@ -56,6 +56,7 @@ METHODS = {"ce": "CE", "bs": "BS", "ldam_drw": "LDAM-DRW", "setf": "SETF", "loss
 COMPARE = ("ce", "al", "setf", "ldam_drw", "bs", "lossp")  # CAL − each, paired by seed
 GRID_SETTING, GRID_F, GRID_THETA = "fashion_mnist_lt_0.005", (5, 20), (0.0, 0.2, 0.5, math.pi / 2)
 PENALTY_SETTINGS = ("cifar10_lt_0.01", "fashion_mnist_lt_0.005")  # Fig. 4: Loss P with other feature penalties
+FIG7_SETTING, FIG7_EPOCHS = "cifar10_lt_0.01", (3, 9, 15, 30)  # Fig. 7: smallest class's Gram, CE and CAL
 # Why Loss P stalls: its main config with one optimiser setting changed (seed 0, F-MNIST-LT 0.005)
 DIAGNOSIS_SETTING = "fashion_mnist_lt_0.005"
 DIAGNOSIS = {"lossp_wd0": ("weight decay 0", {"weight_decay": 0.0}),
@@ -100,6 +101,8 @@ def config(setting: str, method: str, f: int = F, theta: float = THETA, penalty:
         loss["name"] = "balanced_softmax"
     elif method != "ce":
         raise ValueError(f"unknown method {method!r}")
+    if setting == FIG7_SETTING and method in ("ce", "cal"):
+        cfg["eval"]["gram_samples"] = 16  # Fig. 7: the smallest class's features at every NC pass
     return cfg
 
 
@@ -512,23 +515,41 @@ def gram_panels(done) -> list:
     return panels
 
 
-def tail_gram_panel(done, data: Path | None) -> tuple[list, str]:
-    """Fig. 7: cosine Gram of the features of the smallest class's training images, CE and CAL (CIFAR, seed 0)."""
-    from ncollapse.report.plots import normalized_gram
+def tail_gram_panel(done) -> tuple[list, str]:
+    """Fig. 7: cosine Gram of the smallest class's training features at epochs ``FIG7_EPOCHS``, CE and CAL (seed 0),
+    as logged by the NC passes (``eval.gram_samples``, key ``nc/smallest_class_gram``)."""
+    import numpy as np
 
     panels, note = [], ""
     for m in ("ce", "cal"):
-        rec = done.get(f"cifar10_lt_0.01_{m}_s0")
+        rec = done.get(f"{FIG7_SETTING}_{m}_s0")
         if rec is None:
             continue
-        model, train_set = checkpoint_model(rec, data)
-        k = min(range(train_set.num_classes), key=lambda c: train_set.class_counts()[c])
-        features, _ = model(inputs(train_set, train_set.labels == k))
-        labels = list(map(str, range(len(features))))
-        panels.append((f"{METHODS[m]}: class {k} ({len(features)} images)", normalized_gram(features, center=False),
-                       labels, labels, None))
-        note = f"class {k}, {len(features)} training images"
+        logged = {r["epoch"]: r["nc/smallest_class_gram"] for r in rec["metrics"] if r.get("nc/smallest_class_gram")}
+        counts = rec["info"]["class_counts"]
+        k = min(range(len(counts)), key=lambda c: counts[c])
+        for epoch in (e for e in FIG7_EPOCHS if e in logged):
+            gram = logged[epoch]
+            labels = list(map(str, range(len(gram))))
+            panels.append((f"{METHODS[m]}, epoch {epoch}", np.asarray(gram), labels, labels, None))
+        note = f"class {k}, {counts[k]} training images"
     return panels, note
+
+
+def tail_gram_said(done) -> str:
+    """Mean off-diagonal cosine of Fig. 7's Grams per method and epoch (1 = the class's features collapsed)."""
+    parts = []
+    for m in ("ce", "cal"):
+        rec = done.get(f"{FIG7_SETTING}_{m}_s0")
+        logged = {r["epoch"]: r["nc/smallest_class_gram"] for r in (rec or {}).get("metrics", [])
+                  if r.get("nc/smallest_class_gram")}
+        means = []
+        for epoch in (e for e in FIG7_EPOCHS if e in logged):
+            g, n = logged[epoch], len(logged[epoch])
+            means.append(f"{sum(g[i][j] for i in range(n) for j in range(n) if i != j) / (n * (n - 1)):.2f}")
+        if means:
+            parts.append(f"{METHODS[m]} {' → '.join(means)}")
+    return "; ".join(parts) or "no runs"
 
 
 def checkpoint_model(rec, data: Path | None):
@@ -608,6 +629,18 @@ def lossp_optimum(rec) -> str:
     return (f". The loss ends at {rec['metrics'][-1]['train_loss']:.3f}: at h = 0 it is mean_i f_(y_i)/(2S̄) = 0.5, "
             f"at eq. 19's fixed-frame optimum {best['loss']:.3f} (‖h*_k‖ = {min(norms):.3g}–{max(norms):.3g}, Cor. 3.7). "
             f"Training stalled near the trivial point (the cause is measured under *Why Loss P stalls*)")
+
+
+def idle_estimate(done) -> float:
+    """Seconds of the protocol's runs at each setting's quickest run's pace (the closest to an idle core)."""
+    quickest, count = {}, {}
+    for rec in done.values():
+        if off_protocol(rec["run"]["config"]):
+            continue
+        setting, secs = rec["run"]["setting"], rec["summary"]["wall_s"]
+        quickest[setting] = min(quickest.get(setting, math.inf), secs)
+        count[setting] = count.get(setting, 0) + 1
+    return sum(quickest[s] * count[s] for s in quickest)
 
 
 def diagnosis_stems() -> dict[str, str]:
@@ -696,10 +729,11 @@ def figures(done, fig_dir: Path, data: Path | None) -> dict[str, str]:
         save("fig6_gram", heatmap_panels(grams, vmin=-1, vmax=1, cmap="RdBu_r", ncols=4, colorbar="cosine",
                                          suptitle="Fig. 6: cosine Gram of the training class means, CIFAR-10-LT, seed 0"),
              "Fig. 6 Gram heatmaps")
-    tail, note = tail_gram_panel(done, data)
+    tail, note = tail_gram_panel(done)
     if tail:
-        save("fig7_tail_gram", heatmap_panels(tail, vmin=-1, vmax=1, cmap="RdBu_r", ncols=2, colorbar="cosine",
-                                              suptitle=f"Fig. 7: features of the smallest class ({note}), last epoch"),
+        save("fig7_tail_gram", heatmap_panels(tail, vmin=-1, vmax=1, cmap="RdBu_r", ncols=len(FIG7_EPOCHS),
+                                              colorbar="cosine",
+                                              suptitle=f"Fig. 7: cosine Gram of the smallest class's features ({note})"),
              "Fig. 7 smallest-class Gram")
     return figs
 
@@ -845,8 +879,9 @@ From the CLI (overall accuracy): `ncollapse table --layout cpu-grid --runs runs/
 
 {fig('fig6_gram', 'Fig. 6: no runs yet.')}
 
-Fig. 7 of the paper shows the within-class Gram of the smallest class's features collapsing early in training;
-the run directories keep only the last checkpoint, so this panel shows the last epoch only.
+Fig. 7 of the paper shows the within-class Gram of the smallest class's features collapsing early in training. The
+CIFAR-10 CE and CAL configs log it at every NC pass (`eval.gram_samples = 16`, key `nc/smallest_class_gram`); the
+panel shows seed 0 at epochs {', '.join(map(str, FIG7_EPOCHS))}. Mean off-diagonal cosine at those epochs: {tail_gram_said(done)}.
 
 {fig('fig7_tail_gram', 'Fig. 7: no runs yet.')}
 
@@ -878,9 +913,10 @@ Runs at chance level, or with a class under 50% training accuracy at the last ep
 ## Budget
 
 {len(done)} of {len(runs)} runs finished; training time summed over runs {sum(seconds) / 60:.1f} min
-(2 runs at a time on a 2-core machine that other jobs were loading heavily), so a run took {min(seconds, default=math.nan):.0f}–{max(seconds, default=math.nan):.0f} s (median
-{statistics.median(seconds) if seconds else math.nan:.0f} s). At the quickest run's pace, which is closest to an idle
-core, the whole page takes about {len(seconds) * min(seconds, default=math.nan) / 2 / 60:.0f} min on two idle cores.
+(2 runs at a time on a 2-core machine that other jobs were loading heavily for most runs), so a run took
+{min(seconds, default=math.nan):.0f}–{max(seconds, default=math.nan):.0f} s (median
+{statistics.median(seconds) if seconds else math.nan:.0f} s). At each setting's quickest run's pace, which is closest to an idle
+core, the protocol's runs take about {idle_estimate(done) / 2 / 60:.0f} min on two idle cores.
 These figures leave out the {len(later)} Loss P runs with another learning rate or budget, trained later on the idle machine
 ({min(later, default=math.nan):.0f}–{max(later, default=math.nan):.0f} s each, {sum(later) / 60:.1f} min in all).
 Missing runs: {', '.join(f'`{m}`' for m in missing) if missing else 'none'}.

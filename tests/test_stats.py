@@ -185,6 +185,16 @@ def test_state_dict_roundtrip(balanced):
         ClassStats(5, x.shape[1]).load_state_dict(s.state_dict())
 
 
+def test_from_state_dict_rebuilds_sizes_and_options(balanced):
+    x, y, _ = balanced
+    s = ClassStats.from_features(x, y, per_class_cov=True, rare_below=4)
+    t = ClassStats.from_state_dict(s.state_dict())
+    assert (t.num_classes, t.dim, t.per_class_cov, t.rare_below) == (6, x.shape[1], True, 4)
+    assert torch.equal(t.rare_samples, s.rare_samples) and torch.equal(t.class_scatter, s.class_scatter)
+    with pytest.raises(ValueError, match="not a ClassStats.state_dict"):
+        ClassStats.from_state_dict({"counts": s.counts})
+
+
 def test_state_dict_saved_before_rare_below_loads(balanced):
     """nc_state.pt files of earlier runs have no 'rare_below': they kept no samples and load as rare_below = 1."""
     x, y, _ = balanced

@@ -47,3 +47,35 @@ def test_nc_passes_on_train_and_test_features_leave_training_unchanged(tmp_path)
     confusion = state["test_confusion"]
     per_class = confusion.diagonal().double() / confusion.sum(1).double()
     assert torch.allclose(per_class, torch.tensor(last[-1]["test_acc_per_class"], dtype=torch.float64))
+
+
+def test_smallest_class_gram_is_logged_and_changes_nothing_else(tmp_path):
+    """eval.gram_samples logs the cosine Gram of the smallest class's first training features (Yan et al. Fig. 7)
+    at every NC pass, equal to one computed from the model's features; every other logged value is unchanged."""
+    from ncollapse.data.loader import TensorLoader
+    from ncollapse.train import build_data, build_model_for, load_checkpoint
+
+    train(load_config(None, [*BASE, "eval.nc_every=1"]), tmp_path / "plain", device="cpu")
+    cfg = load_config(None, [*BASE, "eval.nc_every=1", "eval.gram_samples=6"])
+    train(cfg, tmp_path / "gram", device="cpu")
+    plain, gram = _lines(tmp_path / "plain"), _lines(tmp_path / "gram")
+    for a, b in zip(plain, gram):
+        assert {k: v for k, v in a.items() if k != "time_s"} == {
+            k: v for k, v in b.items() if k not in ("nc/smallest_class_gram", "time_s")}
+    run = json.loads((tmp_path / "gram" / "run.json").read_text())
+    k = min(range(len(run["class_counts"])), key=lambda c: run["class_counts"][c])
+    train_set, _ = build_data(cfg)
+    model = build_model_for(cfg, train_set)
+    model.load_state_dict(load_checkpoint(tmp_path / "gram" / "checkpoint.pt")["model"])
+    mask = train_set.labels == k
+    loader = TensorLoader(train_set.images[mask], train_set.labels[mask], len(train_set), shuffle=False, augment=(),
+                          mean=train_set.mean, std=train_set.std)
+    features, _ = model.eval()(next(iter(loader))[0][:6])
+    features = features.double()
+    unit = torch.nn.functional.normalize(features, dim=1)
+    logged = torch.tensor(gram[-1]["nc/smallest_class_gram"], dtype=torch.float64)
+    assert logged.shape == (6, 6)
+    torch.testing.assert_close(logged, unit @ unit.T, atol=1e-5, rtol=0)  # float32 pass vs this float64 forward
+    from ncollapse.report.runs import load_nc_state  # the report reads the state with its kept samples
+
+    assert load_nc_state(tmp_path / "gram" / "nc_state.pt")["stats"].rare_below == 7

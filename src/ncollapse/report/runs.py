@@ -148,8 +148,7 @@ def load_nc_state(path) -> dict:
     raw = state["stats"]
     if not isinstance(raw, dict) or not {"num_classes", "dim"} <= set(raw):
         raise ValueError(f"{path}: 'stats' is not a ClassStats.state_dict()")
-    stats = ClassStats(int(raw["num_classes"]), int(raw["dim"]), per_class_cov=bool(raw.get("per_class_cov", False)))
-    stats.load_state_dict(raw)
+    stats = ClassStats.from_state_dict(raw)
     weight = state.get("weight")
     if weight is not None:
         weight = torch.as_tensor(weight).to(torch.float64)

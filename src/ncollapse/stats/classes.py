@@ -212,6 +212,17 @@ class ClassStats(_Accumulator):
         self._window_counts = torch.zeros(k, dtype=torch.int64, device=dev)
         self._window_dtype = None
 
+    @classmethod
+    def from_state_dict(cls, state: dict, **kwargs) -> "ClassStats":
+        """A ``ClassStats`` built with the sizes and options that ``state`` (a ``state_dict()``) records, holding it;
+        ``kwargs`` (device, dtype, ...) go to the constructor."""
+        if not isinstance(state, dict) or not {"num_classes", "dim"} <= set(state):
+            raise ValueError("state is not a ClassStats.state_dict(): it has no 'num_classes' and 'dim'")
+        stats = cls(int(state["num_classes"]), int(state["dim"]), per_class_cov=bool(state.get("per_class_cov", False)),
+                    rare_below=int(state.get("rare_below", 1)), **kwargs)
+        stats.load_state_dict(state)
+        return stats
+
     def load_state_dict(self, state: dict) -> None:
         """Restore a ``state_dict``; one saved before ``rare_below`` existed kept no samples (rare_below = 1)."""
         if isinstance(state, dict) and "rare_below" not in state:

@@ -112,6 +112,7 @@ class EvalConfig:
     group_thresholds: tuple[int, ...] = (100, 20)  #: head n_k > first, tail n_k < second
     logit_adjust_tau: float = field(default=0.0, metadata=_bounds(0.0))  #: post-hoc logits − τ log π_y; 0 = off
     decision: str = field(default="rcr", metadata=_choice("rcr", "gcr"))  #: NCMC rule: regular (logits) or generalised (max over centers)
+    gram_samples: int = field(default=0, metadata=_bounds(0))  #: log the cosine Gram of the smallest class's first n training features at every NC pass (Yan et al. Fig. 7); 0 = off
 
 
 @dataclass(frozen=True)

@@ -27,7 +27,8 @@ from .checkpoint import load_checkpoint
 from .config import config_from_dict
 from .dist import DistContext, all_reduce_sum, resolve_device
 
-__all__ = ["PassResult", "classifier_of", "run_pass", "accuracy_report", "nc_report", "nc_state", "evaluate_run"]
+__all__ = ["PassResult", "classifier_of", "run_pass", "accuracy_report", "nc_report", "smallest_class_gram", "nc_state",
+           "evaluate_run"]
 
 
 @dataclass
@@ -59,9 +60,10 @@ def classifier_of(model) -> tuple[torch.Tensor, torch.Tensor | None]:
 
 def run_pass(model, loader, num_classes: int, ctx: DistContext, *, nc: bool = False, scores=None,
              autocast=None, channels_last: bool = False, confusion: bool = False, progress: bool = False,
-             desc: str = "evaluation") -> PassResult:
+             desc: str = "evaluation", keep_samples: int = 0) -> PassResult:
     """Accuracy counts (with ``confusion`` the confusion counts, with ``nc`` the NC statistics) of ``model`` over
-    ``loader``'s shard; ``progress`` shows a tqdm bar on stderr.
+    ``loader``'s shard; ``progress`` shows a tqdm bar on stderr. With ``nc``, the statistics keep the first
+    ``keep_samples`` features of every class (``ClassStats(rare_below=keep_samples + 1)``, in rank order).
 
     ``scores(features, logits)`` replaces the logits before the argmax (GCR, post-hoc logit adjustment;
     see ``build.decision_scores``). Nothing here draws random numbers, so a pass never changes a training run.
@@ -90,7 +92,7 @@ def run_pass(model, loader, num_classes: int, ctx: DistContext, *, nc: bool = Fa
             if nc:
                 features = features.float()
                 if stats is None:
-                    stats = ClassStats(num_classes, features.shape[1], device=device)
+                    stats = ClassStats(num_classes, features.shape[1], device=device, rare_below=keep_samples + 1)
                 stats.update(features, y)
                 cached.append((features, y))
     result = PassResult(all_reduce_sum(correct, ctx).cpu(), all_reduce_sum(counts, ctx).cpu())
@@ -147,6 +149,15 @@ def nc_report(result: PassResult, model, train_counts, thresholds, split: str = 
     if result.ncmc is not None:
         out.update({f"{ncmc}/{k.removeprefix('ncmc_')}": v for k, v in measure_ncmc(result.ncmc).items()})
     return out
+
+
+def smallest_class_gram(stats: ClassStats, train_counts) -> list[list[float]]:
+    """Cosine Gram ĥ_iᵀĥ_j of the kept features of the smallest training class (Yan et al. 2024, Fig. 7: the
+    minority class's features collapsing); the class is argmin of ``train_counts``, the first of ties."""
+    k = min(range(len(train_counts)), key=lambda c: train_counts[c])
+    held = min(int(stats.counts[k]), stats.rare_samples.shape[1])
+    unit = F.normalize(stats.rare_samples[k, :held].double(), dim=1)
+    return (unit @ unit.T).cpu().tolist()
 
 
 def nc_state(result: PassResult, model, epoch: int, test_confusion: torch.Tensor | None = None) -> dict:

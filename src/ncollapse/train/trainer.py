@@ -36,7 +36,7 @@ from .build import Run, build_run
 from .checkpoint import (RunLock, RunLockedError, TrainState, open_run_dir, read_metrics, restore, save_checkpoint,
                          save_torch, write_run_files)
 from .config import Config
-from .evaluate import accuracy_report, nc_report, nc_state, run_pass
+from .evaluate import accuracy_report, nc_report, nc_state, run_pass, smallest_class_gram
 from .schedule import lr_at
 
 __all__ = ["train"]
@@ -231,9 +231,12 @@ def _evaluate(run: Run, state: TrainState, epoch: int, out: Path, progress: bool
               **test, "best_test_acc": state.best}
     if nc_due:
         nc = run_pass(run.model, run.nc_loader, run.num_classes, ctx, nc=True, scores=run.scores,
-                      channels_last=cfg.model.channels_last, progress=progress, desc=f"epoch {epoch + 1}: NC pass")
+                      channels_last=cfg.model.channels_last, progress=progress, desc=f"epoch {epoch + 1}: NC pass",
+                      keep_samples=cfg.eval.gram_samples)
         record.update(accuracy_report(nc, run.groups, prefix="train_eval_"))
         record.update(nc_report(nc, run.model, run.counts, cfg.eval.group_thresholds))
+        if cfg.eval.gram_samples:
+            record["nc/smallest_class_gram"] = smallest_class_gram(nc.stats, run.counts)
         record.update(nc_report(test_pass, run.model, run.counts, cfg.eval.group_thresholds, split="test"))
         if ctx.is_main:
             save_torch(out / "nc_state.pt", nc_state(nc, run.model, epoch + 1, test_pass.confusion))
