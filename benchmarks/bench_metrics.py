@@ -9,6 +9,9 @@
     Targets: ratio_to_gram <= 4, peak RSS <= 3 GB.
 (c) The same at K = 3,000 with float64 features: the tiled measure against a direct float64 computation
     with K x K matrices (numpy); every metric agrees to 1e-10 (relative).
+(d) Out of core: `ncollapse measure` on a 1 GB feature file (N = 2,000,000, d = 128, float32, K = 1,000, written
+    block by block) read in blocks of 16,384 rows, in a child process: its peak RSS against the file's size and
+    against a process that only imports ncollapse (torch included).
 Prints one JSON line at the end.
 """
 
@@ -20,6 +23,7 @@ import resource
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -53,6 +57,19 @@ def ratios(best: dict, ours: str, base: str, prefix: str) -> dict:
     (w1, c1), (w2, c2) = best[ours], best[base]
     return {f"{ours}_s": round(w1, 3), f"{ours}_cpu_s": round(c1, 3), f"{base}_s": round(w2, 3),
             f"{base}_cpu_s": round(c2, 3), f"{prefix}": round(w1 / w2, 3), f"{prefix}_cpu": round(c1 / c2, 3)}
+
+
+def peak_rss_gb() -> float:
+    """This process's peak resident set (GB): VmHWM of /proc/self/status where there is one (it starts afresh
+    at exec, while ru_maxrss also keeps the parent's resident set at fork on Linux), else ru_maxrss."""
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 2**20
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
 
 
 def synthetic(k, d, per_class, dtype, seed=0):
@@ -122,7 +139,7 @@ def part_b_child(args):
     batches = [(features[i:i + args.large_batch], labels[i:i + args.large_batch])
                for i in range(0, len(labels), args.large_batch)]
     report = measure(stream(k, d, batches))
-    rss_gb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # peak so far: data + one measure
+    rss_gb = peak_rss_gb()  # peak so far: data + one measure
     stats = stream(k, d, batches)
     means = stats.means.float()
     W = torch.randn(k, d, generator=torch.Generator().manual_seed(1))
@@ -219,6 +236,71 @@ def part_c(args):
             "agree_1e-10": bool(diffs[worst] <= 1e-10)}
 
 
+def write_feature_file(path, n, d, k, block=65_536):
+    """An .npz (stored) with float32 'features' (n, d) and 'labels', written block by block (never whole)."""
+    import tempfile
+    import zipfile
+
+    g = torch.Generator().manual_seed(4)
+    means = 3 * torch.randn(k, d, generator=g)
+    with tempfile.TemporaryDirectory(dir=path.parent) as tmp:
+        feats = np.lib.format.open_memmap(f"{tmp}/features.npy", mode="w+", dtype=np.float32, shape=(n, d))
+        labels = np.empty(n, dtype=np.int64)
+        for i in range(0, n, block):
+            y = torch.randint(0, k, (min(block, n - i),), generator=g)
+            feats[i:i + len(y)] = (means[y] + torch.randn(len(y), d, generator=g)).numpy()
+            labels[i:i + len(y)] = y.numpy()
+        feats.flush()
+        del feats
+        np.save(f"{tmp}/labels.npy", labels)
+        with zipfile.ZipFile(path, "w", zipfile.ZIP_STORED, allowZip64=True) as zf:
+            zf.write(f"{tmp}/features.npy", "features.npy")
+            zf.write(f"{tmp}/labels.npy", "labels.npy")
+
+
+def part_d_child(args):
+    """Runs in its own process: `ncollapse measure` on --file (or only the imports), then the peak RSS."""
+    import contextlib
+    import io
+
+    from ncollapse.cli import main as cli
+
+    start = time.perf_counter()
+    if args.file:
+        with contextlib.redirect_stdout(io.StringIO()) as out:
+            code = cli(["measure", "--features", args.file, "--json", "--batch-size", str(args.file_batch)])
+        report = json.loads(out.getvalue())
+        extra = {"exit": code, "nc1": report["nc1"], "num_samples": report["num_samples"]}
+    else:
+        extra = {}
+    print(json.dumps({"peak_rss_gb": peak_rss_gb(),
+                      "seconds": time.perf_counter() - start, **extra}))
+
+
+def part_d(args):
+    import tempfile
+
+    with tempfile.TemporaryDirectory(dir=args.tmp) as tmp:
+        path = Path(tmp) / "features.npz"
+        start = time.perf_counter()
+        write_feature_file(path, args.file_n, args.file_dim, args.file_k)
+        write_s = time.perf_counter() - start
+        runs = {}
+        for name, extra in (("imports_only", []), ("measure", ["--file", str(path)])):
+            cmd = [sys.executable, __file__, "--child-d", "--file-batch", str(args.file_batch),
+                   "--threads", str(torch.get_num_threads()), *extra]
+            runs[name] = json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout.strip()
+                                    .splitlines()[-1])
+        file_gb = path.stat().st_size / 2**30
+    m, base = runs["measure"], runs["imports_only"]
+    return {"n": args.file_n, "dim": args.file_dim, "classes": args.file_k, "batch": args.file_batch,
+            "file_gb": round(file_gb, 3), "write_s": round(write_s, 1), "measure_s": round(m["seconds"], 1),
+            "peak_rss_gb": round(m["peak_rss_gb"], 3), "imports_rss_gb": round(base["peak_rss_gb"], 3),
+            "rss_over_imports_gb": round(m["peak_rss_gb"] - base["peak_rss_gb"], 3),
+            "rss_over_file": round(m["peak_rss_gb"] / file_gb, 3), "nc1": m["nc1"],
+            "num_samples": m["num_samples"]}
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--n", type=int, default=50_000)
@@ -235,16 +317,26 @@ def main():
     parser.add_argument("--tile", type=int, default=2048, help="tile of the float32 Gram baseline in (b)")
     parser.add_argument("--check-k", type=int, default=3_000)
     parser.add_argument("--check-tile", type=int, default=512)
-    parser.add_argument("--parts", default="abc", help="which parts to run (default abc)")
+    parser.add_argument("--file-n", type=int, default=2_000_000)
+    parser.add_argument("--file-dim", type=int, default=128)
+    parser.add_argument("--file-k", type=int, default=1_000)
+    parser.add_argument("--file-batch", type=int, default=16_384)
+    parser.add_argument("--tmp", default=None, help="folder for (d)'s temporary file (default: the system's)")
+    parser.add_argument("--parts", default="abcd", help="which parts to run (default abcd)")
     parser.add_argument("--child-b", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--child-d", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--file", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.child_b:
         part_b_child(args)
         return
+    if args.child_d:
+        part_d_child(args)
+        return
     result = {"threads": torch.get_num_threads(), "command": " ".join(sys.argv)}
-    for name, part in (("a", part_a), ("b", part_b), ("c", part_c)):
+    for name, part in (("a", part_a), ("b", part_b), ("c", part_c), ("d", part_d)):
         if name in args.parts:
             result[name] = part(args)
             print(f"({name}) {json.dumps(result[name])}", file=sys.stderr)

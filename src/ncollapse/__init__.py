@@ -17,6 +17,7 @@ _EXPORTS = {
     "NCCCounts": "stats",
     "measure": "metrics",
     "measure_features": "metrics",
+    "measure_stream": "metrics",
     "simplex_etf": "geometry",
     "orthonormal_frame": "geometry",
     "dcube_vertices": "geometry",

@@ -46,7 +46,7 @@ from .serialize import brief_list
 from .stats import ClassStats, FinalStats, NCCCounts, NCMCStats
 from .validation import check_classifier, check_counts, check_features, check_features_labels, check_scalar
 
-__all__ = ["measure", "measure_features", "measure_ncmc", "etf_error", "class_groups"]
+__all__ = ["measure", "measure_features", "measure_stream", "stream_stats", "measure_ncmc", "etf_error", "class_groups"]
 
 GROUPS = ("head", "medium", "tail")
 
@@ -318,20 +318,39 @@ def _minority_collapse(out, measured, position, ref, thresholds, minority, centr
         out["minority_cos_weights_mean"], out["minority_cos_weights_std"] = geo["cos_mean"], geo["cos_std"]
 
 
-def measure_features(features, labels, W=None, b=None, num_classes: int | None = None, **kwargs) -> dict:
-    """``measure`` on in-memory features: one pass for the statistics, one for NC4 (NCC). With ``min_count``
-    the statistics keep the rare classes' samples, so Σ_W leaves those classes out exactly."""
+def stream_stats(batches, num_classes: int, dim: int, **kwargs) -> ClassStats:
+    """``ClassStats(num_classes, dim, **kwargs)`` over an iterable of (features, labels) blocks; labels ``None``
+    put every sample in class 0 (out-of-distribution features for ``measure(..., ood=)``)."""
+    stats = ClassStats(num_classes, dim, **kwargs)
+    for x, y in batches:
+        stats.update(x, torch.zeros(len(x), dtype=torch.int64) if y is None else y)
+    return stats
+
+
+def measure_stream(batches, num_classes: int, dim: int, W=None, b=None, **kwargs) -> dict:
+    """``measure`` over data read twice from ``batches()``, a callable returning an iterable of (features,
+    labels) blocks (e.g. ``data.features.open_features(path).batches``, for files larger than memory): one pass
+    for the statistics, one for NC4 (NCC). With ``min_count`` the statistics keep the rare classes' samples, so
+    Σ_W leaves those classes out exactly."""
     min_count = kwargs.get("min_count", 1)
     check_scalar(min_count, "min_count", int, low=1)
+    stats = stream_stats(batches(), num_classes, dim, rare_below=min_count)
+    ncc = NCCCounts.from_stats(stats, W=W, b=b)
+    for x, y in batches():
+        ncc.update(x, y)
+    return measure(stats, W=W, b=b, ncc=ncc, **kwargs)
+
+
+def measure_features(features, labels, W=None, b=None, num_classes: int | None = None, batch_size: int = 8192,
+                     **kwargs) -> dict:
+    """``measure_stream`` over in-memory features in blocks of ``batch_size`` rows."""
     x, y = check_features_labels(features, labels, num_classes)
     k = int(y.max()) + 1 if num_classes is None else num_classes
     if W is not None:
         k = max(k, int(torch.as_tensor(np.asarray(W) if not isinstance(W, torch.Tensor) else W).shape[0]))
-    stats = ClassStats.from_features(x, y, num_classes=k, rare_below=min_count)
-    ncc = NCCCounts.from_stats(stats, W=W, b=b)
-    for start in range(0, x.shape[0], 8192):
-        ncc.update(x[start:start + 8192], y[start:start + 8192])
-    return measure(stats, W=W, b=b, ncc=ncc, **kwargs)
+    check_scalar(batch_size, "batch_size", int, low=1)
+    blocks = lambda: ((x[i:i + batch_size], y[i:i + batch_size]) for i in range(0, len(y), batch_size))  # noqa: E731
+    return measure_stream(blocks, k, x.shape[1], W=W, b=b, **kwargs)
 
 
 def measure_ncmc(stats) -> dict:

@@ -15,7 +15,8 @@ EXAMPLES = """examples:
   ncollapse measure --features lm_tokens.npz --min-count 5 --ood ood.npz --json
 
 The .npz holds 'features' (N x d), 'labels' (N,), and optionally 'weight' (K x d) and 'bias' (K,).
-OOD.npz holds 'features' only. Memory is O(K d + d^2 + tile^2): K x K quantities are computed in tiles.
+OOD.npz holds 'features' only. The features are read from the file --batch-size rows at a time (twice:
+statistics, then NC4), so a file larger than memory works; memory is O(N + B d + K d + d^2 + tile^2).
 
 keys (--json): nc1 nc1_quotient rank sigma_b_spectrum trace_sigma_w trace_sigma_b (NC1);
   cdnv (Galanti, exponent --cdnv-exponent); equinorm_means equiangularity_means max_angle_means
@@ -51,22 +52,27 @@ def register(sub) -> None:
                    help="CDNV denominator 2 ||mu_k - mu_l||^P (default 2, Galanti et al.)")
     p.add_argument("--tile-size", type=int, default=512, metavar="T",
                    help="classes per tile of the pairwise pass (memory ~ T^2; results do not depend on it)")
+    p.add_argument("--batch-size", type=int, default=16384, metavar="B",
+                   help="feature rows read from the file at a time (memory ~ B x dim; results do not depend on it)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=run)
 
 
 def run(args) -> int:
-    from ..data.features import load_features, load_ood_features
-    from ..metrics import measure_features
+    from ..data.features import open_features
+    from ..metrics import measure_stream, stream_stats
 
-    data = load_features(args.features)
-    ood = None if args.ood is None else load_ood_features(args.ood)
+    source = open_features(args.features)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        report = measure_features(data.features, data.labels, W=data.weight, b=data.bias,
-                                  num_classes=data.num_classes, global_mean=args.global_mean,
-                                  ddof=args.ddof, rtol=args.rtol, scale=args.scale, min_count=args.min_count,
-                                  ood=ood, cdnv_exponent=args.cdnv_exponent, tile_size=args.tile_size)
+        ood = None
+        if args.ood is not None:
+            ood_source = open_features(args.ood, labels=False)
+            ood = stream_stats(ood_source.batches(args.batch_size), 1, ood_source.dim)
+        report = measure_stream(lambda: source.batches(args.batch_size), source.num_classes, source.dim,
+                                W=source.weight, b=source.bias, global_mean=args.global_mean, ddof=args.ddof,
+                                rtol=args.rtol, scale=args.scale, min_count=args.min_count, ood=ood,
+                                cdnv_exponent=args.cdnv_exponent, tile_size=args.tile_size)
     for w in caught:
         print(f"warning: {w.message}", file=sys.stderr)
     if args.json:

@@ -1,35 +1,102 @@
-"""Reading feature files: ``.npz`` with ``features`` (N, d), ``labels`` (N,), optional ``weight`` (K, d), ``bias`` (K,)."""
+"""Feature files: ``.npz`` with ``features`` (N, d), ``labels`` (N,), optional ``weight`` (K, d), ``bias`` (K,).
+
+``open_features`` reads the labels and the classifier (small) and only the header of ``features``; its
+``batches`` then stream the features from the archive (stored or deflate-compressed) a block of rows at a time,
+so a file larger than memory can be measured (``metrics.measure_stream``). Every problem is a one-line error
+naming the file.
+"""
 
 from __future__ import annotations
 
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 import torch
 
-from ..validation import check_classifier, check_features, check_features_labels
+from ..validation import check_classifier, check_features, check_features_labels, check_scalar
 
-__all__ = ["FeatureFile", "load_features", "load_ood_features"]
+__all__ = ["FeatureSource", "open_features"]
 
 
 @dataclass(frozen=True)
-class FeatureFile:
-    features: torch.Tensor
-    labels: torch.Tensor
+class FeatureSource:
+    """An opened feature file: ``labels`` (None for features-only files), ``weight``/``bias`` in memory,
+    ``features`` read from disk by ``batches``."""
+
+    path: Path
+    num_samples: int
+    dim: int
+    labels: torch.Tensor | None
     weight: torch.Tensor | None
     bias: torch.Tensor | None
+    _dtype: np.dtype
+    _fortran: bool
 
     @property
     def num_classes(self) -> int:
-        top = int(self.labels.max()) + 1 if self.labels.numel() else 0
+        top = int(self.labels.max()) + 1 if self.labels is not None and self.labels.numel() else 0
         return max(top, 0 if self.weight is None else self.weight.shape[0])
 
+    def batches(self, batch_size: int = 16384) -> Iterator[tuple[torch.Tensor, torch.Tensor | None]]:
+        """(features, labels) blocks of ``batch_size`` rows in file order, each checked (NaN/Inf, overflow) with
+        its rows numbered from the start of the file."""
+        check_scalar(batch_size, "batch_size", int, low=1)
+        with np.load(self.path, allow_pickle=False) as archive:
+            if self._fortran:  # column-major rows are not contiguous on disk: read the array whole
+                whole = archive["features"]
+                blocks = (whole[i:i + batch_size] for i in range(0, self.num_samples, batch_size))
+                yield from self._checked(blocks, batch_size)
+                return
+            with archive.zip.open("features.npy") as fp:
+                _read_header(fp)
+                yield from self._checked(_blocks(fp, self.num_samples, self.dim, self._dtype, batch_size), batch_size)
 
-def _read_npz(path, required: tuple[str, ...]) -> dict:
-    """The arrays of an .npz archive holding at least ``required``; a one-line error naming the file otherwise."""
-    path = Path(path)
+    def _checked(self, blocks, batch_size):
+        for i, block in enumerate(blocks):
+            start = i * batch_size
+            try:
+                x = check_features(np.ascontiguousarray(block))
+            except ValueError as exc:
+                raise ValueError(f"{self.path}: {_with_offset(str(exc), start)}") from None
+            yield x, None if self.labels is None else self.labels[start:start + len(x)]
+
+
+def _with_offset(message: str, start: int) -> str:
+    """A batch's check message with its row number counted from the start of the file."""
+    marker = "first in row "
+    if marker not in message:
+        return message
+    head, tail = message.split(marker, 1)
+    row = int("".join(ch for ch in tail if ch.isdigit()))
+    return f"{head}{marker}{start + row}{tail[len(str(row)):]}"
+
+
+def _read_header(fp) -> tuple[tuple[int, ...], bool, np.dtype]:
+    version = np.lib.format.read_magic(fp)
+    if version == (1, 0):
+        return np.lib.format.read_array_header_1_0(fp)
+    if version == (2, 0):
+        return np.lib.format.read_array_header_2_0(fp)
+    raise ValueError(f"unsupported .npy format version {version}")
+
+
+def _blocks(fp, rows: int, dim: int, dtype: np.dtype, batch_size: int) -> Iterator[np.ndarray]:
+    for start in range(0, rows, batch_size):
+        block = np.empty((min(batch_size, rows - start), dim), dtype=dtype)
+        view, filled = memoryview(block).cast("B"), 0
+        while filled < view.nbytes:
+            got = fp.readinto(view[filled:])
+            if not got:
+                raise ValueError(f"features ends after {start + filled // (dim * dtype.itemsize)} of {rows} rows "
+                                 "(truncated file)")
+            filled += got
+        yield block
+
+
+def _archive(path: Path, required: tuple[str, ...]) -> np.lib.npyio.NpzFile:
     wanted = " and ".join(repr(key) for key in required)
     if not path.exists():
         raise FileNotFoundError(f"{path}: no such file")
@@ -45,33 +112,45 @@ def _read_npz(path, required: tuple[str, ...]) -> dict:
                          f"save one with numpy.savez(path, {', '.join(f'{k}=...' for k in required)})") from None
     if not isinstance(archive, np.lib.npyio.NpzFile):
         raise ValueError(f"{path}: holds a single array, not an .npz archive with {wanted}")
-    with archive:
-        missing = [key for key in required if key not in archive.files]
-        if missing:
-            raise ValueError(f"{path}: missing array {missing[0]!r}; found {sorted(archive.files)}")
-        return {key: archive[key] for key in archive.files}
+    missing = [key for key in required if key not in archive.files]
+    if missing:
+        archive.close()
+        raise ValueError(f"{path}: missing array {missing[0]!r}; found {sorted(archive.files)}")
+    return archive
 
 
-def load_features(path) -> FeatureFile:
-    """Load and validate a feature file; every problem is a one-line error naming the file."""
-    arrays = _read_npz(path, ("features", "labels"))
+def _stand_in(shape: tuple[int, ...], dtype: np.dtype) -> torch.Tensor:
+    """A zero-stride tensor with the header's shape and the dtype the features are measured in (no memory), so
+    the usual checks name the real shape and dtype."""
     try:
-        rows = arrays["weight"].shape[0] if "weight" in arrays and arrays["weight"].ndim == 2 else None
-        features, labels = check_features_labels(arrays["features"], arrays["labels"], rows)
-        weight = bias = None
-        if "weight" in arrays:
-            weight, bias = check_classifier(arrays["weight"], arrays.get("bias"), dim=features.shape[1])
-        elif "bias" in arrays:
-            raise ValueError("'bias' given without 'weight'")
-    except (ValueError, TypeError) as exc:
-        raise type(exc)(f"{path}: {exc}") from None
-    return FeatureFile(features, labels, weight, bias)
+        tdtype = torch.from_numpy(np.empty(0, dtype=dtype)).dtype
+    except TypeError:
+        raise ValueError(f"features has dtype {dtype}; expected a real floating or integer array") from None
+    if not (tdtype.is_floating_point or tdtype.is_complex):
+        tdtype = torch.float64  # integer features are measured in float64
+    return torch.zeros((), dtype=tdtype).expand(shape)
 
 
-def load_ood_features(path) -> torch.Tensor:
-    """Load the (N, d) ``features`` array of an out-of-distribution .npz (other arrays are ignored)."""
-    arrays = _read_npz(path, ("features",))
-    try:
-        return check_features(arrays["features"], name="features")
-    except (ValueError, TypeError) as exc:
-        raise type(exc)(f"{path}: {exc}") from None
+def open_features(path, labels: bool = True) -> FeatureSource:
+    """Open a feature file: ``features`` and (with ``labels``) ``labels``, optional ``weight``/``bias``.
+    Shapes, dtypes, labels and the classifier are checked here; values batch by batch in ``batches``."""
+    path = Path(path)
+    with _archive(path, ("features", "labels") if labels else ("features",)) as archive:
+        try:
+            with archive.zip.open("features.npy") as fp:
+                shape, fortran, dtype = _read_header(fp)
+            stand_in = _stand_in(tuple(shape), dtype)
+            if not labels:
+                check_features(stand_in, finite=False)
+                return FeatureSource(path, shape[0], shape[1], None, None, None, dtype, fortran)
+            arrays = {key: archive[key] for key in ("labels", "weight", "bias") if key in archive.files}
+            rows = arrays["weight"].shape[0] if "weight" in arrays and arrays["weight"].ndim == 2 else None
+            _, y = check_features_labels(stand_in, arrays["labels"], rows, finite=False)
+            weight = bias = None
+            if "weight" in arrays:
+                weight, bias = check_classifier(arrays["weight"], arrays.get("bias"), dim=shape[1])
+            elif "bias" in arrays:
+                raise ValueError("'bias' given without 'weight'")
+        except (ValueError, TypeError) as exc:
+            raise type(exc)(f"{path}: {exc}") from None
+    return FeatureSource(path, shape[0], shape[1], y, weight, bias, dtype, fortran)

@@ -16,10 +16,12 @@ class NCCCounts(_Accumulator):
     of NCC/classifier agreement and classifier hits (Papyan et al. 2020, §NC4).
 
     NCC(h) = argmin_k ‖h − μ_k‖² over classes present in the statistics, searched over tiles of
-    ``tile_size`` classes (memory O(batch · tile)); the classifier decision is argmax_k (W h + b)_k, bias
-    included when given, also over tiles. The search runs in float64 on the CPU and float32 on CUDA/MPS
-    unless ``dtype`` says otherwise.
+    ``tile_size`` classes and blocks of samples (at most ``SCORES`` scores at once, whatever the batch); the
+    classifier decision is argmax_k (W h + b)_k, bias included when given, searched the same way. The search
+    runs in float64 on the CPU and float32 on CUDA/MPS unless ``dtype`` says otherwise.
     """
+
+    SCORES = 1 << 22  #: scores held at once by the search (32 MB in float64)
 
     def __init__(self, means: torch.Tensor, present: torch.Tensor | None = None, W=None, b=None, device=None,
                  tile_size: int = 4096, dtype: torch.dtype | None = None):
@@ -49,11 +51,18 @@ class NCCCounts(_Accumulator):
         return cls(stats.means, stats.counts > 0, W=W, b=b, device=stats.device, **kwargs)
 
     def _tiled_argmax(self, x: torch.Tensor, rows: torch.Tensor, offset: torch.Tensor) -> torch.Tensor:
-        """argmax_k (x rowsᵀ − offset)_k over tiles of classes, keeping the first maximiser on ties."""
+        """argmax_k (x rowsᵀ − offset)_k over tiles of classes and blocks of samples (at most ``SCORES``
+        scores at once, whatever the batch), keeping the first maximiser on ties."""
+        tile = min(self.tile_size, rows.shape[0])
+        block = max(1, self.SCORES // tile)
+        return torch.cat([self._block_argmax(x[i:i + block], rows, offset) for i in range(0, x.shape[0], block)])
+
+    def _block_argmax(self, x: torch.Tensor, rows: torch.Tensor, offset: torch.Tensor) -> torch.Tensor:
         best = torch.full((x.shape[0],), -float("inf"), dtype=x.dtype, device=x.device)
         arg = torch.zeros(x.shape[0], dtype=torch.int64, device=x.device)
         for start in range(0, rows.shape[0], self.tile_size):
-            scores = x @ rows[start:start + self.tile_size].T - offset[None, start:start + self.tile_size]
+            scores = x @ rows[start:start + self.tile_size].T
+            scores -= offset[None, start:start + self.tile_size]
             value, index = scores.max(1)
             better = value > best
             best = torch.where(better, value, best)
