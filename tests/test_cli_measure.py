@@ -4,6 +4,7 @@ import subprocess
 import sys
 
 import numpy as np
+import torch
 import pytest
 
 from ncollapse import measure_features
@@ -173,3 +174,17 @@ def test_bad_values_are_named_by_their_row_in_the_file(tmp_path):
                              "--batch-size", "100"], capture_output=True, text=True)
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert "nan.npz: features contains NaN (1 of 400 entries, first in row 321)" in result.stderr
+
+
+def test_measure_stream_progress_goes_to_stderr(capsys):
+    from ncollapse import measure_stream
+
+    x, y, _ = make_features([40, 20, 10, 5], dim=6, seed=3)
+    xt, yt = torch.from_numpy(x), torch.from_numpy(y)
+    blocks = lambda: ((xt[i:i + 25], yt[i:i + 25]) for i in range(0, len(y), 25))  # noqa: E731
+    quiet = measure_stream(blocks, 4, 6)
+    assert capsys.readouterr().err == ""
+    shown = measure_stream(blocks, 4, 6, progress=True, num_samples=len(y))
+    err = capsys.readouterr().err
+    assert "NC pass 1/2" in err and "NC pass 2/2" in err and "/75.0" in err
+    assert shown["nc1"] == quiet["nc1"]

@@ -35,11 +35,13 @@ fewer than ``min_count`` samples (counted in ``num_classes_below_min_count``).
 from __future__ import annotations
 
 import math
+import sys
 import warnings
 from numbers import Real
 
 import numpy as np
 import torch
+from tqdm import tqdm
 
 from .pairwise import duality_pass, vector_pairs
 from .serialize import brief_list
@@ -327,18 +329,30 @@ def stream_stats(batches, num_classes: int, dim: int, **kwargs) -> ClassStats:
     return stats
 
 
-def measure_stream(batches, num_classes: int, dim: int, W=None, b=None, **kwargs) -> dict:
+def measure_stream(batches, num_classes: int, dim: int, W=None, b=None, progress: bool = False,
+                   num_samples: int | None = None, **kwargs) -> dict:
     """``measure`` over data read twice from ``batches()``, a callable returning an iterable of (features,
     labels) blocks (e.g. ``data.features.open_features(path).batches``, for files larger than memory): one pass
     for the statistics, one for NC4 (NCC). With ``min_count`` the statistics keep the rare classes' samples, so
-    Σ_W leaves those classes out exactly."""
+    Σ_W leaves those classes out exactly. ``progress`` shows a tqdm bar per pass on stderr (in samples, out of
+    ``num_samples`` when given)."""
     min_count = kwargs.get("min_count", 1)
     check_scalar(min_count, "min_count", int, low=1)
-    stats = stream_stats(batches(), num_classes, dim, rare_below=min_count)
+    stats = stream_stats(_counted(batches(), progress, num_samples, "NC pass 1/2: statistics"), num_classes, dim,
+                         rare_below=min_count)
     ncc = NCCCounts.from_stats(stats, W=W, b=b)
-    for x, y in batches():
+    for x, y in _counted(batches(), progress, num_samples, "NC pass 2/2: nearest class centre"):
         ncc.update(x, y)
     return measure(stats, W=W, b=b, ncc=ncc, **kwargs)
+
+
+def _counted(blocks, progress: bool, total: int | None, desc: str):
+    """``blocks`` as they come, advancing a tqdm bar on stderr by each block's rows when ``progress``."""
+    with tqdm(total=total, desc=desc, unit="sample", unit_scale=True, file=sys.stderr, disable=not progress,
+              leave=False, dynamic_ncols=True) as bar:
+        for x, y in blocks:
+            yield x, y
+            bar.update(len(x))
 
 
 def measure_features(features, labels, W=None, b=None, num_classes: int | None = None, batch_size: int = 8192,

@@ -6,6 +6,7 @@ import argparse
 import sys
 import warnings
 
+from . import show_progress
 from .._io import dumps_line
 from ..serialize import format_report, to_jsonable
 
@@ -54,6 +55,7 @@ def register(sub) -> None:
                    help="classes per tile of the pairwise pass (memory ~ T^2; results do not depend on it)")
     p.add_argument("--batch-size", type=int, default=16384, metavar="B",
                    help="feature rows read from the file at a time (memory ~ B x dim; results do not depend on it)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=run)
 
@@ -70,7 +72,8 @@ def run(args) -> int:
             ood_source = open_features(args.ood, labels=False)
             ood = stream_stats(ood_source.batches(args.batch_size), 1, ood_source.dim)
         report = measure_stream(lambda: source.batches(args.batch_size), source.num_classes, source.dim,
-                                W=source.weight, b=source.bias, global_mean=args.global_mean, ddof=args.ddof,
+                                W=source.weight, b=source.bias, progress=show_progress(args),
+                                num_samples=source.num_samples, global_mean=args.global_mean, ddof=args.ddof,
                                 rtol=args.rtol, scale=args.scale, min_count=args.min_count, ood=ood,
                                 cdnv_exponent=args.cdnv_exponent, tile_size=args.tile_size)
     for w in caught:
