@@ -60,6 +60,12 @@ def setup(device: str = "auto") -> DistContext:
     return DistContext(dist.get_rank(), dist.get_world_size(), dev, initialised_here=True)
 
 
+def barrier(ctx: DistContext) -> None:
+    """Wait for every rank (no-op in one process)."""
+    if ctx.distributed:
+        dist.barrier()
+
+
 def teardown(ctx: DistContext) -> None:
     if ctx.initialised_here and dist.is_initialized():
         dist.destroy_process_group()

@@ -112,7 +112,9 @@ def train(config: Config, out_dir, *, resume: bool = False, device: str = "auto"
                 log.info("training %s on %d images (%d classes, counts %s) for %d epochs on %s x%d",
                          config.model.name, len(run.train_set), run.num_classes, run.counts, config.train.epochs,
                          ctx.device, ctx.world_size)
-            return _train(run, state, out, stop, logger, progress=progress, on_epoch=on_epoch)
+            result = _train(run, state, out, stop, logger, progress=progress, on_epoch=on_epoch)
+            distlib.barrier(ctx)  # ranks leave together: gloo aborts a rank that tears down while rank 0 still writes
+            return result
     finally:
         distlib.teardown(ctx)
 
