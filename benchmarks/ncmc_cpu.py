@@ -515,24 +515,29 @@ def gram_panels(done) -> list:
     return panels
 
 
+def fig7_grams(done, method: str) -> dict[int, list]:
+    """{epoch: cosine Gram} of the smallest class at ``FIG7_EPOCHS``, as the NC passes of the method's seed-0
+    run logged it (``eval.gram_samples``, key ``nc/smallest_class_gram``); empty without the run."""
+    rec = done.get(f"{FIG7_SETTING}_{method}_s0")
+    logged = {r["epoch"]: r["nc/smallest_class_gram"] for r in (rec or {}).get("metrics", [])
+              if r.get("nc/smallest_class_gram")}
+    return {e: logged[e] for e in FIG7_EPOCHS if e in logged}
+
+
 def tail_gram_panel(done) -> tuple[list, str]:
-    """Fig. 7: cosine Gram of the smallest class's training features at epochs ``FIG7_EPOCHS``, CE and CAL (seed 0),
-    as logged by the NC passes (``eval.gram_samples``, key ``nc/smallest_class_gram``)."""
+    """Fig. 7: cosine Gram of the smallest class's training features at epochs ``FIG7_EPOCHS``, CE and CAL (seed 0)."""
     import numpy as np
 
     panels, note = [], ""
     for m in ("ce", "cal"):
-        rec = done.get(f"{FIG7_SETTING}_{m}_s0")
-        if rec is None:
-            continue
-        logged = {r["epoch"]: r["nc/smallest_class_gram"] for r in rec["metrics"] if r.get("nc/smallest_class_gram")}
-        counts = rec["info"]["class_counts"]
-        k = min(range(len(counts)), key=lambda c: counts[c])
-        for epoch in (e for e in FIG7_EPOCHS if e in logged):
-            gram = logged[epoch]
+        grams = fig7_grams(done, m)
+        for epoch, gram in grams.items():
             labels = list(map(str, range(len(gram))))
             panels.append((f"{METHODS[m]}, epoch {epoch}", np.asarray(gram), labels, labels, None))
-        note = f"class {k}, {counts[k]} training images"
+        if grams:
+            counts = done[f"{FIG7_SETTING}_{m}_s0"]["info"]["class_counts"]
+            k = min(range(len(counts)), key=lambda c: counts[c])
+            note = f"class {k}, {counts[k]} training images"
     return panels, note
 
 
@@ -540,15 +545,10 @@ def tail_gram_said(done) -> str:
     """Mean off-diagonal cosine of Fig. 7's Grams per method and epoch (1 = the class's features collapsed)."""
     parts = []
     for m in ("ce", "cal"):
-        rec = done.get(f"{FIG7_SETTING}_{m}_s0")
-        logged = {r["epoch"]: r["nc/smallest_class_gram"] for r in (rec or {}).get("metrics", [])
-                  if r.get("nc/smallest_class_gram")}
-        means = []
-        for epoch in (e for e in FIG7_EPOCHS if e in logged):
-            g, n = logged[epoch], len(logged[epoch])
-            means.append(f"{sum(g[i][j] for i in range(n) for j in range(n) if i != j) / (n * (n - 1)):.2f}")
+        means = [sum(g[i][j] for i in range(len(g)) for j in range(len(g)) if i != j) / (len(g) * (len(g) - 1))
+                 for g in fig7_grams(done, m).values()]
         if means:
-            parts.append(f"{METHODS[m]} {' → '.join(means)}")
+            parts.append(f"{METHODS[m]} {' → '.join(f'{v:.2f}' for v in means)}")
     return "; ".join(parts) or "no runs"
 
 
@@ -685,7 +685,7 @@ def dead_units(rec, data: Path | None) -> str:
     return f"{int((h.abs().amax(0) == 0).sum())} of {h.shape[1]} backbone units"
 
 
-def figures(done, fig_dir: Path, data: Path | None) -> dict[str, str]:
+def figures(done, fig_dir: Path) -> dict[str, str]:
     """Write the page's PNGs; returns {key: markdown image line} for those that had runs."""
     from ncollapse.report.page_panels import bar_panels, heatmap_panels, line_panels
     from ncollapse.report.figures import write_png
@@ -769,7 +769,7 @@ def render(runs, out: Path, doc: Path, data: Path | None) -> None:
     atomic_write_text(ROOT / JSONL, jsonl_lines(runs, done))
     fig_dir = doc.parent / doc.stem
     fig_dir.mkdir(parents=True, exist_ok=True)
-    figs = figures(done, fig_dir, data)
+    figs = figures(done, fig_dir)
     diff_table, result = differences(done)
     grid_md, grid_said, _ = grid_table(done)
     conv_md, _ = convergence(done)

@@ -45,8 +45,9 @@ def check_finite(x: torch.Tensor, name: str) -> None:
     _raise_if_not_finite(x, name)
 
 
-def _raise_if_not_finite(x: torch.Tensor, name: str) -> None:
-    """The precise scan: raise naming the kind, count and first row of NaN/Inf entries (none: return)."""
+def _raise_if_not_finite(x: torch.Tensor, name: str, first_row: int = 0) -> None:
+    """The precise scan: raise naming the kind, count and first row of NaN/Inf entries, rows numbered from
+    ``first_row`` (none: return)."""
     nan = torch.isnan(x)
     bad = nan | torch.isinf(x)
     count = int(bad.sum())
@@ -54,12 +55,12 @@ def _raise_if_not_finite(x: torch.Tensor, name: str) -> None:
         return
     kind = "NaN" if bool(nan.any()) else "Inf"
     first = int(torch.nonzero(bad.reshape(x.shape[0], -1).any(1))[0]) if x.dim() > 0 else 0
-    raise ValueError(f"{name} contains {kind} ({count} of {x.numel()} entries, first in row {first})")
+    raise ValueError(f"{name} contains {kind} ({count} of {x.numel()} entries, first in row {first_row + first})")
 
 
-def check_magnitude(x: torch.Tensor, name: str) -> None:
-    """Raise if ``x`` holds NaN or Inf, or if a sum of squares of ``x`` could overflow the precision it is
-    accumulated in (one min/max pass over ``x``).
+def check_magnitude(x: torch.Tensor, name: str, first_row: int = 0) -> None:
+    """Raise if ``x`` holds NaN or Inf (rows numbered from ``first_row``), or if a sum of squares of ``x`` could
+    overflow the precision it is accumulated in (one min/max pass over ``x``).
 
     Second moments are GEMMs in float32 for float32 and narrower input and in float64 for float64
     (design.md §3), so max |x| must stay below sqrt(finfo.max / numel): e.g. about 1e153 for a float64
@@ -69,7 +70,7 @@ def check_magnitude(x: torch.Tensor, name: str) -> None:
         return
     lo, hi = (float(v) for v in torch.aminmax(x))
     if not (math.isfinite(lo) and math.isfinite(hi)):  # min and max propagate NaN and reach ±Inf
-        _raise_if_not_finite(x, name)
+        _raise_if_not_finite(x, name, first_row)
     largest = max(-lo, hi)
     work = torch.float64 if x.dtype == torch.float64 else torch.float32
     limit = math.sqrt(torch.finfo(work).max / x.numel())
@@ -79,8 +80,9 @@ def check_magnitude(x: torch.Tensor, name: str) -> None:
                          f"rescale the features, e.g. divide them by their largest norm")
 
 
-def check_features(features, name: str = "features", finite: bool = True) -> torch.Tensor:
-    """Return ``features`` as a 2-D real floating tensor (n_samples, dim); ``finite`` also checks the values."""
+def check_features(features, name: str = "features", finite: bool = True, first_row: int = 0) -> torch.Tensor:
+    """Return ``features`` as a 2-D real floating tensor (n_samples, dim); ``finite`` also checks the values
+    (errors number rows from ``first_row``: a block's place in a larger array)."""
     x = _as_tensor(features, name)
     if x.is_complex():
         raise TypeError(f"{name} must be real; got dtype {x.dtype} (pass {name}.real to drop the imaginary part)")
@@ -94,7 +96,7 @@ def check_features(features, name: str = "features", finite: bool = True) -> tor
     if not x.is_floating_point():
         x = x.to(torch.float64)
     if finite:
-        check_magnitude(x, name)  # one pass: its min and max also find NaN and Inf
+        check_magnitude(x, name, first_row)  # one pass: its min and max also find NaN and Inf
     return x
 
 

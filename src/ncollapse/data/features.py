@@ -58,20 +58,10 @@ class FeatureSource:
         for i, block in enumerate(blocks):
             start = i * batch_size
             try:
-                x = check_features(np.ascontiguousarray(block))
+                x = check_features(np.ascontiguousarray(block), first_row=start)
             except ValueError as exc:
-                raise ValueError(f"{self.path}: {_with_offset(str(exc), start)}") from None
+                raise ValueError(f"{self.path}: {exc}") from None
             yield x, None if self.labels is None else self.labels[start:start + len(x)]
-
-
-def _with_offset(message: str, start: int) -> str:
-    """A batch's check message with its row number counted from the start of the file."""
-    marker = "first in row "
-    if marker not in message:
-        return message
-    head, tail = message.split(marker, 1)
-    row = int("".join(ch for ch in tail if ch.isdigit()))
-    return f"{head}{marker}{start + row}{tail[len(str(row)):]}"
 
 
 def _read_header(fp) -> tuple[tuple[int, ...], bool, np.dtype]:

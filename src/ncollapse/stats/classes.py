@@ -173,7 +173,8 @@ class ClassStats(_Accumulator):
         if self.per_class_cov:
             self._class_scatter[present] += class_scatter_of(z, inverse, width).to(self.dtype)
         if self.rare_samples is not None:
-            keep_rare(self.rare_samples, (self._counts + self._window_counts)[present], x, inverse, present, counts)
+            keep_rare(self.rare_samples, self._counts[present] + self._window_counts[present], x, inverse, present,
+                      counts)
         self._window_sums[present] += sums.to(self.dtype)
         self._window_counts[present] += counts
         self._window_dtype = p
@@ -192,11 +193,11 @@ class ClassStats(_Accumulator):
         weight = n_a * n_b / (n_a + n_b)
         mirror_blocks(self._scatter)
         self._sq_dev[rows] += weight * shift_old.square().sum(1) - n_b * delta.square().sum(1)
-        # Σ w ΔΔᵀ − n δδᵀ = ½ Σ (a + c)(a − c)ᵀ + transpose, a = √w Δ, c = √n δ: one GEMM of inner size P
+        # Σ w ΔΔᵀ − n δδᵀ is the symmetric part of (a + c)ᵀ(a − c), a = √w Δ, c = √n δ: one GEMM of inner size P,
+        # added whole; the symmetric part of the sum is then taken once (exactly symmetric, GEMM blocks included)
         a, c = shift_old * weight.sqrt()[:, None], delta * n_b.sqrt()[:, None]
-        cross = (a + c).to(p).T @ (a - c).to(p)
-        self._scatter.add_(cross + cross.T, alpha=0.5)
-        self._scatter.copy_(self._scatter + self._scatter.T).mul_(0.5)  # exactly symmetric, also in GEMM blocks
+        self._scatter.add_((a + c).to(p).T @ (a - c).to(p))
+        self._scatter.copy_(self._scatter + self._scatter.T).mul_(0.5)
         if self.per_class_cov:
             self._class_scatter[rows] += (weight[:, None, None] * shift_old[:, :, None] * shift_old[:, None, :]
                                           - n_b[:, None, None] * delta[:, :, None] * delta[:, None, :])
