@@ -51,3 +51,9 @@ def balanced():
 @pytest.fixture
 def longtailed():
     return make_features([200, 120, 60, 25, 12, 5], seed=2)
+
+
+def file_contents(root) -> dict[str, bytes]:
+    """Every file under ``root`` (recursively, e.g. a run's tensorboard/ folder) by relative path: before/after checks."""
+    root = Path(root)
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}

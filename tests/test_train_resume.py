@@ -8,6 +8,7 @@ import torch
 
 import ncollapse.train.trainer as trainer
 from ncollapse.train import load_checkpoint, load_config, train
+from conftest import file_contents
 
 BASE = ["data.name=\"digits\"", "data.imbalance=0.1", "data.pad=1", "model.name=\"mlp\"",
         "model.options={widths=[32, 32]}", "train.epochs=3", "train.batch_size=32", "data.augment=[]", "train.threads=1",
@@ -94,15 +95,15 @@ def test_bad_resumes_change_nothing(tmp_path, monkeypatch):
     cfg = _cfg("train.epochs=2")
     _interrupt_at(monkeypatch, [25])
     assert train(cfg, tmp_path, device="cpu")["status"] == "interrupted"
-    files = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+    files = file_contents(tmp_path)
     with pytest.raises(ValueError, match=r"another config \(optim.lr: 0.05 in the checkpoint, 0.1 now"):
         train(_cfg("train.epochs=2", "optim.lr=0.1"), tmp_path, resume=True, device="cpu")
-    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == files
+    assert file_contents(tmp_path) == files
     (tmp_path / "checkpoint.pt").write_bytes(files["checkpoint.pt"][: len(files["checkpoint.pt"]) // 2])
     with pytest.raises(ValueError, match="checkpoint.pt is corrupted or truncated"):
         train(cfg, tmp_path, resume=True, device="cpu")
     files["checkpoint.pt"] = files["checkpoint.pt"][: len(files["checkpoint.pt"]) // 2]
-    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == files and "metrics.jsonl" in files
+    assert file_contents(tmp_path) == files and "metrics.jsonl" in files
 
 
 def test_metrics_beyond_the_checkpoint_are_dropped_on_resume(tmp_path):

@@ -17,6 +17,7 @@ import ncollapse.train.checkpoint as checkpoint
 from ncollapse.cli import main
 from ncollapse.train import load_checkpoint, load_config, train
 from ncollapse.train.checkpoint import LOCK_NAME, RunLock, RunLockedError
+from conftest import file_contents
 
 TOML = """
 [data]
@@ -118,12 +119,12 @@ def test_resume_without_checkpoint_leaves_the_run_alone(tmp_path, capsys):
     config, out = _config_file(tmp_path, 2), tmp_path / "run"
     assert main(["train", "--config", str(config), "--out", str(out), "--quiet"]) == 0
     (out / "checkpoint.pt").unlink()
-    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    before = file_contents(out)
     capsys.readouterr()
     assert main(["train", "--config", str(config), "--out", str(out), "--resume", "--quiet"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "holds a run (metrics.jsonl) but no checkpoint.pt" in err[0]
-    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+    assert file_contents(out) == before
 
 
 def test_extending_a_finished_run_matches_a_longer_run(tmp_path):
