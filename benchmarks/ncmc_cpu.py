@@ -12,7 +12,8 @@ root with the data under ``../shared/data`` (``--data DIR`` adds ``--set data.ro
 without ../shared beside it; the data root does not change a number). Runs that hold a ``summary.json`` are kept
 and an interrupted one resumes, so a second invocation only trains what is missing. The page
 (docs/results/ncmc_cpu.md), its figures (docs/results/ncmc_cpu/) and docs/results/ncmc_cpu_runs.jsonl are
-rewritten from the run directories on every invocation.
+rewritten from the run directories on every invocation. The paired CAL − X intervals come from
+``ncollapse.report.compare`` (``ncollapse compare`` gives them for any runs); this script assembles the page.
 """
 
 from __future__ import annotations

@@ -31,7 +31,7 @@ from typing import NamedTuple
 from ..validation import check_scalar
 
 __all__ = ["Interval", "Comparison", "mean_std", "t_interval", "paired", "compare_values", "compare_runs",
-           "interval_text", "render_markdown", "to_json", "SETTING_KEYS", "ARM_KEYS"]
+           "interval_text", "render_markdown", "caption", "to_json", "SETTING_KEYS", "ARM_KEYS"]
 
 SETTING_KEYS = ("dataset", "tau", "model", "epochs", "lr", "weight_decay")  # runs differ only in the method
 ARM_KEYS = ("method", "mixup", "f", "theta", "penalty")  # what tells two methods of one setting apart
@@ -176,6 +176,14 @@ def render_markdown(c: Comparison, labels: Mapping[str, str] | None = None) -> s
     return "\n".join(rows) + "\n"
 
 
+def caption(c: Comparison) -> str:
+    """One bold line saying what ``render_markdown``'s cells are."""
+    unit = "percentage points" if all(c.percent.get(m, True) for m in c.metrics) else "percentage points for accuracies"
+    return (f"**{c.method} − X, paired by seed** — mean of the same-seed differences [{100 * c.level:g}% Student-t "
+            f"interval, n − 1 degrees of freedom], {unit}; ▲ / ▼: the interval lies above / below 0, "
+            f"{MISSING}: no pair")
+
+
 def _plain(x: float) -> float | None:
     return None if math.isnan(x) else x
 
@@ -229,11 +237,15 @@ def compare_runs(paths, method: str, against: Sequence[str] | None = None, metri
     if not runs:
         raise ValueError(f"no finished runs (a directory with config.toml and summary.json) under "
                          f"{', '.join(map(str, paths))}; nothing to compare")
-    varies = {k for k in SETTING_KEYS + ARM_KEYS if len({repr(r.attrs.get(k)) for r in runs}) > 1}
+    arm_varies = {m: {k for k in ARM_KEYS if len({repr(r.attrs.get(k)) for r in runs if r.attrs["method"] == m}) > 1}
+                  for m in {r.attrs["method"] for r in runs}}  # f, θ, ... named only where one method has several
+    arms = [_label(ARM_KEYS, r.attrs, arm_varies[r.attrs["method"]]) for r in runs]
+    method, against = _resolve(method, against, sorted(set(arms)))
+    chosen = [(arm, r) for arm, r in zip(arms, runs) if arm == method or arm in against]
+    varies = {k for k in SETTING_KEYS if len({repr(r.attrs.get(k)) for _, r in chosen}) > 1}
     values, homes, seen = {}, {}, {}
-    for run in runs:
-        arm, setting = _label(ARM_KEYS, run.attrs, varies), _label(SETTING_KEYS, run.attrs, varies)
-        seed = run.attrs["seed"]
+    for arm, run in chosen:
+        setting, seed = _label(SETTING_KEYS, run.attrs, varies), run.attrs["seed"]
         if (arm, setting, seed) in seen:
             warnings.warn(f"{run.path}: {arm}, {setting}, seed {seed} is already {seen[(arm, setting, seed)]}; "
                           "kept the first", stacklevel=2)
@@ -249,20 +261,7 @@ def compare_runs(paths, method: str, against: Sequence[str] | None = None, metri
                                  "drop the run from --runs or choose another --metric")
             v = holder[key]
             values.setdefault((arm, setting, metric), {})[seed] = math.nan if v is None else float(v)
-    names = sorted(homes)
-    if method not in homes:
-        match = [a for a in names if a.split(" (")[0] == method]
-        if len(match) != 1:
-            raise ValueError(f"method {method!r} is {'ambiguous' if match else 'not among the runs'}; "
-                             f"methods found: {', '.join(names)}")
-        method = match[0]
-    if against is None:
-        against = [a for a in names if a != method]
-    else:
-        unknown = [a for a in against if a not in homes]
-        if unknown:
-            raise ValueError(f"{', '.join(map(repr, unknown))} not among the runs' methods: {', '.join(names)}")
-    settings = _order(homes[method])
+    settings = sorted(set(homes[method]))
     for other in against:
         if not set(homes[other]) & set(settings):
             raise ValueError(f"{method} and {other} share no setting ({method}: {'; '.join(settings)}; {other}: "
@@ -273,4 +272,45 @@ def compare_runs(paths, method: str, against: Sequence[str] | None = None, metri
         raise ValueError(f"no seed appears in both {method} and any of {', '.join(against)} within a setting; "
                          "paired differences need the same seeds (train.seed) on both sides")
     c.percent = {m: METRICS[m][2] for m in metrics}
+    return _short_settings(c, {_label(SETTING_KEYS, r.attrs, varies): r.attrs for arm, r in chosen if arm == method})
+
+
+def _short_settings(c: Comparison, attrs: dict[str, dict]) -> Comparison:
+    """``c`` with its settings named by only what varies among them (a budget other runs differ in is left out)."""
+    varies = {k for k in SETTING_KEYS if len({repr(a.get(k)) for a in attrs.values()}) > 1}
+    short = {s: _label(SETTING_KEYS, a, varies) for s, a in attrs.items()}
+    c.settings = [short[s] for s in c.settings]
+    c.cells = {(o, short[s], m): d for (o, s, m), d in c.cells.items()}
+    c.unpaired = {(o, short[s]): v for (o, s), v in c.unpaired.items()}
     return c
+
+
+def _typed(label: str) -> str:
+    """A label as typed on a command line: spaces dropped, θ / λ_H also as theta / lambda_H."""
+    return label.replace(" ", "").replace("theta", "θ").replace("lambda_H", "λ_H")
+
+
+def _resolve(method: str, against: Sequence[str] | None, names: list[str]) -> tuple[str, list[str]]:
+    """The run labels ``method`` and ``against`` name: a label ("CAL (f = 20, θ = 0.2)", also typed as
+    "CAL (f=20, theta=0.2)"), or a bare method name ("CAL") that only one label has; ``against`` defaults to
+    every other label."""
+
+    def one(name: str) -> str:
+        exact = [a for a in names if _typed(a) == _typed(name)]
+        if exact:
+            return exact[0]
+        match = [a for a in names if a.split(" (")[0] == name]
+        if len(match) > 1:
+            raise ValueError(f"method {name!r} is ambiguous: pass one of {', '.join(map(repr, match))} "
+                             "(quoted on the command line; theta for θ works)")
+        if not match:
+            raise ValueError(f"method {name!r} is not among the runs; methods found: {', '.join(names)}")
+        return match[0]
+
+    method = one(method)
+    against = [a for a in names if a != method] if against is None else list(dict.fromkeys(map(one, against)))
+    if method in against:
+        raise ValueError(f"{method!r} is both the method and one it is compared against; drop it from --against")
+    if not against:
+        raise ValueError(f"nothing to compare {method} with: it is the only method among the runs")
+    return method, against
