@@ -196,8 +196,10 @@ def test_compare_runs_errors(tmp_path, runs):
         compare_runs([tmp_path / "empty"], "CAL")
     with pytest.raises(ValueError, match="'SETF' is not among the runs; methods found: AL, CAL, CE"):
         compare_runs([runs], "SETF")
-    with pytest.raises(ValueError, match="unknown metric 'acc'"):
+    with pytest.raises(ValueError, match=r"al_s0 has no 'acc' in summary.json, needed for metric 'acc'; .*final"):
         compare_runs([runs], "CAL", metrics=("acc",))
+    with pytest.raises(ValueError, match="no metric given"):
+        compare_runs([runs], "CAL", metrics=())
     with pytest.raises(ValueError, match="both the method and one it is compared against"):
         compare_runs([runs], "CAL", ["CAL"])
     _run(runs, "al_s9", "al", 9, 0.5, tail=None)
@@ -215,6 +217,28 @@ def test_compare_runs_errors(tmp_path, runs):
         compare_runs([apart], "CAL")
 
 
+def test_compare_runs_reads_tracker_style_runs(tmp_path):
+    """Run directories as ``NCTracker`` writes them (branch h20a: [data] name "custom", [loss] name = the user's
+    method, [train] seed, [hparams]; summary.json with final_test_acc and the last nc/ scalars): methods from the
+    loss name, and any summary key as a metric, shown unscaled."""
+    root = tmp_path / "tracked"
+    nc1 = {("mine", 0): 0.5, ("mine", 1): 0.4, ("mine", 2): 0.45, ("baseline", 0): 0.9, ("baseline", 1): 0.7,
+           ("baseline", 2): 0.8}
+    for (method, seed), value in nc1.items():
+        d = root / f"{method}_{seed}"
+        d.mkdir(parents=True)
+        (d / "config.toml").write_text(f'[data]\nname = "custom"\n\n[model]\nname = "mlp"\n\n[loss]\nname = "{method}"\n\n'
+                                       f'[train]\nseed = {seed}\n\n[hparams]\nlr = 0.1\n')
+        (d / "run.json").write_text(json.dumps({"dataset": "custom", "method": method, "seed": seed}))
+        (d / "summary.json").write_text(json.dumps({"final_test_acc": 0.6 + seed / 100, "nc/nc1": value}))
+        (d / "metrics.jsonl").write_text(json.dumps({"epoch": 1, "nc/nc1": value}) + "\n")
+    c = compare_runs([root], "mine", metrics=("nc/nc1",))
+    assert c.against == ["baseline"] and c.settings == ["custom"] and c.percent == {"nc/nc1": False}
+    d = c.cells[("baseline", "custom", "nc/nc1")]
+    assert d == paired({s: nc1[("mine", s)] for s in range(3)}, {s: nc1[("baseline", s)] for s in range(3)})
+    assert d.resolved == -1 and render_markdown(c).endswith(f"| baseline | {interval_text(d, percent=False)} |\n")
+
+
 def test_cli_compare(runs, tmp_path, capsys):
     assert main(["compare", "--runs", str(runs), "--method", "CAL", "--against", "CE", "AL", "--metric", "final"]) == 0
     out = capsys.readouterr().out
@@ -230,7 +254,7 @@ def test_cli_compare(runs, tmp_path, capsys):
     assert capsys.readouterr().err == f"wrote {target}\n"
     for argv, message in ((["--method", "SETF"], "'SETF' is not among the runs"),
                           (["--method", "CAL", "--level", "2"], "level == 2.0, must be < 1"),
-                          (["--method", "CAL", "--metric", "acc"], "unknown metric 'acc'")):
+                          (["--method", "CAL", "--metric", "acc"], "has no 'acc' in summary.json")):
         assert main(["compare", "--runs", str(runs), *argv]) == 2
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and err[0].startswith("ncollapse compare: error:") and message in err[0]

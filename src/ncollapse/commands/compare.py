@@ -20,7 +20,7 @@ its seed train.seed. Only runs of one setting are paired; seeds that one side la
 warning naming them.
 
 metrics: best, final, head, medium, tail (accuracies from summary.json), collapse, variability (last NCMC
-values of metrics.jsonl)
+values of metrics.jsonl), or any other key of summary.json, e.g. nc/nc1 of a run NCTracker wrote
 
 A method with several variants among the runs is named with them, e.g. "CAL (f = 20, θ = 0.2)"; type it
 quoted, with or without spaces, theta for θ.

@@ -207,7 +207,7 @@ def _label(keys: Sequence[str], attrs: dict, varies: set[str]) -> str:
         if key == "dataset":
             from .tables import _DATASETS
 
-            parts.append(_DATASETS.get(v, str(v)))
+            parts.append("(no data set)" if v is None else _DATASETS.get(v, str(v)))
         elif key == "method":
             parts.append(str(v))
         elif key not in varies or v is None:
@@ -225,14 +225,13 @@ def _label(keys: Sequence[str], attrs: dict, varies: set[str]) -> str:
 def compare_runs(paths, method: str, against: Sequence[str] | None = None, metrics: Sequence[str] = ("final",),
                  level: float = 0.95) -> Comparison:
     """``method`` − each of ``against`` over the run directories under ``paths`` (module docstring: method,
-    setting, seed), for ``metrics`` of ``report.tables.METRICS``. Raises ``ValueError`` when no finished run
+    setting, seed), for ``metrics``: names of ``report.tables.METRICS`` or keys of summary.json (the
+    tracker's "nc/nc1", shown unscaled). Raises ``ValueError`` when no finished run
     is found, a method is unknown, a run lacks a metric, two methods share no setting, or no seed pairs."""
     from .tables import METRICS, load_runs
 
-    bad = [m for m in metrics if m not in METRICS]
-    if bad or not metrics:
-        raise ValueError(f"unknown metric {', '.join(map(repr, bad)) or '(none given)'}; choose from "
-                         f"{', '.join(METRICS)}")
+    if not metrics:
+        raise ValueError(f"no metric given; choose from {', '.join(METRICS)} or any key of summary.json")
     runs = load_runs(paths)
     if not runs:
         raise ValueError(f"no finished runs (a directory with config.toml and summary.json) under "
@@ -253,14 +252,7 @@ def compare_runs(paths, method: str, against: Sequence[str] | None = None, metri
         seen[(arm, setting, seed)] = run.path
         homes.setdefault(arm, []).append(setting)
         for metric in metrics:
-            source, key = METRICS[metric][:2]
-            holder = run.summary if source == "summary" else run.last
-            if key not in holder:
-                where = "summary.json" if source == "summary" else "metrics.jsonl (no non-null value)"
-                raise ValueError(f"{run.path} has no {key!r} in {where}, needed for metric {metric!r}; "
-                                 "drop the run from --runs or choose another --metric")
-            v = holder[key]
-            values.setdefault((arm, setting, metric), {})[seed] = math.nan if v is None else float(v)
+            values.setdefault((arm, setting, metric), {})[seed] = _metric(run, metric)
     settings = sorted(set(homes[method]))
     for other in against:
         if not set(homes[other]) & set(settings):
@@ -271,8 +263,25 @@ def compare_runs(paths, method: str, against: Sequence[str] | None = None, metri
     if not any(d.n for d in c.cells.values()):
         raise ValueError(f"no seed appears in both {method} and any of {', '.join(against)} within a setting; "
                          "paired differences need the same seeds (train.seed) on both sides")
-    c.percent = {m: METRICS[m][2] for m in metrics}
+    c.percent = {m: METRICS[m][2] if m in METRICS else False for m in metrics}
     return _short_settings(c, {_label(SETTING_KEYS, r.attrs, varies): r.attrs for arm, r in chosen if arm == method})
+
+
+def _metric(run, metric: str) -> float:
+    """A named metric of ``report.tables.METRICS`` (summary.json or the last value in metrics.jsonl), or else any
+    key of summary.json (e.g. the tracker's "nc/nc1"); null is NaN (left out), a missing key a ``ValueError``."""
+    from .tables import METRICS
+
+    source, key = METRICS[metric][:2] if metric in METRICS else ("summary", metric)
+    holder = run.summary if source == "summary" else run.last
+    if key not in holder:
+        where = "summary.json" if source == "summary" else "metrics.jsonl (no non-null value)"
+        raise ValueError(f"{run.path} has no {key!r} in {where}, needed for metric {metric!r}; drop the run from "
+                         f"--runs or choose another metric ({', '.join(METRICS)}, or any key of summary.json)")
+    v = holder[key]
+    if v is not None and (isinstance(v, bool) or not isinstance(v, Real)):
+        raise ValueError(f"{run.path}: {key!r} is {v!r}, not a number; choose a metric with numeric values")
+    return math.nan if v is None else float(v)
 
 
 def _short_settings(c: Comparison, attrs: dict[str, dict]) -> Comparison:
