@@ -163,7 +163,8 @@ def test_compare_runs_groups_by_method_and_setting_and_pairs_by_seed(runs):
     assert d == paired({0: 0.80, 1: 0.82, 2: 0.81}, {0: 0.78, 1: 0.79, 2: 0.80})
     assert c.cells[("CE", "MNIST", "tail")].mean == pytest.approx(0.21)
     assert c.cells[("AL", "Fashion-MNIST", "final")].n == 0
-    assert render_markdown(c).splitlines()[0] == ("| CAL − | Fashion-MNIST final | Fashion-MNIST tail | MNIST final | "
+    assert render_markdown(c).splitlines()[0] == ("| CAL − | Fashion-MNIST final | Fashion-MNIST tail | "
+                                                  "MNIST final | "
                                                   "MNIST tail |")
 
 
@@ -208,7 +209,8 @@ def test_compare_runs_errors(tmp_path, runs):
     mixed = tmp_path / "mixed"
     _run(mixed, "cal", "cal", 0, 0.8, tau=0.01)
     _run(mixed, "ce", "ce", 0, 0.7, tau=0.02)
-    with pytest.raises(ValueError, match=r"CAL and CE share no setting \(CAL: MNIST \(τ = 0.01\); CE: MNIST \(τ = 0.02\)"):
+    with pytest.raises(ValueError, match=r"CAL and CE share no setting \(CAL: MNIST \(τ = 0.01\); "
+                                         r"CE: MNIST \(τ = 0.02\)"):
         compare_runs([mixed], "CAL")
     apart = tmp_path / "apart"
     _run(apart, "cal", "cal", 0, 0.8)
@@ -227,8 +229,8 @@ def test_compare_runs_reads_tracker_style_runs(tmp_path):
     for (method, seed), value in nc1.items():
         d = root / f"{method}_{seed}"
         d.mkdir(parents=True)
-        (d / "config.toml").write_text(f'[data]\nname = "custom"\n\n[model]\nname = "mlp"\n\n[loss]\nname = "{method}"\n\n'
-                                       f'[train]\nseed = {seed}\n\n[hparams]\nlr = 0.1\n')
+        (d / "config.toml").write_text(f'[data]\nname = "custom"\n\n[model]\nname = "mlp"\n\n[loss]\n'
+                                       f'name = "{method}"\n\n[train]\nseed = {seed}\n\n[hparams]\nlr = 0.1\n')
         (d / "run.json").write_text(json.dumps({"dataset": "custom", "method": method, "seed": seed}))
         (d / "summary.json").write_text(json.dumps({"final_test_acc": 0.6 + seed / 100, "nc/nc1": value}))
         (d / "metrics.jsonl").write_text(json.dumps({"epoch": 1, "nc/nc1": value}) + "\n")
@@ -243,9 +245,11 @@ def test_cli_compare(runs, tmp_path, capsys):
     assert main(["compare", "--runs", str(runs), "--method", "CAL", "--against", "CE", "AL", "--metric", "final"]) == 0
     out = capsys.readouterr().out
     cal = {0: 0.80, 1: 0.82, 2: 0.81}
-    ce, al = interval_text(paired(cal, {0: 0.78, 1: 0.79, 2: 0.80})), interval_text(paired(cal, {0: 0.7, 1: 0.72, 2: 0.69}))
+    ce = interval_text(paired(cal, {0: 0.78, 1: 0.79, 2: 0.80}))
+    al = interval_text(paired(cal, {0: 0.7, 1: 0.72, 2: 0.69}))
     assert out.startswith("**CAL − X, paired by seed**") and not ce.endswith("▲") and al.endswith("▲")
-    assert f"| CAL − | Fashion-MNIST final | MNIST final |\n|---|---|---|\n| CE | – | {ce} |\n| AL | – | {al} |\n" in out
+    assert (f"| CAL − | Fashion-MNIST final | MNIST final |\n|---|---|---|\n| CE | – | {ce} |\n"
+            f"| AL | – | {al} |\n") in out
     target = tmp_path / "out" / "compare.json"
     assert main(["compare", "--runs", str(runs), "--method", "CAL", "--json", "--out", str(target)]) == 0
     data = json.loads(target.read_text())
@@ -263,8 +267,8 @@ def test_cli_compare(runs, tmp_path, capsys):
 
 
 def test_cli_help_needs_no_torch():
-    probe = ("import sys\nfrom ncollapse.cli import main\ntry:\n    main(['compare', '--help'])\nexcept SystemExit as e:\n"
-             "    print(e.code, 'torch' in sys.modules, file=sys.stderr)")
+    probe = ("import sys\nfrom ncollapse.cli import main\ntry:\n    main(['compare', '--help'])\n"
+             "except SystemExit as e:\n    print(e.code, 'torch' in sys.modules, file=sys.stderr)")
     result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120)
     assert result.stderr.split() == ["0", "False"] and "examples:" in result.stdout
 

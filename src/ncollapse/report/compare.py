@@ -169,7 +169,8 @@ def render_markdown(c: Comparison, labels: Mapping[str, str] | None = None) -> s
     "<method> −"; ``labels`` renames methods and settings for display."""
     name = (lambda key: labels.get(key, key)) if labels else str
     cols = [(s, m) for s in c.settings for m in c.metrics]
-    rows = [f"| {name(c.method)} − | {' | '.join(f'{name(s)} {m}' for s, m in cols)} |", "|---" * (len(cols) + 1) + "|"]
+    rows = [f"| {name(c.method)} − | {' | '.join(f'{name(s)} {m}' for s, m in cols)} |",
+            "|---" * (len(cols) + 1) + "|"]
     for other in c.against:
         cells = [interval_text(c.cells[(other, s, m)], c.percent.get(m, True)) for s, m in cols]
         rows.append(f"| {name(other)} | {' | '.join(cells)} |")
