@@ -12,7 +12,8 @@ root with the data under ``../shared/data`` (``--data DIR`` adds ``--set data.ro
 without ../shared beside it; the data root does not change a number). Runs that hold a ``summary.json`` are kept
 and an interrupted one resumes, so a second invocation only trains what is missing. The page
 (docs/results/ncmc_cpu.md), its figures (docs/results/ncmc_cpu/) and docs/results/ncmc_cpu_runs.jsonl are
-rewritten from the run directories on every invocation.
+rewritten from the run directories on every invocation. The paired CAL − X intervals come from
+``ncollapse.report.compare`` (``ncollapse compare`` gives them for any runs); this script assembles the page.
 """
 
 from __future__ import annotations
@@ -33,9 +34,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
-from scipy import stats  # noqa: E402
-
 from ncollapse._io import atomic_write_text  # noqa: E402
+from ncollapse.report.compare import compare_values, mean_std, render_markdown  # noqa: E402
 from ncollapse.train.config import config_from_dict, dumps_toml, load_config  # noqa: E402
 
 CONFIGS = Path("configs/ncmc_cpu")
@@ -233,25 +233,6 @@ def per_seed(done, stem: str, metric: str) -> dict[int, float]:
     return {r["run"]["seed"]: value(r, metric) for r in done.values() if r["run"]["config"] == stem}
 
 
-def mean_std(values) -> tuple[float, float]:
-    """Mean and sample std (ddof 1; NaN for one value)."""
-    v = [x for x in values if not math.isnan(x)]
-    if not v:
-        return math.nan, math.nan
-    m = sum(v) / len(v)
-    return m, math.sqrt(sum((x - m) ** 2 for x in v) / (len(v) - 1)) if len(v) > 1 else math.nan
-
-
-def paired(a: dict[int, float], b: dict[int, float]) -> tuple[float, float, float, int]:
-    """Mean of a − b over the seeds both have, and its 95% t-interval (Student t, n − 1 degrees of freedom)."""
-    diffs = [a[s] - b[s] for s in sorted(set(a) & set(b)) if not (math.isnan(a[s]) or math.isnan(b[s]))]
-    m, sd = mean_std(diffs)
-    if len(diffs) < 2:
-        return m, math.nan, math.nan, len(diffs)
-    half = stats.t.ppf(0.975, len(diffs) - 1) * sd / math.sqrt(len(diffs))
-    return m, m - half, m + half, len(diffs)
-
-
 def pct(x: float, sign: bool = False) -> str:
     return "–" if math.isnan(x) else f"{100 * x:+.1f}" if sign else f"{100 * x:.1f}"
 
@@ -263,16 +244,6 @@ def cell(values) -> str:
         return "–"
     text = pct(m) if n == 1 else f"{pct(m)} ± {100 * sd:.1f}"
     return text if n == len(SEEDS) else f"{text} (n={n})"
-
-
-def interval(d) -> str:
-    m, lo, hi, n = d
-    if n == 0:
-        return "–"
-    if n < 2:
-        return f"{pct(m, True)} (1 seed)"
-    mark = " ▲" if lo > 0 else " ▼" if hi < 0 else ""
-    return f"{pct(m, True)} [{pct(lo, True)}, {pct(hi, True)}]{mark}"
 
 
 # ------------------------------------------------------------------------------------------ page sections
@@ -289,27 +260,19 @@ def accuracy_tables(done) -> str:
 
 
 def differences(done) -> tuple[str, dict]:
-    """The CAL − X table and {(x, setting, metric): (mean, lo, hi, n)}."""
-    result, rows = {}, []
-    head = " | ".join(f"{lab} {metric}" for lab in LABELS for metric in ("overall", "head", "tail"))
-    rows += [f"| CAL − | {head} |", "|---" * (3 * len(LABELS) + 1) + "|"]
-    for x in COMPARE:
-        cells = []
-        for setting in LABELS.values():
-            for metric in ("overall", "head", "tail"):
-                d = paired(per_seed(done, f"{setting}_cal", metric), per_seed(done, f"{setting}_{x}", metric))
-                result[(x, setting, metric)] = d
-                cells.append(interval(d))
-        rows.append(f"| {METHODS[x]} | {' | '.join(cells)} |")
-    return "\n".join(rows) + "\n", result
+    """The CAL − X table and {(x, setting, metric): Interval} (``report.compare``, paired by seed)."""
+    metrics = ("overall", "head", "tail")
+    values = {(m, s, metric): per_seed(done, f"{s}_{m}", metric)
+              for m in ("cal", *COMPARE) for s in LABELS.values() for metric in metrics}
+    result = compare_values(values, "cal", COMPARE, list(LABELS.values()), metrics)
+    return render_markdown(result, {**METHODS, **{s: lab for lab, s in LABELS.items()}}), result.cells
 
 
 def verdict(result, x: str, metric: str) -> tuple[list, list, list]:
     """Settings where CAL − x on ``metric`` has its 95% interval above 0, below 0, or across 0 / unmeasured."""
     up, down, open_ = [], [], []
     for label, setting in LABELS.items():
-        m, lo, hi, n = result[(x, setting, metric)]
-        (up if n >= 2 and lo > 0 else down if n >= 2 and hi < 0 else open_).append(label)
+        {1: up, -1: down, 0: open_}[result[(x, setting, metric)].resolved].append(label)
     return up, down, open_
 
 
