@@ -23,6 +23,12 @@ def _gemm_dtype(features: torch.dtype, state: torch.dtype, precision: str, devic
     return torch.float32
 
 
+def coarsest(*dtypes: torch.dtype | None) -> torch.dtype | None:
+    """The floating dtype with the largest machine epsilon among ``dtypes`` (``None`` entries skipped)."""
+    known = [d for d in dtypes if d is not None]
+    return max(known, key=lambda d: torch.finfo(d).eps) if known else None
+
+
 def _dist():
     import torch.distributed as dist
 
