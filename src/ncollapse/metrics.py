@@ -96,21 +96,22 @@ def _finalize(stats) -> FinalStats:
 
 
 def _spectrum(centred: torch.Tensor, cutoff):
-    """Eigenvalues (descending, ≥ 0) of the min(K, d)-sized problem, M_c M_cᵀ (K ≤ d) or M_cᵀ M_c (d < K),
-    which share their nonzero spectrum, the unit directions v_i in feature space of the kept ones (those above
-    ``cutoff(λ_max)``) and the cut-off."""
+    """Eigenvalues λ_i (descending, ≥ 0) of M_c M_cᵀ, which shares its nonzero spectrum with M_cᵀ M_c, the unit
+    directions v_i in feature space of the kept ones (those above ``cutoff(λ_max)``) and the cut-off. K ≤ d: from
+    the SVD of M_c (λ_i = s_i², v_i its right singular vectors; no Gram is formed, so a small singular value keeps
+    its relative precision); d < K: from the eigendecomposition of the d × d Gram M_cᵀ M_c."""
     k, d = centred.shape
-    small = centred @ centred.T if k <= d else centred.T @ centred
-    eigvals, eigvecs = torch.linalg.eigh(small)
-    order = torch.argsort(eigvals, descending=True)
-    eigvals, eigvecs = eigvals[order].clamp(min=0.0), eigvecs[:, order]
+    if k <= d:
+        _, singular, vh = torch.linalg.svd(centred, full_matrices=False)
+        eigvals, vectors = singular.square(), vh.T
+    else:
+        eigvals, vectors = torch.linalg.eigh(centred.T @ centred)
+        order = torch.argsort(eigvals, descending=True)
+        eigvals, vectors = eigvals[order].clamp(min=0.0), vectors[:, order]
     lam_max = float(eigvals[0])
     floor = cutoff(lam_max)
     keep = eigvals > floor if lam_max > 0 else torch.zeros_like(eigvals, dtype=torch.bool)
-    directions = eigvecs[:, keep]
-    if k <= d:  # v_i = M_cᵀ u_i / √λ_i
-        directions = centred.T @ directions / eigvals[keep].sqrt()
-    return eigvals, directions, keep, floor
+    return eigvals, vectors[:, keep], keep, floor
 
 
 def _rank_deficit(out: dict, measured: torch.Tensor, centred: torch.Tensor, tile_size: int) -> None:
@@ -128,9 +129,9 @@ def _rank_deficit(out: dict, measured: torch.Tensor, centred: torch.Tensor, tile
     if out["rank"] == 0:
         return  # measure already warns that every class mean coincides
     shown = ", ".join(f"{a}–{b} ({dist:.3g})" for (a, b), dist in zip(pairs, dists))
-    warnings.warn(f"Σ_B has rank {out['rank']}, {deficit} below min(K − 1, d) = {min(k - 1, d)}: class means closer "
-                  f"than rounding resolves (cut-off {out['sigma_b_cutoff']:.3g}); closest pairs by mean distance: "
-                  f"{shown}; NC1 inverts only the resolved directions", stacklevel=3)
+    warnings.warn(f"Σ_B has rank {out['rank']}, {deficit} below min(K − 1, d) = {min(k - 1, d)} (eigenvalues up to "
+                  f"the cut-off {out['sigma_b_cutoff']:.3g} are dropped): class means coincide or span fewer directions; "
+                  f"closest pairs by mean distance: {shown}; NC1 inverts only the kept directions", stacklevel=3)
 
 
 def _ood_mean(ood, dim: int) -> torch.Tensor:

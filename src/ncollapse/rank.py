@@ -12,11 +12,13 @@ Gram of the centred means M_c (K × d), computed in float64. Two roundings limit
   Mary 2019, Thm. 3.1), and centring rounds in float64. Weyl's inequality (Golub & Van Loan, Cor. 8.6.2)
   moves every singular value of M_c by at most ‖E‖_2 ≤ ‖E‖_F = (Σ_k ε_k²)^½, so a computed singular value
   below ‖E‖_F is consistent with an exact zero: eigenvalue ‖E‖_F².
-* the float64 Gram and its eigensolver: forming an inner product of size m rounds by √m·u_64 of
-  ‖M_c‖_F² (Higham & Mary 2019) and a backward-stable symmetric eigensolver adds u_64·‖G‖_2 ≤ u_64·‖M_c‖_F²
-  (Golub & Van Loan §8.3), so eigenvalues below (√m + 1)·u_64·‖M_c‖_F² are rounding.
+* the float64 factorisation. With K ≤ d the SVD of M_c itself is taken: it is backward stable, exact for some
+  M_c + δM with ‖δM‖_F ≲ (√d + 1)·u_64·‖M_c‖_F (Golub & Van Loan §8.6), so singular values below that are
+  rounding: eigenvalue ((√d + 1)·u_64·‖M_c‖_F)². With d < K the d × d Gram M_cᵀ M_c is formed: an inner product
+  of size K rounds by √K·u_64 of ‖M_c‖_F² (Higham & Mary 2019) and the symmetric eigensolver adds
+  u_64·‖G‖_2 ≤ u_64·‖M_c‖_F² (Golub & Van Loan §8.3), so eigenvalues below (√K + 1)·u_64·‖M_c‖_F² are rounding.
 
-The cut-off on the eigenvalues of M_c M_cᵀ (equivalently M_cᵀ M_c) is the sum, ‖E‖_F² + (√m + 1)·u_64·‖M_c‖_F².
+The cut-off on the eigenvalues of M_c M_cᵀ (equivalently M_cᵀ M_c) is the sum of the two.
 """
 
 from __future__ import annotations
@@ -35,8 +37,8 @@ def unit_roundoff(dtype: torch.dtype) -> float:
 
 def eigenvalue_cutoff(means: torch.Tensor, centred: torch.Tensor, counts: torch.Tensor, sq_dev: torch.Tensor,
                       feature_dtype: torch.dtype, state_dtype: torch.dtype) -> float:
-    """Largest eigenvalue of M_c M_cᵀ that rounding alone could produce (module docstring: ‖E‖_F² + (√m + 1)·u_64
-    ·‖M_c‖_F²), from float64 ``means`` (K, d), ``centred`` = means − μ_G, ``counts`` and ``sq_dev`` (K,)."""
+    """Largest eigenvalue of M_c M_cᵀ that rounding alone could produce (module docstring: ‖E‖_F² plus the
+    factorisation's rounding), from float64 ``means`` (K, d), ``centred`` = means − μ_G, ``counts`` and ``sq_dev`` (K,)."""
     k, d = centred.shape
     u_in, u_state, u_64 = unit_roundoff(feature_dtype), unit_roundoff(state_dtype), unit_roundoff(torch.float64)
     n = counts.to(torch.float64)
@@ -44,8 +46,9 @@ def eigenvalue_cutoff(means: torch.Tensor, centred: torch.Tensor, counts: torch.
     rms = (norms.square() + sq_dev.clamp(min=0) / n).sqrt()
     mu_g = (means - centred)[0].norm()
     eps = (u_in + n.sqrt() * u_state) * rms + 2 * u_64 * (norms + mu_g)
-    inner = d if k <= d else k
-    return float(eps.square().sum()) + (math.sqrt(inner) + 1) * u_64 * float(centred.square().sum())
+    total = float(centred.square().sum())
+    factorisation = ((math.sqrt(d) + 1) * u_64) ** 2 * total if k <= d else (math.sqrt(k) + 1) * u_64 * total
+    return float(eps.square().sum()) + factorisation
 
 
 def closest_pairs(centred: torch.Tensor, count: int, tile_size: int) -> tuple[list[list[int]], list[float]]:
