@@ -99,7 +99,8 @@ def _spectrum(centred: torch.Tensor, cutoff):
     """Eigenvalues λ_i (descending, ≥ 0) of M_c M_cᵀ, which shares its nonzero spectrum with M_cᵀ M_c, the unit
     directions v_i in feature space of the kept ones (those above ``cutoff(λ_max)``) and the cut-off. K ≤ d: from
     the SVD of M_c (λ_i = s_i², v_i its right singular vectors; no Gram is formed, so a small singular value keeps
-    its relative precision); d < K: from the eigendecomposition of the d × d Gram M_cᵀ M_c."""
+    its relative precision); d < K: from the eigendecomposition of the d × d Gram M_cᵀ M_c. At most min(K − 1, d)
+    are kept, whatever the cut-off."""
     k, d = centred.shape
     if k <= d:
         _, singular, vh = torch.linalg.svd(centred, full_matrices=False)
@@ -111,6 +112,7 @@ def _spectrum(centred: torch.Tensor, cutoff):
     lam_max = float(eigvals[0])
     floor = cutoff(lam_max)
     keep = eigvals > floor if lam_max > 0 else torch.zeros_like(eigvals, dtype=torch.bool)
+    keep[min(k - 1, d):] = False  # the centred means' rows sum to 0 (either global mean): rank ≤ K − 1
     return eigvals, vectors[:, keep], keep, floor
 
 
