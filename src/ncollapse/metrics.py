@@ -21,7 +21,7 @@ Conventions (design.md §3; metrics.md explains where public codebases differ):
   log(1/‖u_k − u_l‖), u_k = (μ_k − μ_G)/‖μ_k − μ_G‖, and the mean Riesz kernel ‖u_k − u_l‖^−(d−2).
 * NC3: ``self_duality`` = etf_error of W M_cᵀ (Zhu et al. 2021, eq. NC3); ``duality_papyan`` =
   ‖W/‖W‖_F − M_c/‖M_c‖_F‖_F² (Papyan et al. 2020); ``duality_cos_mean`` = mean of cos(w_k, μ_k − μ_G)
-  (per class in ``duality_cos_per_class``); ``unc3`` = std(ddof=1)/mean of ⟨w_k, μ_k − μ_G⟩ (Wu & Papyan
+  (per class in ``duality_cos_per_class``); ``unc3`` = std(ddof=1, sample)/mean of ⟨w_k, μ_k − μ_G⟩ (Wu & Papyan
   2024, uniform duality).
 * NC4 (Papyan et al. 2020): ``ncc_mismatch`` = share of samples where the nearest class mean differs from
   argmax(W h + b); needs the second pass ``stats.NCCCounts``.
@@ -296,8 +296,10 @@ def _scale_name(scale: str) -> str:
 
 
 def _nc5(means: torch.Tensor, ood_mean: torch.Tensor, centre: torch.Tensor | None) -> float:
-    """NC5 (Ammar et al. 2024, eq. 5): mean over k of |cos(μ_k − c, μ_ood − c)|, c = 0 (``ood_centering="none"``,
-    the paper's uncentred class means and OOD mean) or μ_G (``"global_mean"``)."""
+    """NC5 (Ammar et al. 2024, eq. 5): mean over k of |cos(μ_k − c, μ_ood − c)|, c = 0 (``ood_centering="none"``)
+    or μ_G (``"global_mean"``). Our reading of eq. 5: it takes the cosine of the class mean and the OOD mean as
+    they are, with no global mean subtracted, as the peer library's example (rhubarbwu/neural-collapse) does; so
+    the default is uncentred."""
     if centre is not None:
         means, ood_mean = means - centre, ood_mean - centre
     cos = (means @ ood_mean) / (means.norm(dim=1) * ood_mean.norm())
