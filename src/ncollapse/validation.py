@@ -258,8 +258,6 @@ def check_device(device, name: str = "device") -> torch.device:
     else:
         raise TypeError(f"{name} must be a torch.device or a string such as 'cpu' or 'cuda:0'; "
                         f"got {type(device).__name__} {device!r}")
-    if parsed.type == "meta":
-        raise ValueError(f"{name} == 'meta' holds no values; use 'cpu', 'cuda' or 'mps'")
     available = {"cuda": torch.cuda.is_available, "mps": torch.backends.mps.is_available}.get(parsed.type)
     if available is not None and not available():
         raise ValueError(f"{name} == {str(parsed)!r} but this machine has no {parsed.type.upper()} device; use 'cpu'")

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import torch
 
+from ..validation import check_device
+
 __all__ = ["PRECISIONS"]
 
 PRECISIONS = ("auto", "float64")
@@ -58,7 +60,7 @@ class _Accumulator:
 
     def to(self, device) -> "_Accumulator":
         """Move the state (and the tensors it is measured against) to ``device``; returns self."""
-        self.device = torch.device(device)
+        self.device = check_device(device)
         for name in list(self._state) + list(self._moved()):
             value = getattr(self, name)
             if value is not None:
