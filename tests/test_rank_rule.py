@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from ncollapse import ClassStats, measure, measure_features
-from ncollapse.rank import closest_pairs, eigenvalue_cutoff, unit_roundoff
+from ncollapse.rank import closest_pairs, eigenvalue_cutoff, factorisation_noise, unit_roundoff
 
 
 def _near_pair(dtype=np.float64, k=10, d=64, n=100, seed=0):
@@ -120,14 +120,16 @@ def test_cutoff_closed_form():
     e0 = (u32 + 2 * u64) * math.sqrt(25 + 2) + 2 * u64 * (5 + mu_g)
     e1 = (u32 + 3 * u64) * math.sqrt(1 + 2) + 2 * u64 * (1 + mu_g)
     want = e0 ** 2 + e1 ** 2 + ((math.sqrt(2) + 1) * u64) ** 2 * float(centred.square().sum())
-    got = eigenvalue_cutoff(means, centred, counts, sq_dev, torch.float32, torch.float64)
+    got = eigenvalue_cutoff(means, centred, counts, sq_dev, torch.float32, torch.float64, "svd")
     assert got == pytest.approx(want, rel=1e-12)
+    gram = want - ((math.sqrt(2) + 1) * u64) ** 2 * float(centred.square().sum())
+    gram += (math.sqrt(2) + 1) * u64 * float(centred.square().sum())
+    assert eigenvalue_cutoff(means, centred, counts, sq_dev, torch.float32, torch.float64, "gram") == pytest.approx(
+        gram, rel=1e-12)
     assert unit_roundoff(torch.bfloat16) == 2.0 ** -8
     wide = torch.randn(40, 3, dtype=torch.float64)  # d < K: the Gram's (√K + 1) u_64 ‖M_c‖_F²
     c = wide - wide.mean(0)
-    gram = eigenvalue_cutoff(wide, c, torch.ones(40, dtype=torch.int64), torch.zeros(40, dtype=torch.float64),
-                             torch.float64, torch.float64)
-    assert gram > (math.sqrt(40) + 1) * u64 * float(c.square().sum())
+    assert factorisation_noise(c, "gram") == pytest.approx((math.sqrt(40) + 1) * u64 * float(c.square().sum()))
 
 
 def test_cutoff_follows_the_feature_precision():
@@ -178,3 +180,13 @@ def test_rtol_override_is_checked():
     assert measure(s, rtol=0)["rank"] == 2  # never above K − 1: the centred means' rows sum to zero
     with pytest.raises(ValueError, match="rtol == 2, must be <= 1"):
         measure(s, rtol=2)
+
+
+def test_well_separated_means_take_the_gram_and_agree_with_the_svd():
+    """K ≤ d with every eigenvalue far above the Gram's rounding: the K × K Gram path; forcing a tiny rtol on a
+    nearly coinciding pair takes the SVD path; both match the SVD reference."""
+    x, y = _near_pair(k=6, d=16, n=20)
+    x[y == 1] += 1.0  # pull class 1 away from class 0: well conditioned
+    out = measure_features(x, y)
+    want, _ = _numpy_nc1(x, y, via="svd")
+    assert out["rank"] == 5 and out["nc1"] == pytest.approx(want, rel=1e-10)

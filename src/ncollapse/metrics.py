@@ -6,8 +6,8 @@ Conventions (design.md §3; metrics.md explains where public codebases differ):
 * Σ_W = (1/(N − ddof·K)) Σ_k Σ_i (h − μ_k)(h − μ_k)ᵀ;  Σ_B = (1/K) Σ_k (μ_k − μ_G)(μ_k − μ_G)ᵀ.
 * NC1 = tr(Σ_W Σ_B^†)/K, the quantity Papyan et al. 2020 plot in Fig. 6 (Tr(Σ_W Σ_B^†/C));
   ``scale="notebook"`` drops the /K as the reference notebook (neuralcollapse.ipynb, Han/Papyan/Donoho) does
-  (``"papyan"``: its deprecated name). Σ_B^† comes from a float64 eigendecomposition of the min(K, d)-sized
-  problem (M_c M_cᵀ when K ≤ d, M_cᵀ M_c when d < K) keeping the eigenvalues above the rounding noise of the class
+  (``"papyan"``: its deprecated name). Σ_B^† comes from a float64 eigendecomposition of the min(K, d)-sized Gram
+  (or the SVD of M_c when K ≤ d and that Gram cannot resolve the smallest eigenvalues, ``_spectrum``), keeping at most min(K − 1, d) eigenvalues, those above the rounding noise of the class
   means (``rank.eigenvalue_cutoff``: from the features' and the state's dtype, n_k and d), or above rtol·λ_max
   when ``rtol`` is given; the kept rank, the cut-off and the spectrum are reported, and a rank below
   min(K − 1, d) is warned about with the closest class pairs. ``nc1_quotient`` = tr Σ_W / tr Σ_B (Tirer et al. 2023).
@@ -47,7 +47,7 @@ import torch
 from tqdm import tqdm
 
 from .pairwise import duality_pass, vector_pairs
-from .rank import closest_pairs, eigenvalue_cutoff
+from .rank import closest_pairs, factorisation_noise, means_noise
 from .serialize import brief_list
 from .stats import ClassStats, FinalStats, NCCCounts, NCMCStats
 from .validation import (check_classifier, check_counts, check_features, check_features_labels, check_minority,
@@ -58,6 +58,7 @@ __all__ = ["measure", "measure_features", "measure_stream", "stream_stats", "mea
 GROUPS = ("head", "medium", "tail")
 SCALES = ("per_class", "notebook")
 OOD_CENTERINGS = ("none", "global_mean")
+GRAM_MARGIN = 1e8  #: the K × K Gram is used when its smallest needed eigenvalue is this far above its rounding
 
 
 def etf_error(gram: torch.Tensor) -> float:
@@ -95,25 +96,45 @@ def _finalize(stats) -> FinalStats:
     raise TypeError(f"stats must be a ClassStats or FinalStats; got {type(stats).__name__}")
 
 
+def _descending(eigh) -> tuple[torch.Tensor, torch.Tensor]:
+    eigvals, vectors = eigh
+    order = torch.argsort(eigvals, descending=True)
+    return eigvals[order].clamp(min=0.0), vectors[:, order]
+
+
+def _kept(eigvals: torch.Tensor, floor: float, bound: int) -> torch.Tensor:
+    """Eigenvalues above ``floor``, at most the first ``bound`` = min(K − 1, d) (the centred means' rows sum to 0
+    under either global mean, so rank ≤ K − 1)."""
+    keep = eigvals > floor if float(eigvals[0]) > 0 else torch.zeros_like(eigvals, dtype=torch.bool)
+    keep[bound:] = False
+    return keep
+
+
 def _spectrum(centred: torch.Tensor, cutoff):
     """Eigenvalues λ_i (descending, ≥ 0) of M_c M_cᵀ, which shares its nonzero spectrum with M_cᵀ M_c, the unit
-    directions v_i in feature space of the kept ones (those above ``cutoff(λ_max)``) and the cut-off. K ≤ d: from
-    the SVD of M_c (λ_i = s_i², v_i its right singular vectors; no Gram is formed, so a small singular value keeps
-    its relative precision); d < K: from the eigendecomposition of the d × d Gram M_cᵀ M_c. At most min(K − 1, d)
-    are kept, whatever the cut-off."""
+    directions v_i in feature space of the kept ones (above ``cutoff(λ_max, method)``), and the cut-off.
+
+    d < K: the eigendecomposition of the d × d Gram M_cᵀ M_c. K ≤ d: that of the K × K Gram M_c M_cᵀ, v_i =
+    M_cᵀ u_i/√λ_i, when each of the top min(K − 1, d) eigenvalues is over ``GRAM_MARGIN`` times the Gram's rounding
+    (``rank.factorisation_noise``: they keep about 8 digits); otherwise the SVD of M_c (λ_i = s_i², v_i its right
+    singular vectors), which does not square the small singular values of nearly coinciding means."""
     k, d = centred.shape
-    if k <= d:
-        _, singular, vh = torch.linalg.svd(centred, full_matrices=False)
-        eigvals, vectors = singular.square(), vh.T
-    else:
-        eigvals, vectors = torch.linalg.eigh(centred.T @ centred)
-        order = torch.argsort(eigvals, descending=True)
-        eigvals, vectors = eigvals[order].clamp(min=0.0), vectors[:, order]
-    lam_max = float(eigvals[0])
-    floor = cutoff(lam_max)
-    keep = eigvals > floor if lam_max > 0 else torch.zeros_like(eigvals, dtype=torch.bool)
-    keep[min(k - 1, d):] = False  # the centred means' rows sum to 0 (either global mean): rank ≤ K − 1
-    return eigvals, vectors[:, keep], keep, floor
+    bound = min(k - 1, d)
+    if k > d:
+        eigvals, vectors = _descending(torch.linalg.eigh(centred.T @ centred))
+        floor = cutoff(float(eigvals[0]), "gram")
+        keep = _kept(eigvals, floor, bound)
+        return eigvals, vectors[:, keep], keep, floor
+    eigvals, vectors = _descending(torch.linalg.eigh(centred @ centred.T))
+    if float(eigvals[bound - 1]) > GRAM_MARGIN * factorisation_noise(centred, "gram"):
+        floor = cutoff(float(eigvals[0]), "gram")
+        keep = _kept(eigvals, floor, bound)
+        return eigvals, centred.T @ vectors[:, keep] / eigvals[keep].sqrt(), keep, floor
+    _, singular, vh = torch.linalg.svd(centred, full_matrices=False)
+    eigvals = singular.square()
+    floor = cutoff(float(eigvals[0]), "svd")
+    keep = _kept(eigvals, floor, bound)
+    return eigvals, vh.T[:, keep], keep, floor
 
 
 def _rank_deficit(out: dict, measured: torch.Tensor, centred: torch.Tensor, tile_size: int) -> None:
@@ -170,7 +191,7 @@ def measure(stats, W=None, b=None, global_mean: str = "uniform", ddof: int = 0, 
     scale = _scale_name(scale)
     if ood_centering not in OOD_CENTERINGS:
         raise ValueError(f"ood_centering == {ood_centering!r}, must be one of {OOD_CENTERINGS}")
-    ddof = check_scalar(ddof, "ddof", Integral, low=0, high=1)
+    ddof = int(check_scalar(ddof, "ddof", Integral, low=0, high=1))
     if rtol is not None:
         check_scalar(rtol, "rtol", Real, low=0.0, high=1.0)
     min_count, tile_size = check_size(min_count, "min_count"), check_size(tile_size, "tile_size")
@@ -209,11 +230,11 @@ def measure(stats, W=None, b=None, global_mean: str = "uniform", ddof: int = 0, 
     sigma_w = scatter / denom
 
     if rtol is None:
-        floor = eigenvalue_cutoff(means, centred, s.counts[measured], s.sq_dev[measured], s.feature_dtype,
-                                  s.state_dtype)
-        eigvals, directions, keep, cutoff = _spectrum(centred, lambda lam_max: floor)
+        noise = means_noise(means, centred, s.counts[measured], s.sq_dev[measured], s.feature_dtype, s.state_dtype)
+        eigvals, directions, keep, cutoff = _spectrum(
+            centred, lambda lam_max, method: noise + factorisation_noise(centred, method))
     else:
-        eigvals, directions, keep, cutoff = _spectrum(centred, lambda lam_max: rtol * lam_max)
+        eigvals, directions, keep, cutoff = _spectrum(centred, lambda lam_max, method: rtol * lam_max)
     factor = float(k) if scale == "notebook" else 1.0
 
     def trace_with_pinv(scatter: torch.Tensor) -> float:

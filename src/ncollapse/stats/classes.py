@@ -300,6 +300,8 @@ class ClassStats(_Accumulator):
         First the counts and n_k μ_k are summed to get the global means; then every rank adds the shift of
         its own means, Σ_k n_rk (μ_rk − μ_k)(μ_rk − μ_k)ᵀ, to its scatter, and the scatters are summed.
         Kept rare samples are gathered and appended in rank order. Every tensor sent lives on the state's device.
+        ``feature_dtype`` stays each rank's own (the ranks of one model see one dtype; a rank without samples keeps
+        None, which ``finalize`` reads as float32).
         """
         dist = _dist()
         if self.rare_samples is not None:
