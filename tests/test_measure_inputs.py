@@ -75,6 +75,8 @@ def test_devices_are_parsed_with_a_clear_error(device, match):
     with pytest.raises((TypeError, ValueError), match=match) as exc:
         ClassStats(3, 2, device=device)
     _one_line(exc)
+    with pytest.raises((TypeError, ValueError), match=match):
+        ClassStats(3, 2).to(device)
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")
