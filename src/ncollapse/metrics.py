@@ -7,10 +7,11 @@ Conventions (design.md §3; metrics.md explains where public codebases differ):
 * NC1 = tr(Σ_W Σ_B^†)/K, the quantity Papyan et al. 2020 plot in Fig. 6 (Tr(Σ_W Σ_B^†/C));
   ``scale="notebook"`` drops the /K as the reference notebook (neuralcollapse.ipynb, Han/Papyan/Donoho) does
   (``"papyan"``: its deprecated name). Σ_B^† comes from a float64 eigendecomposition of the min(K, d)-sized Gram
-  (or the SVD of M_c when K ≤ d and that Gram cannot resolve the smallest eigenvalues, ``_spectrum``), keeping at most min(K − 1, d) eigenvalues, those above the rounding noise of the class
-  means (``rank.eigenvalue_cutoff``: from the features' and the state's dtype, n_k and d), or above rtol·λ_max
-  when ``rtol`` is given; the kept rank, the cut-off and the spectrum are reported, and a rank below
-  min(K − 1, d) is warned about with the closest class pairs. ``nc1_quotient`` = tr Σ_W / tr Σ_B (Tirer et al. 2023).
+  (or the SVD of M_c when K ≤ d and that Gram cannot resolve the smallest eigenvalues, ``_spectrum``), keeping
+  at most min(K − 1, d) eigenvalues, those above the rounding noise of the class means
+  (``rank.eigenvalue_cutoff``: from the features' and the state's dtype, n_k and d), or above rtol·λ_max when
+  ``rtol`` is given; the kept rank, the cut-off and the spectrum are reported, and a rank below min(K − 1, d) is
+  warned about with the closest class pairs. ``nc1_quotient`` = tr Σ_W / tr Σ_B (Tirer et al. 2023).
 * CDNV (Galanti et al. 2021, Def. 1): mean over k < l of (V_k + V_l) / (2‖μ_k − μ_l‖^p), p = ``cdnv_exponent``
   (default 2), V_k = Σ_i‖h − μ_k‖²/(n_k − ddof).
 * NC2 (Papyan et al. 2020): equinorm = std(ddof=1, sample)/mean of ‖μ_k − μ_G‖ (and ‖w_k‖); equiangularity =
@@ -485,7 +486,8 @@ def measure_features(features, labels, W=None, b=None, num_classes: int | None =
 
 
 def measure_ncmc(stats) -> dict:
-    """NCMC metrics (Yan et al. 2024, §4.3): mean and std of ‖ĥ − w̄^(k)/‖w̄^(k)‖‖² and mean of 1 − ĥ·ŵ_k."""
+    """NCMC metrics (Yan et al. 2024, §4.3): mean and population std (ddof 0) of ‖ĥ − w̄^(k)/‖w̄^(k)‖‖² and mean
+    of 1 − ĥ·ŵ_k."""
     if not isinstance(stats, NCMCStats):
         raise TypeError(f"measure_ncmc needs an NCMCStats; got {type(stats).__name__}")
     final = stats.finalize()

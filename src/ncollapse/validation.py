@@ -275,7 +275,8 @@ def check_minority(minority, num_classes: int) -> list[int]:
         if isinstance(c, bool) or not isinstance(c, Integral):
             raise TypeError(f"minority holds {c!r}; class indices must be integers")
         if not 0 <= c < num_classes:
-            raise ValueError(f"minority holds class {c}, outside [0, {num_classes}); give class indices 0..{num_classes - 1}")
+            raise ValueError(f"minority holds class {c}, outside [0, {num_classes}); "
+                             f"give class indices 0..{num_classes - 1}")
         out.append(int(c))
     if len(set(out)) != len(out):
         twice = sorted({c for c in out if out.count(c) > 1})
