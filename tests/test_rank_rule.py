@@ -190,3 +190,16 @@ def test_well_separated_means_take_the_gram_and_agree_with_the_svd():
     out = measure_features(x, y)
     want, _ = _numpy_nc1(x, y, via="svd")
     assert out["rank"] == 5 and out["nc1"] == pytest.approx(want, rel=1e-10)
+
+
+@pytest.mark.parametrize("scale", [1e-150, 1e-40, 1e40, 1e150])
+def test_rank_rule_and_nc1_do_not_depend_on_the_feature_scale(scale):
+    """The spectrum is taken of M_c divided by a power of two, so neither a square nor the cut-off leaves float64."""
+    x, y = _near_pair(k=6, d=16, n=20)
+    base = measure_features(x, y)
+    out = measure_features(x * scale, y)
+    assert out["rank"] == base["rank"] == 5 and out["nc1"] == pytest.approx(base["nc1"], rel=1e-9)
+    xi, yi = _identical()
+    with pytest.warns(UserWarning, match="rank 2, 2 below"):
+        same = measure_features(xi * scale, yi)
+    assert same["rank"] == 2 and max(same["sigma_b_closest_distances"]) < 1e-14 * scale

@@ -97,6 +97,11 @@ def _finalize(stats) -> FinalStats:
     raise TypeError(f"stats must be a ClassStats or FinalStats; got {type(stats).__name__}")
 
 
+def _power_of_two(value: float) -> float:
+    """The power of two nearest above ``value`` (1 for 0): dividing by it is exact."""
+    return math.ldexp(1.0, math.frexp(value)[1]) if value > 0 else 1.0
+
+
 def _descending(eigh) -> tuple[torch.Tensor, torch.Tensor]:
     eigvals, vectors = eigh
     order = torch.argsort(eigvals, descending=True)
@@ -138,9 +143,10 @@ def _spectrum(centred: torch.Tensor, cutoff):
     return eigvals, vh.T[:, keep], keep, floor
 
 
-def _rank_deficit(out: dict, measured: torch.Tensor, centred: torch.Tensor, tile_size: int) -> None:
+def _rank_deficit(out: dict, measured: torch.Tensor, centred: torch.Tensor, unit: float, tile_size: int) -> None:
     """``sigma_b_rank_deficit`` = min(K − 1, d) − rank; when positive, a warning and the closest class pairs by
-    mean distance (``sigma_b_closest_pairs``, ``sigma_b_closest_distances``: as many as the deficit, at most 10)."""
+    mean distance (``sigma_b_closest_pairs``, ``sigma_b_closest_distances``: as many as the deficit, at most 10),
+    from the centred means divided by ``unit``."""
     k, d = centred.shape
     deficit = min(k - 1, d) - out["rank"]
     out["sigma_b_rank_deficit"] = deficit
@@ -149,10 +155,10 @@ def _rank_deficit(out: dict, measured: torch.Tensor, centred: torch.Tensor, tile
     pairs, dists = closest_pairs(centred, min(deficit, 10), tile_size)
     index = torch.nonzero(measured).flatten()
     pairs = [[int(index[a]), int(index[b])] for a, b in pairs]
-    out["sigma_b_closest_pairs"], out["sigma_b_closest_distances"] = pairs, dists
+    out["sigma_b_closest_pairs"], out["sigma_b_closest_distances"] = pairs, [dist * unit for dist in dists]
     if out["rank"] == 0:
         return  # measure already warns that every class mean coincides
-    shown = ", ".join(f"{a}–{b} ({dist:.3g})" for (a, b), dist in zip(pairs, dists))
+    shown = ", ".join(f"{a}–{b} ({dist:.3g})" for (a, b), dist in zip(pairs, out["sigma_b_closest_distances"]))
     warnings.warn(f"Σ_B has rank {out['rank']}, {deficit} below min(K − 1, d) = {min(k - 1, d)} (eigenvalues up to "
                   f"the cut-off {out['sigma_b_cutoff']:.3g} are dropped): class means coincide or span fewer directions; "
                   f"closest pairs by mean distance: {shown}; NC1 inverts only the kept directions", stacklevel=3)
@@ -230,19 +236,26 @@ def measure(stats, W=None, b=None, global_mean: str = "uniform", ddof: int = 0, 
         raise ValueError(f"ddof={ddof} needs more than {k_w} samples for {k_w} classes; got {int(n_w)}")
     sigma_w = scatter / denom
 
+    # the spectrum is taken of M_c/unit, unit a power of two (exact), so no square under- or overflows
+    unit = _power_of_two(float(centred.abs().max()))
+    unit_means, unit_centred = means / unit, centred / unit
     if rtol is None:
-        noise = means_noise(means, centred, s.counts[measured], s.sq_dev[measured], s.feature_dtype, s.state_dtype)
-        eigvals, directions, keep, cutoff = _spectrum(
-            centred, lambda lam_max, method: noise + factorisation_noise(centred, method))
+        noise = means_noise(unit_means, unit_centred, s.counts[measured], s.sq_dev[measured] / unit / unit,
+                            s.feature_dtype, s.state_dtype)
+        unit_eigvals, directions, keep, cutoff = _spectrum(
+            unit_centred, lambda lam_max, method: noise + factorisation_noise(unit_centred, method))
     else:
-        eigvals, directions, keep, cutoff = _spectrum(centred, lambda lam_max, method: rtol * lam_max)
+        unit_eigvals, directions, keep, cutoff = _spectrum(unit_centred, lambda lam_max, method: rtol * lam_max)
+    eigvals, cutoff = unit_eigvals * unit * unit, cutoff * unit * unit
     factor = float(k) if scale == "notebook" else 1.0
 
     def trace_with_pinv(scatter: torch.Tensor) -> float:
-        """tr(S Σ_B^†)/K = Σ_i v_iᵀ S v_i / λ_i over the kept eigenpairs (λ_i of M_cᵀM_c, Σ_B = M_cᵀM_c/K)."""
+        """tr(S Σ_B^†)/K = Σ_i v_iᵀ S v_i / λ_i over the kept eigenpairs (λ_i of M_cᵀM_c, Σ_B = M_cᵀM_c/K), with
+        S and λ_i both divided by unit²."""
         if not bool(keep.any()):
             return float("nan")
-        return factor * float(((directions * (scatter @ directions)).sum(0) / eigvals[keep]).sum())
+        quadratic = (directions * ((scatter / unit / unit) @ directions)).sum(0)
+        return factor * float((quadratic / unit_eigvals[keep]).sum())
 
     tr_b = float(eigvals.sum()) / k
     out: dict = {
@@ -270,7 +283,7 @@ def measure(stats, W=None, b=None, global_mean: str = "uniform", ddof: int = 0, 
     if not bool(keep.any()):
         warnings.warn("all class means coincide to within rounding (no Σ_B eigenvalue above the cut-off "
                       f"{cutoff / k:.3g}): between-class scatter is zero, NC1 is undefined (NaN)", stacklevel=2)
-    _rank_deficit(out, measured, centred, tile_size)
+    _rank_deficit(out, measured, unit_centred, unit, tile_size)
 
     variances = s.sq_dev[measured] / (n - ddof)
     if ddof and bool((n <= ddof).any()):
