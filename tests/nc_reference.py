@@ -7,7 +7,8 @@ import itertools
 import numpy as np
 
 
-def reference(features, labels, W=None, b=None, global_mean="uniform", ddof=0, cdnv_exponent=2.0, ood=None):
+def reference(features, labels, W=None, b=None, global_mean="uniform", ddof=0, cdnv_exponent=2.0, ood=None,
+              ood_centering="none"):
     x = np.asarray(features, dtype=np.float64)
     y = np.asarray(labels)
     classes = sorted(set(y.tolist()))
@@ -49,8 +50,11 @@ def reference(features, labels, W=None, b=None, global_mean="uniform", ddof=0, c
     out["gnc2_log_var"] = np.var(np.log(1 / dists))
     out["gnc2_riesz_mean"] = np.mean(dists ** -(x.shape[1] - 2.0))
     if ood is not None:
-        direction = np.asarray(ood, dtype=np.float64).mean(0) - mu_g
-        out["nc5_ood"] = np.mean([abs(m @ direction) / (np.linalg.norm(m) * np.linalg.norm(direction)) for m in mc])
+        # Ammar et al. 2024, eq. 5: uncentred class means and OOD mean; "global_mean" centres both at mu_G
+        centre = mu_g if ood_centering == "global_mean" else 0.0
+        direction = np.asarray(ood, dtype=np.float64).mean(0) - centre
+        vectors = [m + mu_g - centre for m in mc]
+        out["nc5_ood"] = np.mean([abs(v @ direction) / (np.linalg.norm(v) * np.linalg.norm(direction)) for v in vectors])
     if W is not None:
         w = np.asarray(W, dtype=np.float64)[classes]
         wn = np.linalg.norm(w, axis=1)

@@ -4,27 +4,32 @@ Conventions (design.md §3; metrics.md explains where public codebases differ):
 
 * μ_G: ``global_mean="uniform"`` mean of class means (Papyan et al. 2020) or ``"weighted"`` sample mean.
 * Σ_W = (1/(N − ddof·K)) Σ_k Σ_i (h − μ_k)(h − μ_k)ᵀ;  Σ_B = (1/K) Σ_k (μ_k − μ_G)(μ_k − μ_G)ᵀ.
-* NC1 = tr(Σ_W Σ_B^†)/K (``scale="papyan"`` drops the /K, Papyan et al. 2020 Fig. 6). Σ_B^† comes from a
-  float64 eigendecomposition of the min(K, d)-sized problem (M_c M_cᵀ when K ≤ d, M_cᵀ M_c when d < K)
-  keeping eigenvalues > rtol·λ_max; the kept rank and the spectrum are reported. ``nc1_quotient`` =
-  tr Σ_W / tr Σ_B (Tirer et al. 2023).
+* NC1 = tr(Σ_W Σ_B^†)/K, the quantity Papyan et al. 2020 plot in Fig. 6 (Tr(Σ_W Σ_B^†/C));
+  ``scale="notebook"`` drops the /K as the reference notebook (neuralcollapse.ipynb, Han/Papyan/Donoho) does
+  (``"papyan"``: its deprecated name). Σ_B^† comes from a float64 eigendecomposition of the min(K, d)-sized Gram
+  (or the SVD of M_c when K ≤ d and that Gram cannot resolve the smallest eigenvalues, ``_spectrum``), keeping
+  at most min(K − 1, d) eigenvalues, those above the rounding noise of the class means
+  (``rank.eigenvalue_cutoff``: from the features' and the state's dtype, n_k and d), or above rtol·λ_max when
+  ``rtol`` is given; the kept rank, the cut-off and the spectrum are reported, and a rank below min(K − 1, d) is
+  warned about with the closest class pairs. ``nc1_quotient`` = tr Σ_W / tr Σ_B (Tirer et al. 2023).
 * CDNV (Galanti et al. 2021, Def. 1): mean over k < l of (V_k + V_l) / (2‖μ_k − μ_l‖^p), p = ``cdnv_exponent``
   (default 2), V_k = Σ_i‖h − μ_k‖²/(n_k − ddof).
-* NC2 (Papyan et al. 2020): equinorm = std(ddof=1)/mean of ‖μ_k − μ_G‖ (and ‖w_k‖); equiangularity = std
-  (population) of off-diagonal cosines; max-angle = mean over k ≠ l of |cos + 1/(K−1)|; etf_error =
+* NC2 (Papyan et al. 2020): equinorm = std(ddof=1, sample)/mean of ‖μ_k − μ_G‖ (and ‖w_k‖); equiangularity =
+  std (population, ddof=0) of off-diagonal cosines; max-angle = mean over k ≠ l of |cos + 1/(K−1)|; etf_error =
   ‖G/‖G‖_F − (I − 11ᵀ/K)/√(K−1)‖_F (Zhu et al. 2021, eq. NC2); orth_error = ‖G/‖G‖_F − I/√K‖_F of the
   uncentred means M Mᵀ (and W Wᵀ), the orthogonal frame of bias-free imbalanced MSE / NCMC's classifier.
 * GNC2 (Liu et al. 2023, hyperspherical uniformity): mean and population variance over k < l of
   log(1/‖u_k − u_l‖), u_k = (μ_k − μ_G)/‖μ_k − μ_G‖, and the mean Riesz kernel ‖u_k − u_l‖^−(d−2).
 * NC3: ``self_duality`` = etf_error of W M_cᵀ (Zhu et al. 2021, eq. NC3); ``duality_papyan`` =
   ‖W/‖W‖_F − M_c/‖M_c‖_F‖_F² (Papyan et al. 2020); ``duality_cos_mean`` = mean of cos(w_k, μ_k − μ_G)
-  (per class in ``duality_cos_per_class``); ``unc3`` = std(ddof=1)/mean of ⟨w_k, μ_k − μ_G⟩ (Wu & Papyan
+  (per class in ``duality_cos_per_class``); ``unc3`` = std(ddof=1, sample)/mean of ⟨w_k, μ_k − μ_G⟩ (Wu & Papyan
   2024, uniform duality).
 * NC4 (Papyan et al. 2020): ``ncc_mismatch`` = share of samples where the nearest class mean differs from
   argmax(W h + b); needs the second pass ``stats.NCCCounts``.
-* NC5 (Ammar et al. 2024): ``nc5_ood`` = mean over k of |cos(μ_k − μ_G, μ_ood − μ_G)| for OOD features.
-* Minority collapse (Fang et al. 2021, §4): mean/std of pairwise cosines among minority classifiers and
-  among minority centred means; head/medium/tail groups by class size (head > 100, tail < 20).
+* NC5 (Ammar et al. 2024, eq. 5): ``nc5_ood`` = mean over k of |cos(μ_k, μ_ood)| for OOD features, uncentred
+  (``ood_centering="none"``); ``"global_mean"`` centres both at μ_G.
+* Minority collapse (Fang et al. 2021, §4): mean/std (population) of pairwise cosines among minority classifiers
+  and among minority centred means; head/medium/tail groups by class size (head > 100, tail < 20).
 
 Every K × K quantity is computed in tiles (``pairwise.py``) or through a d × d closed form, so memory is
 O(K·d + d² + tile²) and language-model vocabularies (K ≈ 30k) fit.
@@ -37,20 +42,24 @@ from __future__ import annotations
 import math
 import sys
 import warnings
-from numbers import Real
+from numbers import Integral, Real
 
-import numpy as np
 import torch
 from tqdm import tqdm
 
 from .pairwise import duality_pass, vector_pairs
+from .rank import closest_pairs, factorisation_noise, means_noise
 from .serialize import brief_list
 from .stats import ClassStats, FinalStats, NCCCounts, NCMCStats
-from .validation import check_classifier, check_counts, check_features, check_features_labels, check_scalar
+from .validation import (check_classifier, check_counts, check_features, check_features_labels, check_minority,
+                         check_scalar, check_size, check_thresholds, classifier_fingerprint)
 
 __all__ = ["measure", "measure_features", "measure_stream", "stream_stats", "measure_ncmc", "etf_error", "class_groups"]
 
 GROUPS = ("head", "medium", "tail")
+SCALES = ("per_class", "notebook")
+OOD_CENTERINGS = ("none", "global_mean")
+GRAM_MARGIN = 1e8  #: the K × K Gram is used when its smallest needed eigenvalue is this far above its rounding
 
 
 def etf_error(gram: torch.Tensor) -> float:
@@ -70,9 +79,10 @@ def _cov(values: torch.Tensor) -> float:
 
 
 def class_groups(counts, thresholds=(100, 20)) -> dict[str, list[int]]:
-    """Split classes by size: head n_k > thresholds[0], tail n_k < thresholds[1], medium otherwise."""
+    """Split classes by size: head n_k > thresholds[0], tail n_k < thresholds[1], medium otherwise (thresholds
+    finite, thresholds[0] ≥ thresholds[1])."""
     n = check_counts(counts, "group_counts", allow_zero=True)
-    head_min, tail_max = thresholds
+    head_min, tail_max = check_thresholds(thresholds)
     groups = {g: [] for g in GROUPS}
     for k, nk in enumerate(n):
         groups["head" if nk > head_min else "tail" if nk < tail_max else "medium"].append(k)
@@ -87,20 +97,71 @@ def _finalize(stats) -> FinalStats:
     raise TypeError(f"stats must be a ClassStats or FinalStats; got {type(stats).__name__}")
 
 
-def _spectrum(centred: torch.Tensor, rtol: float):
-    """Eigenvalues (descending, ≥ 0) of the min(K, d)-sized problem, M_c M_cᵀ (K ≤ d) or M_cᵀ M_c (d < K),
-    which share their nonzero spectrum, and the unit directions v_i in feature space of the kept ones."""
-    k, d = centred.shape
-    small = centred @ centred.T if k <= d else centred.T @ centred
-    eigvals, eigvecs = torch.linalg.eigh(small)
+def _power_of_two(value: float) -> float:
+    """The power of two nearest above ``value`` (1 for 0): dividing by it is exact."""
+    return math.ldexp(1.0, math.frexp(value)[1]) if value > 0 else 1.0
+
+
+def _descending(eigh) -> tuple[torch.Tensor, torch.Tensor]:
+    eigvals, vectors = eigh
     order = torch.argsort(eigvals, descending=True)
-    eigvals, eigvecs = eigvals[order].clamp(min=0.0), eigvecs[:, order]
-    lam_max = float(eigvals[0])
-    keep = eigvals > rtol * lam_max if lam_max > 0 else torch.zeros_like(eigvals, dtype=torch.bool)
-    directions = eigvecs[:, keep]
-    if k <= d:  # v_i = M_cᵀ u_i / √λ_i
-        directions = centred.T @ directions / eigvals[keep].sqrt()
-    return eigvals, directions, keep
+    return eigvals[order].clamp(min=0.0), vectors[:, order]
+
+
+def _kept(eigvals: torch.Tensor, floor: float, bound: int) -> torch.Tensor:
+    """Eigenvalues above ``floor``, at most the first ``bound`` = min(K − 1, d) (the centred means' rows sum to 0
+    under either global mean, so rank ≤ K − 1)."""
+    keep = eigvals > floor if float(eigvals[0]) > 0 else torch.zeros_like(eigvals, dtype=torch.bool)
+    keep[bound:] = False
+    return keep
+
+
+def _spectrum(centred: torch.Tensor, cutoff):
+    """Eigenvalues λ_i (descending, ≥ 0) of M_c M_cᵀ, which shares its nonzero spectrum with M_cᵀ M_c, the unit
+    directions v_i in feature space of the kept ones (above ``cutoff(λ_max, method)``), and the cut-off.
+
+    d < K: the eigendecomposition of the d × d Gram M_cᵀ M_c. K ≤ d: that of the K × K Gram M_c M_cᵀ, v_i =
+    M_cᵀ u_i/√λ_i, when each of the top min(K − 1, d) eigenvalues is over ``GRAM_MARGIN`` times the Gram's rounding
+    (``rank.factorisation_noise``: they keep about 8 digits); otherwise the SVD of M_c (λ_i = s_i², v_i its right
+    singular vectors), which does not square the small singular values of nearly coinciding means."""
+    k, d = centred.shape
+    bound = min(k - 1, d)
+    if k > d:
+        eigvals, vectors = _descending(torch.linalg.eigh(centred.T @ centred))
+        floor = cutoff(float(eigvals[0]), "gram")
+        keep = _kept(eigvals, floor, bound)
+        return eigvals, vectors[:, keep], keep, floor
+    eigvals, vectors = _descending(torch.linalg.eigh(centred @ centred.T))
+    if float(eigvals[bound - 1]) > GRAM_MARGIN * factorisation_noise(centred, "gram"):
+        floor = cutoff(float(eigvals[0]), "gram")
+        keep = _kept(eigvals, floor, bound)
+        return eigvals, centred.T @ vectors[:, keep] / eigvals[keep].sqrt(), keep, floor
+    _, singular, vh = torch.linalg.svd(centred, full_matrices=False)
+    eigvals = singular.square()
+    floor = cutoff(float(eigvals[0]), "svd")
+    keep = _kept(eigvals, floor, bound)
+    return eigvals, vh.T[:, keep], keep, floor
+
+
+def _rank_deficit(out: dict, measured: torch.Tensor, centred: torch.Tensor, unit: float, tile_size: int) -> None:
+    """``sigma_b_rank_deficit`` = min(K − 1, d) − rank; when positive, a warning and the closest class pairs by
+    mean distance (``sigma_b_closest_pairs``, ``sigma_b_closest_distances``: as many as the deficit, at most 10),
+    from the centred means divided by ``unit``."""
+    k, d = centred.shape
+    deficit = min(k - 1, d) - out["rank"]
+    out["sigma_b_rank_deficit"] = deficit
+    if deficit <= 0:
+        return
+    pairs, dists = closest_pairs(centred, min(deficit, 10), tile_size)
+    index = torch.nonzero(measured).flatten()
+    pairs = [[int(index[a]), int(index[b])] for a, b in pairs]
+    out["sigma_b_closest_pairs"], out["sigma_b_closest_distances"] = pairs, [dist * unit for dist in dists]
+    if out["rank"] == 0:
+        return  # measure already warns that every class mean coincides
+    shown = ", ".join(f"{a}–{b} ({dist:.3g})" for (a, b), dist in zip(pairs, out["sigma_b_closest_distances"]))
+    warnings.warn(f"Σ_B has rank {out['rank']}, {deficit} below min(K − 1, d) = {min(k - 1, d)} (eigenvalues up to "
+                  f"the cut-off {out['sigma_b_cutoff']:.3g} are dropped): class means coincide or span fewer directions; "
+                  f"closest pairs by mean distance: {shown}; NC1 inverts only the kept directions", stacklevel=3)
 
 
 def _ood_mean(ood, dim: int) -> torch.Tensor:
@@ -115,31 +176,39 @@ def _ood_mean(ood, dim: int) -> torch.Tensor:
     return mean
 
 
-def measure(stats, W=None, b=None, global_mean: str = "uniform", ddof: int = 0, rtol: float = 1e-10,
+def measure(stats, W=None, b=None, global_mean: str = "uniform", ddof: int = 0, rtol: float | None = None,
             scale: str = "per_class", ncc: NCCCounts | None = None, group_counts=None,
             group_thresholds=(100, 20), minority=None, min_count: int = 1, ood=None,
-            cdnv_exponent: float = 2.0, tile_size: int = 512) -> dict:
+            cdnv_exponent: float = 2.0, tile_size: int = 512, ood_centering: str = "none") -> dict:
     """Compute the NC metrics of design.md §3 from class statistics (and optionally W, b and an NCC pass).
 
     Returns a dict of Python floats/ints and numpy arrays; key names are a contract (see README and
     docs/measurement.md). ``group_counts`` (e.g. the training counts when ``stats`` hold test features)
     decides head/medium/tail and the minority classes; ``minority`` overrides the minority classes (default:
     the tail group). ``min_count`` leaves out classes with fewer samples (reported in
-    ``num_classes_below_min_count``); ``ood`` (OOD features (n, d) or their ``ClassStats``) adds ``nc5_ood``;
-    ``cdnv_exponent`` is p in ‖μ_k − μ_l‖^p of the CDNV; ``tile_size`` bounds the pairwise blocks (memory
-    O(K·d + d² + tile²); the result does not depend on it).
+    ``num_classes_below_min_count``); ``ood`` (OOD features (n, d) or their ``ClassStats``) adds ``nc5_ood``,
+    with ``ood_centering="none"`` (Ammar et al. 2024, eq. 5) or ``"global_mean"``; ``cdnv_exponent`` is p in
+    ‖μ_k − μ_l‖^p of the CDNV; ``tile_size`` bounds the pairwise blocks (memory O(K·d + d² + tile²); the result
+    does not depend on it). ``rtol`` (default: the rank rule of ``rank.eigenvalue_cutoff``) keeps the Σ_B
+    eigenvalues above rtol·λ_max instead. ``scale="notebook"`` drops the /K of NC1 (``"papyan"``: deprecated name).
     """
     s = _finalize(stats)
     if global_mean not in ("uniform", "weighted"):
         raise ValueError(f"global_mean == {global_mean!r}, must be 'uniform' or 'weighted'")
-    if scale not in ("per_class", "papyan"):
-        raise ValueError(f"scale == {scale!r}, must be 'per_class' or 'papyan'")
-    if ddof not in (0, 1):
-        raise ValueError(f"ddof == {ddof!r}, must be 0 or 1")
-    check_scalar(rtol, "rtol", float, low=0.0, high=1.0)
-    check_scalar(min_count, "min_count", int, low=1)
-    check_scalar(cdnv_exponent, "cdnv_exponent", Real, low=0.0, low_open=True)
-    check_scalar(tile_size, "tile_size", int, low=1)
+    scale = _scale_name(scale)
+    if ood_centering not in OOD_CENTERINGS:
+        raise ValueError(f"ood_centering == {ood_centering!r}, must be one of {OOD_CENTERINGS}")
+    ddof = int(check_scalar(ddof, "ddof", Integral, low=0, high=1))
+    if rtol is not None:
+        check_scalar(rtol, "rtol", Real, low=0.0, high=1.0)
+    min_count, tile_size = check_size(min_count, "min_count"), check_size(tile_size, "tile_size")
+    check_scalar(cdnv_exponent, "cdnv_exponent", Real, low=0.0, low_open=True, finite=True)
+    if ncc is not None and not isinstance(ncc, NCCCounts):
+        raise TypeError(f"ncc must be an NCCCounts (the second pass); got {type(ncc).__name__}")
+    check_thresholds(group_thresholds)
+    W, b = check_classifier(W, b, num_classes=s.num_classes, dim=s.dim)
+    if minority is not None:
+        minority = check_minority(minority, s.num_classes)
 
     present = s.counts > 0
     measured = s.counts >= min_count
@@ -167,14 +236,26 @@ def measure(stats, W=None, b=None, global_mean: str = "uniform", ddof: int = 0, 
         raise ValueError(f"ddof={ddof} needs more than {k_w} samples for {k_w} classes; got {int(n_w)}")
     sigma_w = scatter / denom
 
-    eigvals, directions, keep = _spectrum(centred, rtol)
-    factor = float(k) if scale == "papyan" else 1.0
+    # the spectrum is taken of M_c/unit, unit a power of two (exact), so no square under- or overflows
+    unit = _power_of_two(float(centred.abs().max()))
+    unit_means, unit_centred = means / unit, centred / unit
+    if rtol is None:
+        noise = means_noise(unit_means, unit_centred, s.counts[measured], s.sq_dev[measured] / unit / unit,
+                            s.feature_dtype, s.state_dtype)
+        unit_eigvals, directions, keep, cutoff = _spectrum(
+            unit_centred, lambda lam_max, method: noise + factorisation_noise(unit_centred, method))
+    else:
+        unit_eigvals, directions, keep, cutoff = _spectrum(unit_centred, lambda lam_max, method: rtol * lam_max)
+    eigvals, cutoff = unit_eigvals * unit * unit, cutoff * unit * unit
+    factor = float(k) if scale == "notebook" else 1.0
 
     def trace_with_pinv(scatter: torch.Tensor) -> float:
-        """tr(S Σ_B^†)/K = Σ_i v_iᵀ S v_i / λ_i over the kept eigenpairs (λ_i of M_cᵀM_c, Σ_B = M_cᵀM_c/K)."""
+        """tr(S Σ_B^†)/K = Σ_i v_iᵀ S v_i / λ_i over the kept eigenpairs (λ_i of M_cᵀM_c, Σ_B = M_cᵀM_c/K), with
+        S and λ_i both divided by unit²."""
         if not bool(keep.any()):
             return float("nan")
-        return factor * float(((directions * (scatter @ directions)).sum(0) / eigvals[keep]).sum())
+        quadratic = (directions * ((scatter / unit / unit) @ directions)).sum(0)
+        return factor * float((quadratic / unit_eigvals[keep]).sum())
 
     tr_b = float(eigvals.sum()) / k
     out: dict = {
@@ -193,13 +274,16 @@ def measure(stats, W=None, b=None, global_mean: str = "uniform", ddof: int = 0, 
         "nc1": trace_with_pinv(sigma_w),
         "nc1_quotient": float(torch.trace(sigma_w)) / tr_b if tr_b > 0 else float("nan"),
         "rank": int(keep.sum()),
+        "sigma_b_cutoff": cutoff / k,
         "sigma_b_spectrum": (eigvals / k).numpy(),
         "trace_sigma_w": float(torch.trace(sigma_w)),
         "trace_sigma_b": tr_b,
         "cdnv_exponent": cdnv_exponent,
     }
-    if float(eigvals[0]) == 0:
-        warnings.warn("all class means coincide: between-class scatter is zero, NC1 is undefined (NaN)", stacklevel=2)
+    if not bool(keep.any()):
+        warnings.warn("all class means coincide to within rounding (no Σ_B eigenvalue above the cut-off "
+                      f"{cutoff / k:.3g}): between-class scatter is zero, NC1 is undefined (NaN)", stacklevel=2)
+    _rank_deficit(out, measured, unit_centred, unit, tile_size)
 
     variances = s.sq_dev[measured] / (n - ddof)
     if ddof and bool((n <= ddof).any()):
@@ -214,15 +298,14 @@ def measure(stats, W=None, b=None, global_mean: str = "uniform", ddof: int = 0, 
     for key in ("gnc2_log_mean", "gnc2_log_var", "gnc2_riesz_mean"):
         out[key] = geo[key]
     if ood is not None:
-        direction = _ood_mean(ood, s.dim) - mu_g
-        cos = (centred @ direction) / (centred.norm(dim=1) * direction.norm())
-        out["nc5_ood"] = float(cos.abs().mean())
+        out["ood_centering"] = ood_centering
+        out["nc5_ood"] = _nc5(means, _ood_mean(ood, s.dim), mu_g if ood_centering == "global_mean" else None)
 
     if W is not None:
-        W, b = check_classifier(W, b, num_classes=k_all, dim=s.dim)
         _classifier_metrics(out, W[measured], centred, tile_size)
 
     if ncc is not None:
+        _check_ncc_classifier(ncc, W, b)
         _ncc_metrics(out, ncc)
 
     ref = s.counts if group_counts is None else torch.as_tensor(check_counts(group_counts, "group_counts", True))
@@ -234,6 +317,35 @@ def measure(stats, W=None, b=None, global_mean: str = "uniform", ddof: int = 0, 
                        tile_size, trace_with_pinv)
         _minority_collapse(out, measured, position, ref, group_thresholds, minority, centred, W, tile_size)
     return out
+
+
+def _scale_name(scale: str) -> str:
+    """``scale`` as its current name: ``"papyan"`` is the deprecated name of ``"notebook"`` (one release)."""
+    if scale == "papyan":
+        warnings.warn('scale="papyan" is deprecated, use scale="notebook" (the reference notebook\'s NC1 without '
+                      "/K; Papyan et al. 2020 Fig. 6 plots the per-class form, the default)", FutureWarning, stacklevel=3)
+        return "notebook"
+    if scale not in SCALES:
+        raise ValueError(f"scale == {scale!r}, must be one of {SCALES}")
+    return scale
+
+
+def _nc5(means: torch.Tensor, ood_mean: torch.Tensor, centre: torch.Tensor | None) -> float:
+    """NC5 (Ammar et al. 2024, eq. 5): mean over k of |cos(μ_k − c, μ_ood − c)|, c = 0 (``ood_centering="none"``)
+    or μ_G (``"global_mean"``). Our reading of eq. 5: it takes the cosine of the class mean and the OOD mean as
+    they are, with no global mean subtracted, as the peer library's example (rhubarbwu/neural-collapse) does; so
+    the default is uncentred."""
+    if centre is not None:
+        means, ood_mean = means - centre, ood_mean - centre
+    cos = (means @ ood_mean) / (means.norm(dim=1) * ood_mean.norm())
+    return float(cos.abs().mean())
+
+
+def _check_ncc_classifier(ncc: NCCCounts, W, b) -> None:
+    """Refuse an NCC pass scored against another classifier than the (W, b) given to ``measure``."""
+    if W is not None and ncc.classifier != classifier_fingerprint(W, b):
+        raise ValueError("ncc was scored against a different classifier (W, b) than the one given to measure "
+                         "(or none); build NCCCounts.from_stats(stats, W=W, b=b) with the same W and b")
 
 
 def _ncc_metrics(out: dict, ncc: NCCCounts) -> None:
@@ -309,7 +421,7 @@ def _minority_collapse(out, measured, position, ref, thresholds, minority, centr
     """Fang et al. 2021, §4: cosines among minority classifiers / class means; collapse shows as cos → 1."""
     if minority is None:
         minority = class_groups(ref.tolist(), thresholds)["tail"]
-    minority = [int(c) for c in minority if bool(measured[int(c)])]
+    minority = [c for c in minority if bool(measured[c])]
     out["minority_classes"] = minority
     if len(minority) < 2:
         return
@@ -336,14 +448,32 @@ def measure_stream(batches, num_classes: int, dim: int, W=None, b=None, progress
     for the statistics, one for NC4 (NCC). With ``min_count`` the statistics keep the rare classes' samples, so
     Σ_W leaves those classes out exactly. ``progress`` shows a tqdm bar per pass on stderr (in samples, out of
     ``num_samples`` when given)."""
-    min_count = kwargs.get("min_count", 1)
-    check_scalar(min_count, "min_count", int, low=1)
+    if not callable(batches):
+        raise TypeError(f"batches must be a callable returning an iterable of (features, labels) blocks (it is called "
+                        f"once per pass); got {type(batches).__name__}")
+    if not isinstance(progress, bool):
+        raise TypeError(f"progress must be True or False; got {type(progress).__name__} {progress!r}")
+    if num_samples is not None:
+        num_samples = check_size(num_samples, "num_samples", low=0)
+    min_count = check_size(kwargs.get("min_count", 1), "min_count")
+    W, b = check_classifier(W, b)
     stats = stream_stats(_counted(batches(), progress, num_samples, "NC pass 1/2: statistics"), num_classes, dim,
                          rare_below=min_count)
     ncc = NCCCounts.from_stats(stats, W=W, b=b)
     for x, y in _counted(batches(), progress, num_samples, "NC pass 2/2: nearest class centre"):
         ncc.update(x, y)
+    _same_passes(stats.counts, ncc.counts)
     return measure(stats, W=W, b=b, ncc=ncc, **kwargs)
+
+
+def _same_passes(first: torch.Tensor, second: torch.Tensor) -> None:
+    """Refuse a second pass that saw other counts per class than the first (``batches()`` changed between calls)."""
+    if torch.equal(first.cpu(), second.cpu()):
+        return
+    k = int(torch.nonzero(first.cpu() != second.cpu())[0])
+    raise ValueError(f"batches() gave different data on its two passes: class {k} had {int(first[k])} samples in the "
+                     f"first and {int(second[k])} in the second; make batches() return the same blocks on every call "
+                     "(e.g. no shuffling, or a fixed seed)")
 
 
 def _counted(blocks, progress: bool, total: int | None, desc: str):
@@ -359,16 +489,18 @@ def measure_features(features, labels, W=None, b=None, num_classes: int | None =
                      **kwargs) -> dict:
     """``measure_stream`` over in-memory features in blocks of ``batch_size`` rows."""
     x, y = check_features_labels(features, labels, num_classes)
-    k = int(y.max()) + 1 if num_classes is None else num_classes
+    k = int(y.max()) + 1 if num_classes is None else check_size(num_classes, "num_classes")
+    W, b = check_classifier(W, b, dim=x.shape[1])
     if W is not None:
-        k = max(k, int(torch.as_tensor(np.asarray(W) if not isinstance(W, torch.Tensor) else W).shape[0]))
-    check_scalar(batch_size, "batch_size", int, low=1)
+        k = max(k, W.shape[0])
+    batch_size = check_size(batch_size, "batch_size")
     blocks = lambda: ((x[i:i + batch_size], y[i:i + batch_size]) for i in range(0, len(y), batch_size))  # noqa: E731
     return measure_stream(blocks, k, x.shape[1], W=W, b=b, **kwargs)
 
 
 def measure_ncmc(stats) -> dict:
-    """NCMC metrics (Yan et al. 2024, §4.3): mean and std of ‖ĥ − w̄^(k)/‖w̄^(k)‖‖² and mean of 1 − ĥ·ŵ_k."""
+    """NCMC metrics (Yan et al. 2024, §4.3): mean and population std (ddof 0) of ‖ĥ − w̄^(k)/‖w̄^(k)‖‖² and mean
+    of 1 − ĥ·ŵ_k."""
     if not isinstance(stats, NCMCStats):
         raise TypeError(f"measure_ncmc needs an NCMCStats; got {type(stats).__name__}")
     final = stats.finalize()

@@ -7,6 +7,7 @@ shape, with a message that says what was expected, what was received and how to 
 
 from __future__ import annotations
 
+import hashlib
 import math
 import os
 from numbers import Integral, Real
@@ -25,12 +26,22 @@ __all__ = [
     "check_counts",
     "check_classifier",
     "check_memory",
+    "check_device",
+    "check_size",
+    "check_minority",
+    "check_thresholds",
+    "classifier_fingerprint",
 ]
 
 
 def _as_tensor(x, name: str) -> torch.Tensor:
     if isinstance(x, torch.Tensor):
-        return x
+        if x.layout != torch.strided:
+            raise TypeError(f"{name} is a {str(x.layout).replace('torch.', '')} tensor; pass {name}.to_dense()")
+        if x.is_meta:
+            raise ValueError(f"{name} is on the meta device and holds no values; pass a tensor with data "
+                             f"(e.g. {name}.to_empty(device='cpu') filled in, or the real features)")
+        return x.detach()
     if isinstance(x, np.ndarray):
         return torch.from_numpy(x)
     if isinstance(x, (list, tuple)):
@@ -158,13 +169,17 @@ def check_features_labels(features, labels, num_classes: int | None = None, fini
     return x, y
 
 
-def check_scalar(value, name: str, kind=Real, *, low=None, high=None, low_open=False, high_open=False):
-    """Check a scalar parameter's type and bounds, e.g. "lambda_h == -0.1, must be >= 0"."""
+def check_scalar(value, name: str, kind=Real, *, low=None, high=None, low_open=False, high_open=False,
+                 finite=False):
+    """Check a scalar parameter's type and bounds, e.g. "lambda_h == -0.1, must be >= 0"; ``finite`` also
+    refuses ±inf."""
     if isinstance(value, bool) or not isinstance(value, kind):
         want = "an integer" if kind is Integral else "a number"
         raise TypeError(f"{name} must be {want}; got {type(value).__name__} {value!r}")
     if isinstance(value, float) and math.isnan(value):
         raise ValueError(f"{name} is NaN, must be a number")
+    if finite and isinstance(value, float) and math.isinf(value):
+        raise ValueError(f"{name} == {value}, must be finite")
     if low is not None and (value < low or (low_open and value == low)):
         raise ValueError(f"{name} == {value}, must be {'>' if low_open else '>='} {low}")
     if high is not None and (value > high or (high_open and value == high)):
@@ -190,14 +205,24 @@ def check_counts(counts, name: str = "counts", allow_zero: bool = False) -> list
 
 def check_classifier(W, b=None, num_classes: int | None = None, dim: int | None = None):
     """Validate a classifier W (K, d) and optional bias b (K,); returns float64 CPU tensors."""
-    W = _as_tensor(W, "W").detach().to("cpu", torch.float64)
+    if W is None:
+        if b is not None:
+            raise ValueError("b was given without W; pass the classifier weights W with its bias b")
+        return None, None
+    W = _as_tensor(W, "W")
+    if W.is_complex():
+        raise TypeError(f"W must be real; got dtype {W.dtype} (pass W.real)")
+    W = W.to("cpu", torch.float64)
     if W.dim() != 2:
         raise ValueError(f"W must be 2-D (num_classes, dim); got shape {tuple(W.shape)}")
     if (num_classes is not None and W.shape[0] != num_classes) or (dim is not None and W.shape[1] != dim):
         raise ValueError(f"W has shape {tuple(W.shape)}; expected ({num_classes}, {dim}) to match the features")
     check_finite(W, "W")
     if b is not None:
-        b = _as_tensor(b, "b").detach().to("cpu", torch.float64).reshape(-1)
+        b = _as_tensor(b, "b")
+        if b.is_complex():
+            raise TypeError(f"b must be real; got dtype {b.dtype} (pass b.real)")
+        b = b.to("cpu", torch.float64).reshape(-1)
         if b.shape[0] != W.shape[0]:
             raise ValueError(f"b has {b.shape[0]} entries; expected {W.shape[0]} (one per class)")
         check_finite(b, "b")
@@ -213,3 +238,69 @@ def check_memory(nbytes: int, what: str, fix: str) -> None:
     if nbytes > total:
         raise ValueError(f"{what} needs about {nbytes / 2**30:.3g} GiB, more than this machine's "
                          f"{total / 2**30:.3g} GiB of memory; {fix}")
+
+
+def check_size(value, name: str, low: int = 1) -> int:
+    """A size or count (Python or numpy integer, ≥ ``low``) as a Python int."""
+    return int(check_scalar(value, name, Integral, low=low))
+
+
+def check_device(device, name: str = "device") -> torch.device:
+    """Parse a device (``torch.device``, ``"cpu"``, ``"cuda:0"``, ...), refusing a bogus string or a backend this
+    machine lacks with one line."""
+    if isinstance(device, torch.device):
+        parsed = device
+    elif isinstance(device, str) or (isinstance(device, Integral) and not isinstance(device, bool)):
+        try:
+            parsed = torch.device(device)
+        except (RuntimeError, ValueError) as exc:
+            raise ValueError(f"{name} == {device!r} is not a device; use 'cpu', 'cuda', 'cuda:0' or 'mps'") from exc
+    else:
+        raise TypeError(f"{name} must be a torch.device or a string such as 'cpu' or 'cuda:0'; "
+                        f"got {type(device).__name__} {device!r}")
+    available = {"cuda": torch.cuda.is_available, "mps": torch.backends.mps.is_available}.get(parsed.type)
+    if available is not None and not available():
+        raise ValueError(f"{name} == {str(parsed)!r} but this machine has no {parsed.type.upper()} device; use 'cpu'")
+    return parsed
+
+
+def check_minority(minority, num_classes: int) -> list[int]:
+    """Minority class indices: integers in [0, K), each once (a class against itself would read as collapse)."""
+    if isinstance(minority, (torch.Tensor, np.ndarray)):
+        minority = minority.tolist()
+    if isinstance(minority, (str, bytes)) or not hasattr(minority, "__iter__"):
+        raise TypeError(f"minority must be a list of class indices; got {type(minority).__name__}")
+    out = []
+    for c in minority:
+        if isinstance(c, bool) or not isinstance(c, Integral):
+            raise TypeError(f"minority holds {c!r}; class indices must be integers")
+        if not 0 <= c < num_classes:
+            raise ValueError(f"minority holds class {c}, outside [0, {num_classes}); "
+                             f"give class indices 0..{num_classes - 1}")
+        out.append(int(c))
+    if len(set(out)) != len(out):
+        twice = sorted({c for c in out if out.count(c) > 1})
+        raise ValueError(f"minority lists class(es) {twice} more than once; give each minority class once")
+    return out
+
+
+def check_thresholds(thresholds) -> tuple[float, float]:
+    """Group thresholds (head_min, tail_max): finite numbers with head_min ≥ tail_max (head n_k > head_min, tail
+    n_k < tail_max, so no class is in both)."""
+    if isinstance(thresholds, (str, bytes)) or not hasattr(thresholds, "__len__") or len(thresholds) != 2:
+        raise ValueError(f"group_thresholds must be (head_min, tail_max), e.g. (100, 20); got {thresholds!r}")
+    head, tail = (check_scalar(v, f"group_thresholds[{i}]", Real, finite=True) for i, v in enumerate(thresholds))
+    if head < tail:
+        raise ValueError(f"group_thresholds == {tuple(thresholds)}: head_min {head} is below tail_max {tail}; "
+                         f"give (head_min, tail_max) with head_min >= tail_max, e.g. (100, 20)")
+    return head, tail
+
+
+def classifier_fingerprint(W: torch.Tensor | None, b: torch.Tensor | None) -> str | None:
+    """A digest of the float64 bytes of (W, b) from ``check_classifier``: which classifier a pass scored against."""
+    if W is None:
+        return None
+    digest = hashlib.blake2b(digest_size=16)
+    for part in (W, b):
+        digest.update(b"-" if part is None else np.ascontiguousarray(part.numpy()).tobytes())
+    return digest.hexdigest()

@@ -26,7 +26,8 @@ keys (--json): nc1 nc1_quotient rank sigma_b_spectrum trace_sigma_w trace_sigma_
   with 'weight': equinorm_weights equiangularity_weights max_angle_weights etf_error_weights
   orth_error_weights self_duality duality_papyan duality_cos_mean duality_cos_per_class
   unc3 (uniform duality, Wu & Papyan 2024) ncc_mismatch ncc_agreement classifier_accuracy;
-  ncc_accuracy (NC4); nc5_ood with --ood (Ammar et al. 2024); num_classes_below_min_count with
+  ncc_accuracy (NC4); nc5_ood with --ood (Ammar et al. 2024, --ood-centering); sigma_b_cutoff and
+  sigma_b_rank_deficit (with sigma_b_closest_pairs when positive); num_classes_below_min_count with
   --min-count; per group (head > 100, tail < 20 samples): cdnv_*, nc1_quotient_*, minority_cos_*.
   Definitions: docs/measurement.md.
 """
@@ -42,9 +43,15 @@ def register(sub) -> None:
     p.add_argument("--global-mean", choices=["uniform", "weighted"], default="uniform",
                    help="mean of class means (default, Papyan et al.) or sample mean")
     p.add_argument("--ddof", type=int, choices=[0, 1], default=0, help="variance denominator n - ddof")
-    p.add_argument("--scale", choices=["per_class", "papyan"], default="per_class",
-                   help="NC1 = tr(Sw Sb^+)/K (default) or without /K (Papyan)")
-    p.add_argument("--rtol", type=float, default=1e-10, help="relative eigenvalue cut-off for the pseudo-inverse")
+    p.add_argument("--scale", choices=["per_class", "notebook", "papyan"], default="per_class",
+                   help="NC1 = tr(Sw Sb^+)/K (default, Papyan et al. Fig. 6) or without /K (notebook; 'papyan' is "
+                        "its deprecated name)")
+    p.add_argument("--rtol", type=float, default=None,
+                   help="keep Sigma_B eigenvalues above RTOL x the largest (default: the rank rule from the features' "
+                        "precision, docs/measurement.md)")
+    p.add_argument("--ood-centering", choices=["none", "global_mean"], default="none",
+                   help="nc5_ood: cosines of uncentred class means and OOD mean (default, Ammar et al. eq. 5) or of "
+                        "both centred at the global mean")
     p.add_argument("--min-count", type=int, default=1, metavar="N",
                    help="leave out classes with fewer than N samples (their number is reported; their samples are "
                         "kept so Sigma_W leaves them out exactly)")
@@ -75,7 +82,8 @@ def run(args) -> int:
                                 W=source.weight, b=source.bias, progress=show_progress(args),
                                 num_samples=source.num_samples, global_mean=args.global_mean, ddof=args.ddof,
                                 rtol=args.rtol, scale=args.scale, min_count=args.min_count, ood=ood,
-                                cdnv_exponent=args.cdnv_exponent, tile_size=args.tile_size)
+                                cdnv_exponent=args.cdnv_exponent, tile_size=args.tile_size,
+                                ood_centering=args.ood_centering)
     for w in caught:
         print(f"warning: {w.message}", file=sys.stderr)
     if args.json:

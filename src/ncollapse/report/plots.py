@@ -36,7 +36,8 @@ CORE_ORDER = ("nc1", "nc1_quotient", "cdnv", "etf_error_means", "etf_error_weigh
 # Bookkeeping counts measure() reports alongside the metrics; not curves worth a panel.
 BOOKKEEPING = ("num_classes", "num_present_classes", "num_measured_classes", "num_classes_below_min_count",
                "num_samples", "dim", "ddof", "min_count", "cdnv_exponent")
-# Σ_B eigenvalues below this fraction of the largest are numerically zero (metrics.measure's default rtol).
+# Σ_B eigenvalues below this fraction of the largest are drawn as numerically zero (a display floor; measure's own
+# cut-off is the rank rule of ncollapse.rank, reported as sigma_b_cutoff).
 SPECTRUM_RTOL = 1e-10
 
 

@@ -7,8 +7,9 @@ from dataclasses import dataclass
 
 import torch
 
-from ..validation import check_features_labels, check_scalar
-from .contract import PRECISIONS, _Accumulator, _default_dtype, _dist, _gemm_dtype
+from ..validation import check_device, check_features_labels, check_size
+from .contract import PRECISIONS, _Accumulator, _default_dtype, _dist, _gemm_dtype, coarsest
+from .state_check import _state_feature_dtype, _state_size, check_state
 from .kernels import add_upper_blocks, append_rare, class_scatter_of, keep_rare, mirror_blocks
 
 __all__ = ["ClassStats", "FinalStats"]
@@ -18,7 +19,9 @@ __all__ = ["ClassStats", "FinalStats"]
 class FinalStats:
     """Float64 CPU snapshot of a ``ClassStats``: counts (K,), means (K, d), sq_dev (K,),
     scatter (d, d) pooled within-class scatter (not divided by N), class_scatter (K, d, d) or None,
-    rare_samples (K, m, d) or None: the first min(n_k, m) samples of each class (``ClassStats(rare_below=m+1)``)."""
+    rare_samples (K, m, d) or None: the first min(n_k, m) samples of each class (``ClassStats(rare_below=m+1)``),
+    feature_dtype and state_dtype: the precision the features reached the statistics in and the one they were
+    accumulated in (``ClassStats``; they set the Σ_B rank rule of ``measure``, ``rank.eigenvalue_cutoff``)."""
 
     counts: torch.Tensor
     means: torch.Tensor
@@ -26,6 +29,8 @@ class FinalStats:
     scatter: torch.Tensor
     class_scatter: torch.Tensor | None
     rare_samples: torch.Tensor | None = None
+    feature_dtype: torch.dtype = torch.float64
+    state_dtype: torch.dtype = torch.float64
 
     def rare_scatter(self, classes: torch.Tensor) -> torch.Tensor | None:
         """Σ_{k ∈ classes} Σ_i (h_i − μ_k)(h_i − μ_k)ᵀ (d × d) from the kept samples, or None when some class
@@ -83,6 +88,10 @@ class ClassStats(_Accumulator):
         float32/bfloat16/float16; float64 input stays float64 on the CPU; on CUDA always float32, never a
         float64 GEMM); ``"float64"`` runs every step in float64.
 
+    ``feature_dtype`` records the coarsest precision any batch reached the state in (the features' dtype, or the
+    float32 GEMM when that is coarser; ``None`` before the first batch); it travels in ``state_dict`` and sets the
+    Σ_B rank rule of ``measure``. Batches are detached: the state never requires grad.
+
     Examples
     --------
     >>> stats = ClassStats(num_classes=3, dim=2)
@@ -96,16 +105,19 @@ class ClassStats(_Accumulator):
 
     def __init__(self, num_classes: int, dim: int, dtype: torch.dtype | None = None, device=None,
                  per_class_cov: bool = False, check_finite: bool = True, precision: str = "auto", rare_below: int = 1):
-        check_scalar(num_classes, "num_classes", int, low=1)
-        check_scalar(dim, "dim", int, low=1)
-        check_scalar(rare_below, "rare_below", int, low=1)
+        num_classes, dim = check_size(num_classes, "num_classes"), check_size(dim, "dim")
+        rare_below = check_size(rare_below, "rare_below")
         if precision not in PRECISIONS:
             raise ValueError(f"precision == {precision!r}, must be one of {PRECISIONS}")
+        for flag, value in (("per_class_cov", per_class_cov), ("check_finite", check_finite)):
+            if not isinstance(value, bool):
+                raise TypeError(f"{flag} must be True or False; got {type(value).__name__} {value!r}")
         self.num_classes, self.dim = num_classes, dim
-        self.device = torch.device("cpu") if device is None else torch.device(device)
+        self.device = torch.device("cpu") if device is None else check_device(device)
         self.dtype = _default_dtype(self.device) if dtype is None else dtype
-        if not self.dtype.is_floating_point:
-            raise TypeError(f"dtype must be a floating dtype; got {self.dtype}")
+        if not isinstance(self.dtype, torch.dtype) or not self.dtype.is_floating_point:
+            raise TypeError(f"dtype must be a floating torch.dtype such as torch.float64; got {self.dtype!r}")
+        self.feature_dtype: torch.dtype | None = None
         self.per_class_cov, self.check_finite, self.precision = per_class_cov, check_finite, precision
         k, d, acc, kept = num_classes, dim, self.dtype, rare_below - 1
         self.rare_below = rare_below
@@ -152,6 +164,7 @@ class ClassStats(_Accumulator):
         if x.shape[0] == 0:
             return
         p = _gemm_dtype(x.dtype, self.dtype, self.precision, self.device)
+        self.feature_dtype = coarsest(self.feature_dtype, x.dtype, p)
         if self._window_dtype not in (None, p):
             self._flush()  # a shift is exact only in the dtype it was rounded to
         x, y = x.to(self.device, p), y.to(self.device)
@@ -219,19 +232,35 @@ class ClassStats(_Accumulator):
         ``kwargs`` (device, dtype, ...) go to the constructor."""
         if not isinstance(state, dict) or not {"num_classes", "dim"} <= set(state):
             raise ValueError("state is not a ClassStats.state_dict(): it has no 'num_classes' and 'dim'")
-        stats = cls(int(state["num_classes"]), int(state["dim"]), per_class_cov=bool(state.get("per_class_cov", False)),
-                    rare_below=int(state.get("rare_below", 1)), **kwargs)
+        sizes = {key: _state_size(state, key) for key in ("num_classes", "dim")}
+        rare_below = _state_size(state, "rare_below") if "rare_below" in state else 1
+        per_class_cov = state.get("per_class_cov", False)
+        if not isinstance(per_class_cov, bool):
+            raise ValueError(f"state 'per_class_cov' is {per_class_cov!r}; expected True or False")
+        stats = cls(sizes["num_classes"], sizes["dim"], per_class_cov=per_class_cov, rare_below=rare_below, **kwargs)
         stats.load_state_dict(state)
         return stats
 
+    def state_dict(self) -> dict:
+        """The sizes, options and tensors, and ``feature_dtype`` (a name such as "float32", or None)."""
+        state = super().state_dict()
+        state["feature_dtype"] = None if self.feature_dtype is None else str(self.feature_dtype).replace("torch.", "")
+        return state
+
     def load_state_dict(self, state: dict) -> None:
-        """Restore a ``state_dict``; one saved before ``rare_below`` existed kept no samples (rare_below = 1)."""
+        """Restore a ``state_dict`` after checking it (``check_state``); one saved before ``rare_below`` existed kept
+        no samples (rare_below = 1), one saved before ``feature_dtype`` existed is taken as float32 features (the
+        usual network output; coarser than float64, so the rank rule errs toward dropping rounding directions)."""
         if isinstance(state, dict) and "rare_below" not in state:
             state = {**state, "rare_below": 1}
+        feature_dtype = _state_feature_dtype(state)
+        check_state(state, self.dtype)
         super().load_state_dict(state)
+        self.feature_dtype = feature_dtype
 
     def reset(self) -> "ClassStats":
         super().reset()
+        self.feature_dtype = None
         self._open_empty_window()
         return self
 
@@ -257,6 +286,7 @@ class ClassStats(_Accumulator):
         self.counts += counts
 
     def _merge(self, other: "ClassStats") -> None:
+        self.feature_dtype = coarsest(self.feature_dtype, other.feature_dtype)
         cs = other.class_scatter.to(self.device) if self.per_class_cov else None
         if self.rare_samples is not None:
             self.rare_samples = append_rare(self.rare_samples, self.counts, other.rare_samples.to(self.device),
@@ -270,6 +300,8 @@ class ClassStats(_Accumulator):
         First the counts and n_k μ_k are summed to get the global means; then every rank adds the shift of
         its own means, Σ_k n_rk (μ_rk − μ_k)(μ_rk − μ_k)ᵀ, to its scatter, and the scatters are summed.
         Kept rare samples are gathered and appended in rank order. Every tensor sent lives on the state's device.
+        ``feature_dtype`` stays each rank's own (the ranks of one model see one dtype; a rank without samples keeps
+        None, which ``finalize`` reads as float32).
         """
         dist = _dist()
         if self.rare_samples is not None:
@@ -318,13 +350,16 @@ class ClassStats(_Accumulator):
             scatter=self.scatter.to(**f64),
             class_scatter=None if self.class_scatter is None else self.class_scatter.to(**f64),
             rare_samples=None if self.rare_samples is None else self.rare_samples.to(**f64),
+            feature_dtype=self.feature_dtype or torch.float32,
+            state_dtype=self.dtype,
         )
 
     @classmethod
     def from_features(cls, features, labels, num_classes: int | None = None, batch_size: int = 8192, **kwargs):
         """Build statistics from in-memory features, streamed in batches of ``batch_size``."""
         x, y = check_features_labels(features, labels, num_classes)
-        k = int(y.max()) + 1 if num_classes is None else num_classes
+        k = int(y.max()) + 1 if num_classes is None else check_size(num_classes, "num_classes")
+        batch_size = check_size(batch_size, "batch_size")
         stats = cls(k, x.shape[1], **kwargs)
         for start in range(0, x.shape[0], batch_size):
             stats.update(x[start:start + batch_size], y[start:start + batch_size])

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import torch
 
+from ..validation import check_device
+
 __all__ = ["PRECISIONS"]
 
 PRECISIONS = ("auto", "float64")
@@ -21,6 +23,12 @@ def _gemm_dtype(features: torch.dtype, state: torch.dtype, precision: str, devic
     if features == torch.float64 and state == torch.float64 and device.type == "cpu":
         return torch.float64
     return torch.float32
+
+
+def coarsest(*dtypes: torch.dtype | None) -> torch.dtype | None:
+    """The floating dtype with the largest machine epsilon among ``dtypes`` (``None`` entries skipped)."""
+    known = [d for d in dtypes if d is not None]
+    return max(known, key=lambda d: torch.finfo(d).eps) if known else None
 
 
 def _dist():
@@ -52,7 +60,7 @@ class _Accumulator:
 
     def to(self, device) -> "_Accumulator":
         """Move the state (and the tensors it is measured against) to ``device``; returns self."""
-        self.device = torch.device(device)
+        self.device = check_device(device)
         for name in list(self._state) + list(self._moved()):
             value = getattr(self, name)
             if value is not None:

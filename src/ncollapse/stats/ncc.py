@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import torch
 
-from ..validation import check_classifier, check_features_labels, check_scalar
+from ..validation import check_classifier, check_device, check_features, check_features_labels, check_size
+from ..validation import classifier_fingerprint
 from .classes import ClassStats
 from .contract import _Accumulator, _dist
 
@@ -18,25 +19,31 @@ class NCCCounts(_Accumulator):
     NCC(h) = argmin_k ‖h − μ_k‖² over classes present in the statistics, searched over tiles of
     ``tile_size`` classes and blocks of samples (at most ``SCORES`` scores at once, whatever the batch); the
     classifier decision is argmax_k (W h + b)_k, bias included when given, searched the same way. The search
-    runs in float64 on the CPU and float32 on CUDA/MPS unless ``dtype`` says otherwise.
+    runs in float64 on the CPU and float32 on CUDA/MPS unless ``dtype`` says otherwise. ``classifier`` is a digest
+    of the float64 (W, b) scored against (None without W); ``measure`` refuses a pass scored against another.
     """
 
     SCORES = 1 << 22  #: scores held at once by the search (32 MB in float64)
 
     def __init__(self, means: torch.Tensor, present: torch.Tensor | None = None, W=None, b=None, device=None,
                  tile_size: int = 4096, dtype: torch.dtype | None = None):
-        check_scalar(tile_size, "tile_size", int, low=1)
-        self.device = means.device if device is None else torch.device(device)
+        self.tile_size = check_size(tile_size, "tile_size")
+        means = check_features(means, "means")
+        self.device = means.device if device is None else check_device(device)
         self.dtype = (torch.float64 if self.device.type == "cpu" else torch.float32) if dtype is None else dtype
-        self.tile_size = tile_size
+        if not isinstance(self.dtype, torch.dtype) or not self.dtype.is_floating_point:
+            raise TypeError(f"dtype must be a floating torch.dtype such as torch.float64; got {self.dtype!r}")
         self.means = means.to(self.device, self.dtype)
         k = self.means.shape[0]
-        present = torch.ones(k, dtype=torch.bool) if present is None else present.to(torch.bool)
+        present = torch.ones(k, dtype=torch.bool) if present is None else torch.as_tensor(present).to(torch.bool)
+        if tuple(present.shape) != (k,):
+            raise ValueError(f"present has shape {tuple(present.shape)}; expected ({k},), one flag per class mean")
         self.penalty = torch.where(present.to(self.device), 0.0, float("inf")).to(self.dtype)
         self.sq_norms = self.means.square().sum(1) + self.penalty
         self.W = self.b = None
+        W, b = check_classifier(W, b, num_classes=k, dim=self.means.shape[1])
+        self.classifier = classifier_fingerprint(W, b)  #: digest of the (W, b) scored against; None without one
         if W is not None:
-            W, b = check_classifier(W, b, num_classes=k, dim=self.means.shape[1])
             self.W = W.to(self.device, self.dtype)
             self.b = torch.zeros(k, dtype=self.dtype, device=self.device) if b is None else b.to(self.device, self.dtype)
         zeros = lambda dev: torch.zeros(k, dtype=torch.int64, device=dev)  # noqa: E731
@@ -91,6 +98,8 @@ class NCCCounts(_Accumulator):
         super()._check_like(other, what)
         if not torch.equal(other.means.to(self.means), self.means):
             raise ValueError(f"cannot {what} NCCCounts measured against different class means")
+        if other.classifier != self.classifier:
+            raise ValueError(f"cannot {what} NCCCounts scored against different classifiers (W, b)")
 
     def _merge(self, other: "NCCCounts") -> None:
         for name in self._state:

@@ -6,7 +6,7 @@ import math
 
 import torch
 
-from ..validation import check_features_labels
+from ..validation import check_device, check_features_labels
 from .contract import _Accumulator, _default_dtype, _dist
 
 __all__ = ["NCMCStats"]
@@ -22,7 +22,7 @@ class NCMCStats(_Accumulator):
     """
 
     def __init__(self, frame, device=None, dtype: torch.dtype | None = None):
-        self.device = frame.classifier.device if device is None else torch.device(device)
+        self.device = frame.classifier.device if device is None else check_device(device)
         self.dtype = _default_dtype(self.device) if dtype is None else dtype
         mean_centers = frame.mean_centers()
         self.targets = (mean_centers / mean_centers.norm(dim=1, keepdim=True)).to(self.device, self.dtype)
