@@ -26,6 +26,7 @@ from .geometry import class_aware_centers
 from .metrics import measure_features
 from .report.figures import figure_row
 from .report.html import html_table, write_comparison
+from .report.notes import PREFIX, collected
 from .report.runs import read_metrics
 from .serialize import to_jsonable
 from .train import config_from_dict, train
@@ -189,13 +190,12 @@ def run_demo(out_dir="runs/demo", epochs: int = 30, seed: int = 0, progress: boo
     rows = ufm_sweep(seed=seed)
     say("[4/4] writing the comparison report")
     counts = json.loads((out / "ce" / "run.json").read_text())["class_counts"]
-    with warnings.catch_warnings(record=True) as caught:  # the page's notes, said as log lines, not warnings
-        warnings.simplefilter("always")
+    with collected() as notes:  # the page's notes, said through log_fn like the demo's other lines
         report = write_comparison([out / k for k in RUNS], out / "report.html", labels=list(RUNS.values()),
                                   extra_sections=[("UFM sweep: minority collapse under imbalance", _sweep_figure(rows)),
                                                   ("UFM sweep: values", _sweep_table(rows))])
-    for note in dict.fromkeys(str(w.message) for w in caught):
-        say(f"report note: {note}")
+    for note in dict.fromkeys(notes):
+        say(f"{PREFIX}{note}")
     info = {"report": str(report), "class_counts": counts, "runs": runs, "ufm": rows,
             "wall_s": time.perf_counter() - start}
     info["summary"] = summary_lines(info)
