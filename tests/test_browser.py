@@ -36,7 +36,7 @@ window.addEventListener("load", () => {
     clipped: titles.filter(el => el.scrollWidth > el.clientWidth).map(el => el.textContent),
     headline: [...document.querySelectorAll(".row.headline > figure")].map(
       f => [f.querySelector(".ptitle").textContent, ...box(f)]),
-    rows: [...document.querySelectorAll(".row:not(.headline)")].map(
+    rows: [...document.querySelectorAll(".row.runs")].map(
       r => [...r.children].map(f => [f.querySelector(".ptitle").textContent, ...box(f)])),
   };
   const pre = document.createElement("pre");

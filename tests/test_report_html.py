@@ -2,7 +2,9 @@
 
 import base64
 import json
+import logging
 import re
+import warnings
 
 import pytest
 from matplotlib.figure import Figure
@@ -62,7 +64,7 @@ def test_cli_report_of_a_full_run(full_report, capsys):
     # summary labels final and best (epoch 2 logged test_acc = NaN, so best is searched over finite values)
     assert "final test accuracy (epoch 5)</td><td class=num>71.77 %" in page
     assert "best test accuracy (epoch 5)</td><td class=num>71.77 %" in page
-    assert "final test accuracy, tail classes" in page and "nc/nc1 (last NC pass, epoch 5)" in page
+    assert "final test accuracy, tail classes" in page and "Within-class variability (NC1): nc/nc1 (last NC pass, epoch 5)" in page
     assert "[eval]\nnc_every = 2" in page  # resolved config
     assert "environment.device</td><td>cpu" in page and "ncollapse train --config test.toml" in page
 
@@ -120,7 +122,7 @@ def test_compare_runs_with_different_class_counts(tmp_path, capsys):
     assert "CAL: nc_state.pt not found" in page
     # per-run sections side by side: one heading, one row, one titled panel per run
     spectra = page[page.index("<h2>Σ_B spectrum</h2>"):page.index("<h2>Test confusion matrix</h2>")]
-    assert spectra.count('<div class="row" style="--n:2">') == 1 and spectra.count("<h2>") == 1
+    assert spectra.count('<div class="row runs" style="--n:2">') == 1 and spectra.count("<h2>") == 1
     assert re.findall(r"<div class=ptitle>([^<]+)</div><img", spectra) == ["CE", "CAL"]
     assert '<span style="color:#1f77b4">━━</span> CE' in page  # the headline row names the runs' colours
     assert "<td>CE</td><td>ce</td><td>linear</td><td class=num>3</td>" in page
@@ -141,7 +143,8 @@ def test_compare_runs_with_the_same_classes(tmp_path):
     assert [alt for alt, _ in DATA_IMG.findall(page)] == ["accuracy", "train_loss", "groups", "per_class",
                                                          "sigma_b_spectrum_x_run", "sigma_b_spectrum_y_run"]
     # two epochs, one NC pass each (epoch 2 is the last): a table of NC values, no one-point curves
-    assert "<h2>Neural collapse at a glance</h2>" in page and "All other NC metrics" not in page
+    assert "<h2>Neural collapse at a glance</h2>" in page and "All other NC metrics: 34 values" in page
+    assert "One NC pass (epoch 2): curves need at least two" in page
     assert "<th>x/run: training</th><th>x/run: test</th>" in page
     assert "one NC pass (epoch 2): NC curves need at least two passes" in page
     assert re.search(r"<tr><td>Within-class variability \(NC1\)</td><td>nc/nc1</td>(<td class=num>[0-9.e-]+</td>){4}"
@@ -149,3 +152,24 @@ def test_compare_runs_with_the_same_classes(tmp_path):
     assert "x/run · y/run" in page  # same directory names: labels fall back to parent/name
     with pytest.raises(ValueError, match="labels has 1 entries for 2 runs"):
         write_comparison([a, b], tmp_path / "d.html", labels=["only"])
+
+
+def test_report_notes_are_log_lines_not_warnings(tmp_path, caplog):
+    """``ncollapse experiment`` and scripts see a page's notes as ``report note: …`` log lines (logger
+    ncollapse.report.notes, WARNING), never as Python warnings; ``collected`` takes them instead."""
+    run_dir = make_run(tmp_path / "run", epochs=3, nc_every=1, state=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a warnings.warn anywhere in the page would raise here
+        with caplog.at_level(logging.INFO, logger="ncollapse.report.notes"):
+            write_report(run_dir)
+    lines = [(r.name, r.levelno, r.getMessage()) for r in caplog.records if r.name == "ncollapse.report.notes"]
+    assert ("ncollapse.report.notes", logging.WARNING,
+            "report note: nc_state.pt not found: Gram heatmaps and the final-state spectrum are left out") in lines
+    assert all(message.startswith("report note: ") for _, _, message in lines) and len(lines) >= 2
+    caplog.clear()
+    with collected() as notes:
+        write_report(run_dir)
+    assert not [r for r in caplog.records if r.name == "ncollapse.report.notes"]  # taken, not passed on
+    assert notes == [message[len("report note: "):] for _, _, message in lines]
+    assert logging.getLogger("ncollapse.report.notes").propagate and not logging.getLogger(
+        "ncollapse.report.notes").handlers  # restored after the block

@@ -117,7 +117,7 @@ def _sweep_figure(rows: list[dict]):
     seeds = len({r["seed"] for r in rows})
     for a, key in ((ax, "minority_cos_means"), (ax2, "nc1_unit")):
         for (loss, (taus, mean, std)), (style, color) in zip(sweep_stats(rows, key).items(),
-                                                             (("-o", "C0"), ("--s", "C1"))):
+                                                             (("-o", "C0"), ("-s", "C1"))):
             a.errorbar(taus, mean, yerr=std, fmt=style, color=color, ms=4, capsize=3, label=loss)
     k = len(rows[0]["counts"])
     ax.axhline(-1 / (k - 1), color="grey", lw=0.8, ls=":", label="simplex −1/(K−1)")

@@ -201,7 +201,7 @@ def _summary_rows(run: Run) -> list[list]:
     for key in ("nc/nc1", "nc/cdnv", "nc/etf_error_means", "nc/self_duality", "nc/ncc_mismatch", "ncmc/collapse_mean"):
         value, epoch = _last_value(run, key)
         if epoch is not None:
-            rows.append([f"{key} (last NC pass, epoch {epoch})", _fmt(value)])
+            rows.append([f"{ncpanels.title(key.partition('/')[2])}: {key} (last NC pass, epoch {epoch})", _fmt(value)])
     if run.summary and "wall_s" in run.summary:
         rows.append(["wall time (s)", _fmt(run.summary["wall_s"])])
     return rows
@@ -230,7 +230,7 @@ def _state_sections(page: _Page, runs: list[Run], tagged: bool) -> None:
             present = final.counts > 0
             if int(present.sum()) >= 2:
                 w = None if weight is None else weight[present]
-                grams.append((run, plots.gram_figure(final.means[present], w, state["epoch"]),
+                grams.append((run, plots.gram_figure(final.means[present], w, state["epoch"], stacked=tagged),
                               f"from nc_state.pt (epoch {state['epoch']}): K = {int(present.sum())} classes with "
                               f"samples, d = {stats.dim}, N = {final.num_samples} training samples"))
                 if not found:
@@ -264,7 +264,7 @@ def _side_by_side(page: _Page, heading: str, name: str, items: list, tagged: boo
     if about:
         page.add(f"<p class=sub>{html.escape(about)}</p>")
     if tagged:
-        page.row(min(len(items), MAX_SIDE_BY_SIDE))
+        page.row(min(len(items), MAX_SIDE_BY_SIDE), "runs")
     for run, fig, caption in items:
         title = panel_title(run.label) if tagged else ""
         page.figure(f"{name}_{_slug(run.label)}" if tagged else name, fig, caption, title)
@@ -364,16 +364,26 @@ def _nc_headline(page: _Page, runs: list[Run], plan: _NCPlan) -> None:
 
 
 def _nc_table(page: _Page, runs: list[Run], plan: _NCPlan) -> None:
-    keys = plan.headline + [k for members in plan.groups.values() for k in members]
+    """The NC values of a run with one NC pass: the headline metrics, every other one under a ``<details>``."""
     header = ["metric", "key"] + [f"{r.label}: {what}" if len(runs) > 1 else what for r in runs
                                   for what in ("training", "test")]
-    rows = []
-    for key in keys:
-        row = [ncpanels.title(key.partition("/")[2]), key]
-        for run in runs:
-            row += [_fmt(_last_value(run, k)[0]) for k in (key, plots.test_key(key))]
-        rows.append(row)
-    page.add(html_table(header, rows, numeric_from=2))
+
+    def table(keys):
+        rows = []
+        for key in keys:
+            row = [ncpanels.title(key.partition("/")[2]), key]
+            for run in runs:
+                row += [_fmt(_last_value(run, k)[0]) for k in (key, plots.test_key(key))]
+            rows.append(row)
+        return html_table(header, rows, numeric_from=2)
+
+    epochs = sorted({_last_value(r, "nc/nc1")[1] for r in runs} - {None})
+    page.add(f"<p class=sub>One NC pass (epoch {', '.join(map(str, epochs))}): curves need at least two, so the "
+             "values are listed instead.</p>")
+    page.add(table(plan.headline))
+    rest = [k for members in plan.groups.values() for k in members]
+    if rest:
+        page.add(f"<details><summary>All other NC metrics: {len(rest)} values</summary>{table(rest)}</details>")
 
 
 def _nc_details(page: _Page, runs: list[Run], plan: _NCPlan) -> None:
@@ -479,9 +489,12 @@ def render_comparison(run_dirs, out, labels=None, extra_sections=None) -> tuple[
     plan = _nc_plan(page, runs)
     _nc_headline(page, runs, plan)
     page.heading("Accuracy and training loss")
+    has_loss = any(r.series("train_loss")[0].size for r in runs)
+    page.row(2 if has_loss else 1)
     page.figure("accuracy", plots.accuracy_figure(runs))
-    if any(r.series("train_loss")[0].size for r in runs):
+    if has_loss:
         page.figure("train_loss", plots.loss_figure(runs))
+    page.end_row()
     page.heading("Accuracy by class group")
     page.figure("groups", plots.group_bars_figure(runs), "head / medium / tail: classes by training size")
     _per_class_overlay(page, runs)

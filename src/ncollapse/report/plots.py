@@ -398,21 +398,24 @@ def normalized_gram(vectors: torch.Tensor, center: bool) -> np.ndarray:
     return (unit @ unit.T).numpy()
 
 
-def gram_figure(means: torch.Tensor, weight: torch.Tensor | None, epoch) -> Figure:
-    """Heatmaps of the normalised Gram of centred class means and, when given, of the classifier rows."""
+def gram_figure(means: torch.Tensor, weight: torch.Tensor | None, epoch, stacked: bool = False) -> Figure:
+    """Heatmaps of the normalised Gram of centred class means and, when given, of the classifier rows; side by side,
+    or one above the other when ``stacked`` (a narrow column of a comparison page)."""
     panels = [("class means  cos(μ_k − μ_G, μ_l − μ_G)", normalized_gram(means, center=True))]
     if weight is not None:
         panels.append(("classifier  cos(w_k, w_l)", normalized_gram(weight, center=False)))
     k = means.shape[0]
-    fig = figure(4.6 * len(panels) + 0.8, 4.3)
-    axes = fig.subplots(1, len(panels), squeeze=False).ravel()
+    rows, cols = (len(panels), 1) if stacked else (1, len(panels))
+    fig = figure(4.6 * cols + 0.8, 4.0 * rows + 0.3)
+    axes = fig.subplots(rows, cols, squeeze=False).ravel()
     for ax, (title, gram) in zip(axes, panels):
         image = ax.imshow(gram, cmap="RdBu_r", vmin=-1, vmax=1, interpolation="nearest")
         ax.set_title(title, fontsize=9)
         ax.set_xlabel("class")
         ax.set_ylabel("class")
-    fig.colorbar(image, ax=list(axes), shrink=0.85, label="cosine")
-    fig.suptitle(f"cosine Grams, epoch {epoch}; simplex ETF off-diagonal −1/(K−1) = {-1 / (k - 1):.3f}", fontsize=10)
+    fig.colorbar(image, ax=list(axes), shrink=0.85 / rows, label="cosine")
+    fig.suptitle(f"epoch {epoch}; simplex ETF off-diagonal −1/(K−1) = {-1 / (k - 1):.3f}" if stacked else
+                 f"cosine Grams, epoch {epoch}; simplex ETF off-diagonal −1/(K−1) = {-1 / (k - 1):.3f}", fontsize=10)
     return fig
 
 
