@@ -148,3 +148,16 @@ def test_one_line_style_convention(tmp_path):
     assert styles == {"train": "-", "test": "--"}
     grid = plots.metric_grid([run], ["nc/nc1"]).axes[0]
     assert [line.get_linestyle() for line in grid.get_lines()] == ["-", "--"]  # nc/nc1, then nc_test/nc1
+
+
+def test_experiment_figures_follow_the_line_style_convention():
+    """The experiments' pages carry the same convention: training solid, test dashed, anything else dotted."""
+    from ncollapse.experiments import cdnv, split_collapse
+    rows = [{"epoch": e, "train/nc1": 1.0 / e, "test/nc1": 2.0 / e, "test_weak/nc1": 1.5 / e, "train/cdnv": 0.5 / e,
+             "test/cdnv": 0.8 / e, "gap": 0.1 * e} for e in (1, 2, 3)]
+    ax = split_collapse._curves(rows, "nc1", "NC1").axes[0]
+    assert [(line.get_label(), line.get_linestyle()) for line in ax.get_lines()] == [
+        ("train (labels)", "-"), ("test, strong (true labels)", "--"), ("test, weak (predicted labels)", "--")]
+    fig = cdnv._figures(rows)["cdnv_gap"]
+    styles = {line.get_label(): line.get_linestyle() for ax in fig.axes for line in ax.get_lines()}
+    assert styles == {"CDNV train": "-", "CDNV test": "--", "gap (train − test acc)": ":"}
