@@ -55,8 +55,9 @@ def test_cli_report_of_a_full_run(full_report, capsys):
     # every other NC panel grouped under a <details>, each group with a line that does not repeat its heading
     details = page[page.index("<details><summary>All other NC metrics"):]
     headings = re.findall(r"<h3>([^<]+)</h3>\s*<p class=sub>([^<]+)</p>", details[:details.index("</details>")])
-    assert [h for h, _ in headings] == ["NC1 · within-class variability collapse", "NC2 · convergence to a simplex ETF",
-                                       "NC3 · self-duality", "other · further quantities"]
+    assert [h for h, _ in headings] == ["NC1 · within-class variability collapse",
+                                       "NC2 · convergence to a simplex ETF", "NC3 · self-duality",
+                                       "other · further quantities"]
     for heading, line in headings:
         assert heading.split(" · ")[1] not in line
     assert "panels left out (constant at 5): nc/rank" in err and "panels left out (constant at 0): nc/ncc_mismatch" in err
@@ -64,7 +65,8 @@ def test_cli_report_of_a_full_run(full_report, capsys):
     # summary labels final and best (epoch 2 logged test_acc = NaN, so best is searched over finite values)
     assert "final test accuracy (epoch 5)</td><td class=num>71.77 %" in page
     assert "best test accuracy (epoch 5)</td><td class=num>71.77 %" in page
-    assert "final test accuracy, tail classes" in page and "Within-class variability (NC1): nc/nc1 (last NC pass, epoch 5)" in page
+    assert "final test accuracy, tail classes" in page
+    assert "Within-class variability (NC1): nc/nc1 (last NC pass, epoch 5)" in page
     assert "[eval]\nnc_every = 2" in page  # resolved config
     assert "environment.device</td><td>cpu" in page and "ncollapse train --config test.toml" in page
 

@@ -7,9 +7,9 @@
 3. a batched UFM sweep (``ncollapse.ufm.solve``) over 9 imbalance ratios from 1 to 0.01 and 3 seeds for the CE
    and the NCMC objectives: the mean cosine between minority-class means (Fang et al. 2021's minority collapse;
    at the 8 ratios τ < 1, since τ = 1 has no minority), the theory behind 2, and NC1 of the unit-normalised
-   features h/‖h‖ (NCMC's cosine loss fixes directions, and its weak norm term λ(‖h‖ − 1)², λ = 6e-4, leaves the
-   norms spread, so raw NC1 of its features measures that spread, 0.07 … 2.5 across ratios and seeds, not
-   collapse), all drawn as mean ± std over the seeds;
+   features h/‖h‖ (NCMC's cosine loss fixes directions, and its weak norm term λ(‖h‖ − 1)², λ = 6e-4,
+   leaves the norms spread, so raw NC1 of its features measures that spread, 0.07 … 2.5 across ratios and
+   seeds, not collapse), all drawn as mean ± std over the seeds;
 4. one comparison page ``OUT/report.html`` (``ncollapse.report.write_comparison``) with the sweep as an extra section.
 """
 
@@ -138,10 +138,11 @@ def _sweep_figure(rows: list[dict]):
     return fig
 
 
-SWEEP_NOTE = (f"<p class=sub>Left: τ = 1 has no minority, so the cosines cover the {len(MINORITY_RATIOS)} ratios τ &lt; 1; "
-              f"NC1 covers all {len(IMBALANCES)}. "
-              "NC1 is measured on the unit-normalised features h/‖h‖ for both losses: NCMC's cosine loss fixes only "
-              "the features' directions (its norm term λ(‖h‖ − 1)², λ = 6e-4, barely pins the norms), so NC1 of its "
+SWEEP_NOTE = (f"<p class=sub>Left: τ = 1 has no minority, so the cosines cover the {len(MINORITY_RATIOS)} ratios "
+              f"τ &lt; 1; NC1 covers all {len(IMBALANCES)}. "
+              "NC1 is measured on the unit-normalised features h/‖h‖ for both losses: NCMC's cosine loss fixes "
+              "only the features' directions (its norm term λ(‖h‖ − 1)², λ = 6e-4, barely pins the norms), so NC1 "
+              "of its "
               "raw features measures the leftover spread of norms and jumps between ratios and seeds (the table's "
               "raw NC1 column); on h/‖h‖ both objectives collapse.</p>")
 

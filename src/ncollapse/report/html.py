@@ -51,7 +51,8 @@ h3{font-size:1.02em;margin:1.4em 0 .1em}.conv{color:#333;font-size:.92em}
 .row figure{margin:0;min-width:0}.ptitle{font-weight:600;font-size:.9em;white-space:nowrap;overflow:hidden;
 text-overflow:ellipsis;margin-bottom:2px}.ptitle small{font-weight:400;color:#666;font-size:.8em;margin-left:.35em}
 .flat{border:1px dashed #ccc;color:#555;font-size:.85em;padding:10px}
-.keys{margin:.2em 0 .5em}.key{margin-right:1.4em;white-space:nowrap}details{margin:1em 0}summary{cursor:pointer;font-weight:600;font-size:1.05em}
+.keys{margin:.2em 0 .5em}.key{margin-right:1.4em;white-space:nowrap}details{margin:1em 0}
+summary{cursor:pointer;font-weight:600;font-size:1.05em}
 """
 
 
@@ -242,7 +243,8 @@ def _state_sections(page: _Page, runs: list[Run], tagged: bool) -> None:
         confusion = None if state is None else state.get("test_confusion")
         if confusion is not None:
             counts = run.class_counts()
-            order = plots.sorted_by_size(counts) if counts and len(counts) == len(confusion) else list(range(len(confusion)))
+            sized = counts and len(counts) == len(confusion)
+            order = plots.sorted_by_size(counts) if sized else list(range(len(confusion)))
             confusions.append((run, plots.confusion_figure(confusion.numpy(), run.info.get("class_names"), order,
                                                            state["epoch"]), ""))
         elif state is not None:

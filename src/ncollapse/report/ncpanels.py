@@ -27,8 +27,9 @@ GROUPS = {  # group: (heading, what the group's panels show: the line under the 
 }
 # The report's headline row, {metric name: short title}: one metric per NC property (Papyan et al. 2020 NC1–NC4;
 # Galanti et al. 2021 CDNV).
-HEADLINE = {"nc1": "Within-class variability", "cdnv": "Class-distance variance", "etf_error_means": "Distance to simplex ETF",
-            "self_duality": "Self-duality error", "ncc_mismatch": "NCC disagreement"}
+HEADLINE = {"nc1": "Within-class variability", "cdnv": "Class-distance variance",
+            "etf_error_means": "Distance to simplex ETF", "self_duality": "Self-duality error",
+            "ncc_mismatch": "NCC disagreement"}
 _PREFIXES = (  # (metric-name prefix, group, y label); the first match wins
     ("nc1_quotient", "NC1", "tr Σ_W / tr Σ_B"),
     ("nc1", "NC1", "tr(Σ_W Σ_B⁺) / K"),

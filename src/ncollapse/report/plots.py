@@ -26,9 +26,9 @@ from . import ncpanels
 from .ncpanels import flat_runs, y_label
 from .runs import Run
 
-__all__ = ["normalized_gram", "metric_grid", "accuracy_figure", "loss_figure", "per_class_figure",
-           "group_bars_figure", "metric_panel", "run_colors", "gram_figure", "spectrum_figure", "confusion_figure", "sorted_by_size",
-           "ordered_nc_keys", "test_key"]
+__all__ = ["normalized_gram", "metric_grid", "metric_panel", "run_colors", "accuracy_figure", "loss_figure",
+           "per_class_figure", "group_bars_figure", "gram_figure", "spectrum_figure", "confusion_figure",
+           "sorted_by_size", "ordered_nc_keys", "test_key"]
 
 GROUP_COLORS = {"head": "#dbe9f6", "medium": "#fdf0d5", "tail": "#f9dcdc"}
 # Core NC metrics first (Papyan et al. 2020 NC1–NC4; Galanti et al. 2021 CDNV), every other key after them.
@@ -265,7 +265,8 @@ def confusion_figure(confusion: np.ndarray, names: list[str] | None, order: list
 
 
 def accuracy_figure(runs: list[Run]) -> Figure:
-    """Train (solid) and test (dashed) accuracy vs epoch; for one run a second panel with head/medium/tail test accuracy."""
+    """Train (solid) and test (dashed) accuracy vs epoch; for one run a second panel with head/medium/tail test
+    accuracy (dashed: test)."""
     groups = [f"test_acc_{g}" for g in GROUP_COLORS if len(runs) == 1 and runs[0].series(f"test_acc_{g}")[0].size]
     fig = figure(11 if groups else 7, 3.6)
     axes = fig.subplots(1, 2 if groups else 1, squeeze=False).ravel()
@@ -414,8 +415,8 @@ def gram_figure(means: torch.Tensor, weight: torch.Tensor | None, epoch, stacked
         ax.set_xlabel("class")
         ax.set_ylabel("class")
     fig.colorbar(image, ax=list(axes), shrink=0.85 / rows, label="cosine")
-    fig.suptitle(f"epoch {epoch}; simplex ETF off-diagonal −1/(K−1) = {-1 / (k - 1):.3f}" if stacked else
-                 f"cosine Grams, epoch {epoch}; simplex ETF off-diagonal −1/(K−1) = {-1 / (k - 1):.3f}", fontsize=10)
+    etf = f"simplex ETF off-diagonal −1/(K−1) = {-1 / (k - 1):.3f}"
+    fig.suptitle(f"epoch {epoch}; {etf}" if stacked else f"cosine Grams, epoch {epoch}; {etf}", fontsize=10)
     return fig
 
 
