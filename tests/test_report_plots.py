@@ -138,6 +138,8 @@ def test_zero_bars_show_and_every_mark_is_in_a_legend(tmp_path):
     stubs = [p for p in bars.axes[0].patches if p.get_hatch() == "////"]
     assert len(stubs) == 2 and all(2.5 < p.get_x() + p.get_width() / 2 < 3.5 for p in stubs)  # the tail group
     assert "0.0" in [t.get_text() for t in bars.axes[0].texts]  # and its value label
+    assert [t.get_text() for t in bars.legends[0].get_texts()] == ["CE (linear head)", "CAL (NCMC multi-center head)",
+                                                                  "0 %"]
 
 
 def test_one_line_style_convention(tmp_path):

@@ -307,7 +307,7 @@ def _shade_groups(ax, order: list[int], groups: dict[str, list[int]]) -> list[Pa
     return [Patch(color=GROUP_COLORS[g], label=f"{g} ({len(groups[g])})") for g in GROUP_COLORS if groups.get(g)]
 
 
-ZERO_STUB = 1.2  # percentage points: a bar at exactly 0 % is drawn this high (hatched) so that it shows
+ZERO_STUB = 2.0  # percentage points: a bar at exactly 0 % is drawn this high (hatched) so that it shows
 
 
 def _bars(ax, x, values: np.ndarray, width: float, color, label: str | None = None):
@@ -371,8 +371,10 @@ def group_bars_figure(runs: list[Run]) -> Figure:
     ax = fig.subplots()
     width = 0.8 / len(runs)
     x = np.arange(len(keys))
+    zero = False
     for i, (run, color) in enumerate(zip(runs, _colors(len(runs)))):
         vals = 100 * np.asarray([math.nan if run.last.get(k) is None else run.last[k] for k in keys], float)
+        zero |= bool((vals == 0).any())
         pos = x - 0.4 + width * (i + 0.5)
         bars = _bars(ax, pos, vals, width, color, run.label)
         ax.bar_label(bars, labels=["" if not np.isfinite(v) else f"{v:.1f}" for v in vals], fontsize=7)
@@ -383,7 +385,10 @@ def group_bars_figure(runs: list[Run]) -> Figure:
     ax.set_ylabel("test accuracy (%)")
     ax.set_ylim(0, 112)  # room for the value labels above a bar at 100 %
     ax.set_title("test accuracy by group, last epoch", fontsize=10)
-    fig.legend(fontsize=8, loc="outside right upper", frameon=False)  # never over a bar or its value label
+    handles = ax.get_legend_handles_labels()[0]
+    if zero:
+        handles.append(Patch(facecolor="white", edgecolor="0.3", hatch="////", label="0 %"))
+    fig.legend(handles=handles, fontsize=8, loc="outside right upper", frameon=False)  # never over a bar or label
     ax.grid(True, axis="y", alpha=0.3)
     return fig
 
