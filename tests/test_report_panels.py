@@ -77,7 +77,7 @@ def test_metric_grid_overlays_test_features_and_labels_axes(tmp_path):
 
 def test_human_titles():
     assert ncpanels.title("etf_error_means") == "Distance to a simplex ETF, class means"
-    assert ncpanels.title("nc1_quotient_tail") == "Within / between trace ratio, tail classes"
+    assert ncpanels.title("nc1_quotient_tail") == "Trace ratio Σ_W / Σ_B, tail classes"
     assert ncpanels.title("minority_cos_weights_std") == "Minority-class cosine, classifier, std"
     assert ncpanels.title("something_new") == "something_new"
     assert list(ncpanels.HEADLINE) == ["nc1", "cdnv", "etf_error_means", "self_duality", "ncc_mismatch"]
@@ -91,14 +91,18 @@ def test_a_flat_run_is_left_out_of_a_shared_axis(tmp_path):
     fixed = replace(fixed, name="fixed")
     assert ncpanels.flat_runs([varying, fixed], "nc/etf_error_weights") == {"fixed": 1e-16}
     assert ncpanels.flat_runs([fixed], "nc/etf_error_weights") == {}  # nothing varies: uninformative() decides
-    constant = replace(_with_series(tmp_path / "c", {"nc/rank": [4, 4, 4]}), name="const")
-    grown = _with_series(tmp_path / "d", {"nc/rank": [2, 3, 4]})
-    assert ncpanels.flat_runs([grown, constant], "nc/rank") == {"const": 4.0}
+    # a fixed frame measures the same value each pass: left out when a decade or more off the other curves
+    frame = replace(_with_series(tmp_path / "c", {"nc/equiangularity_weights": [3e-8, 3e-8, 3e-8],
+                                                  "nc/max_angle_weights": [0.11, 0.11, 0.11]}), name="frame")
+    learnt = _with_series(tmp_path / "d", {"nc/equiangularity_weights": [0.2, 0.1, 0.05],
+                                           "nc/max_angle_weights": [0.2, 0.1, 0.09]})
+    assert ncpanels.flat_runs([learnt, frame], "nc/equiangularity_weights") == {"frame": 3e-8}
+    assert ncpanels.flat_runs([learnt, frame], "nc/max_angle_weights") == {}  # within the others' range: drawn
     fig = plots.metric_grid([varying, fixed], ["nc/etf_error_weights"])
     ax = fig.axes[0]
     drawn = np.concatenate([line.get_ydata() for line in ax.get_lines()])
     assert drawn.min() >= 1e-3 and ax.get_ylim()[0] > 1e-4  # the axis spans the learnt head's decades only
-    assert any(t.get_text() == "not drawn (flat): fixed = 1e-16" for t in ax.texts)
+    assert any(t.get_text() == "not drawn (flat):\nfixed = 1e-16" for t in ax.texts)
 
 
 def test_loss_and_confusion_figures(tmp_path):

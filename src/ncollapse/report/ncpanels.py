@@ -56,13 +56,13 @@ _PREFIXES = (  # (metric-name prefix, group, y label); the first match wins
     ("variability", "other", "1 − ĥ·ŵ_k (NCMC)"),
 )
 _TITLES = (  # (metric-name prefix, human panel title); the first match wins, qualifiers from the name's suffix
-    ("nc1_quotient", "Within / between trace ratio"),
+    ("nc1_quotient", "Trace ratio Σ_W / Σ_B"),
     ("nc1", "Within-class variability (NC1)"),
-    ("cdnv", "Class-distance variance (CDNV)"),
+    ("cdnv", "Class-distance variance"),
     ("trace_sigma_w", "Within-class scatter"),
     ("trace_sigma_b", "Between-class scatter"),
     ("etf_error", "Distance to a simplex ETF"),
-    ("orth_error", "Distance to an orthogonal frame"),
+    ("orth_error", "Orthogonal-frame distance"),
     ("equinorm", "Spread of norms"),
     ("equiangularity", "Spread of angles"),
     ("max_angle", "Gap to the maximal angle"),
@@ -153,23 +153,28 @@ def uninformative(runs: list[Run], keys: list[str], prefix: str) -> dict[str, st
 
 
 def flat_runs(runs: list[Run], key: str) -> dict[str, float]:
-    """{run label: value} of the runs whose ``key`` would flatten a shared axis: numerically zero (|value| < 1e-10,
-    a fixed classifier's weight metrics at 1e-16) or constant over ≥ 3 NC passes, while another run's curve varies.
-    Empty when no run varies (``uninformative`` then decides for the whole panel)."""
-    flat, varying = {}, False
+    """{run label: last value} of the runs whose ``key`` would stretch a shared axis and flatten the others' curves:
+    numerically zero (|value| < 1e-10, a fixed classifier's weight metrics at 1e-16), or constant over ≥ 2 NC passes
+    (a fixed frame measures the same value each pass) and more than a decade outside the positive values of the runs
+    whose curve varies. Empty when no run varies (``uninformative`` then decides for the whole panel)."""
+    flat, varying = {}, []
     for run in runs:
         values = run.series(key)[1]
         finite = values[np.isfinite(values)]
         if not finite.size:
             continue
         peak = float(np.abs(finite).max())
-        if peak < ZERO and (finite != 0).any():
-            flat[run.label] = float(finite[-1])
-        elif finite.size >= 3 and finite.max() - finite.min() <= 1e-12 * max(1.0, peak):
-            flat[run.label] = float(finite[-1])
+        tiny = peak < ZERO and bool((finite != 0).any())
+        if tiny or (finite.size >= 2 and finite.max() - finite.min() <= 1e-12 * max(1.0, peak)):
+            flat[run.label] = (float(finite[-1]), tiny)
         else:
-            varying = True
-    return flat if varying else {}
+            varying.append(finite)
+    if not varying:
+        return {}
+    pool = np.concatenate(varying)
+    lo, hi = (float(pool.min()), float(pool.max())) if (pool > 0).all() else (math.nan, math.nan)
+    return {label: value for label, (value, tiny) in flat.items()
+            if tiny or (value > 0 and (value < lo / 10 or value > 10 * hi))}
 
 
 def _short(value: float) -> str:

@@ -160,9 +160,8 @@ def _draw_metric(ax, runs: list[Run], key: str, size: float, titled: bool = True
     ax.tick_params(labelsize=7 * size)
     ax.grid(True, which="major", alpha=0.3)
     if flat:
-        text = "not drawn (flat): " + ", ".join(f"{lab} = {value:.1g}" for lab, value in flat.items())
-        ax.text(0.02, 0.02, text, transform=ax.transAxes, fontsize=6 * size, color="0.35", va="bottom",
-                wrap=True)
+        text = "\n".join(["not drawn (flat):", *(f"{lab} = {value:.1g}" for lab, value in flat.items())])
+        ax.text(0.03, 0.04, text, transform=ax.transAxes, fontsize=6 * size, color="0.35", va="bottom")
     return has_test
 
 
