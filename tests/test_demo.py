@@ -3,7 +3,7 @@ import warnings
 
 from ncollapse.cli import main
 from ncollapse import demo
-from ncollapse.demo import IMBALANCES, SEEDS, demo_configs, sweep_stats
+from ncollapse.demo import IMBALANCES, MINORITY_RATIOS, SEEDS, demo_configs, sweep_stats
 
 
 def test_demo_writes_report_and_five_line_summary(tmp_path, capsys, monkeypatch):
@@ -37,6 +37,7 @@ def test_demo_writes_report_and_five_line_summary(tmp_path, capsys, monkeypatch)
     assert not [w for w in caught if issubclass(w.category, UserWarning)]  # page notes are log lines
     err = capsys.readouterr().err
     assert "report note: panels left out" in err and "Warning" not in err
+    assert f"{len(IMBALANCES)} imbalance ratios 1 … 0.01 of which {len(MINORITY_RATIOS)} have a minority" in err
     for key in ("ce", "cal"):
         metrics = [json.loads(line) for line in (out / key / "metrics.jsonl").read_text().splitlines()]
         assert [m["epoch"] for m in metrics] == [1]
@@ -50,6 +51,11 @@ def test_demo_writes_report_and_five_line_summary(tmp_path, capsys, monkeypatch)
     assert cos["ce"][0.01] > 0.1 and cos["ncmc_cosine"][0.01] < 0.0  # simplex: -1/9
     assert max(r["nc1"] for r in info["ufm"] if r["loss"] == "ce" and r["imbalance"] == 1.0) < 1e-6
     assert html.count(" ± ") >= 3 * 2 * 8  # NC1 and both cosines, mean ± std, per loss and imbalanced ratio
+    # NCMC's cosine loss fixes directions only: its raw NC1 is the spread of norms, NC1 of h/‖h‖ is collapse
+    unit = sweep_stats(info["ufm"], "nc1_unit")
+    assert unit["ce"][0] == unit["ncmc_cosine"][0] == list(IMBALANCES)  # NC1 at all 9 ratios, cosines at 8
+    assert max(unit["ncmc_cosine"][1]) < 1e-2 < max(sweep_stats(info["ufm"], "nc1")["ncmc_cosine"][1])
+    assert stats["ce"][0] == list(MINORITY_RATIOS) and "the cosines cover the 8 ratios τ &lt; 1" in html
 
 
 def test_demo_configs_cal_uses_class_aware_centers():

@@ -1,6 +1,7 @@
 """NC panel groups, y labels, panels left out for lack of information, symlog zeros, loss and confusion figures."""
 
 import json
+from dataclasses import replace
 
 import numpy as np
 from matplotlib.figure import Figure
@@ -64,12 +65,44 @@ def test_symlog_axis_labels_its_zero():
 
 def test_metric_grid_overlays_test_features_and_labels_axes(tmp_path):
     run = _with_series(tmp_path, {"nc/nc1": [1.0, 0.5, 0.1], "nc_test/nc1": [2.0, 1.0, 0.5]})
-    fig = plots.metric_grid([run], ["nc/nc1"], "nc/", "NC1")
+    fig = plots.metric_grid([run], ["nc/nc1"])
     ax = fig.axes[0]
     styles = sorted(line.get_linestyle() for line in ax.get_lines())
     assert styles == ["-", "--"] and ax.get_ylabel() == "tr(Σ_W Σ_B⁺) / K"
     labels = [t.get_text() for t in fig.legends[0].get_texts()]
-    assert labels == ["training features", "test features"]
+    assert labels == ["training", "test"]
+    assert ax.get_title() == "Within-class variability (NC1)"  # human title, the key in small type under it
+    assert [t.get_text() for t in ax.texts] == ["nc/nc1"] and ax.texts[0].get_fontsize() < ax.title.get_fontsize()
+
+
+def test_human_titles():
+    assert ncpanels.title("etf_error_means") == "Distance to a simplex ETF, class means"
+    assert ncpanels.title("nc1_quotient_tail") == "Trace ratio Σ_W / Σ_B, tail classes"
+    assert ncpanels.title("minority_cos_weights_std") == "Minority-class cosine, classifier, std"
+    assert ncpanels.title("something_new") == "something_new"
+    assert list(ncpanels.HEADLINE) == ["nc1", "cdnv", "etf_error_means", "self_duality", "ncc_mismatch"]
+
+
+def test_a_flat_run_is_left_out_of_a_shared_axis(tmp_path):
+    """A fixed classifier's weight metrics sit at 1e-16: drawn with a learnt head's 0.1 … 0.001 they would stretch
+    the log axis over 13 decades and flatten the other curve; they are named in the panel instead."""
+    varying = _with_series(tmp_path / "a", {"nc/etf_error_weights": [0.1, 0.01, 0.001]})
+    fixed = _with_series(tmp_path / "b", {"nc/etf_error_weights": [1e-16, 2e-16, 1e-16]})
+    fixed = replace(fixed, name="fixed")
+    assert ncpanels.flat_runs([varying, fixed], "nc/etf_error_weights") == {"fixed": 1e-16}
+    assert ncpanels.flat_runs([fixed], "nc/etf_error_weights") == {}  # nothing varies: uninformative() decides
+    # a fixed frame measures the same value each pass: left out when a decade or more off the other curves
+    frame = replace(_with_series(tmp_path / "c", {"nc/equiangularity_weights": [3e-8, 3e-8, 3e-8],
+                                                  "nc/max_angle_weights": [0.11, 0.11, 0.11]}), name="frame")
+    learnt = _with_series(tmp_path / "d", {"nc/equiangularity_weights": [0.2, 0.1, 0.05],
+                                           "nc/max_angle_weights": [0.2, 0.1, 0.09]})
+    assert ncpanels.flat_runs([learnt, frame], "nc/equiangularity_weights") == {"frame": 3e-8}
+    assert ncpanels.flat_runs([learnt, frame], "nc/max_angle_weights") == {}  # within the others' range: drawn
+    fig = plots.metric_grid([varying, fixed], ["nc/etf_error_weights"])
+    ax = fig.axes[0]
+    drawn = np.concatenate([line.get_ydata() for line in ax.get_lines()])
+    assert drawn.min() >= 1e-3 and ax.get_ylim()[0] > 1e-4  # the axis spans the learnt head's decades only
+    assert any(t.get_text() == "not drawn (flat):\nfixed = 1e-16" for t in ax.texts)
 
 
 def test_loss_and_confusion_figures(tmp_path):

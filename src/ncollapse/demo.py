@@ -5,8 +5,11 @@
 2. two runs of ``ncollapse.train.train`` with the same MLP: cross-entropy with a learnable linear classifier, and
    NCMC's CAL (Yan et al. 2024): the fixed multi-center frame with class-aware center counts and the cosine loss;
 3. a batched UFM sweep (``ncollapse.ufm.solve``) over 9 imbalance ratios from 1 to 0.01 and 3 seeds for the CE
-   and the NCMC objectives: the mean cosine between minority-class means (Fang et al. 2021's minority collapse),
-   the theory behind 2, drawn as mean ± std over the seeds;
+   and the NCMC objectives: the mean cosine between minority-class means (Fang et al. 2021's minority collapse;
+   at the 8 ratios τ < 1, since τ = 1 has no minority), the theory behind 2, and NC1 of the unit-normalised
+   features h/‖h‖ (NCMC's cosine loss fixes directions, and its weak norm term λ(‖h‖ − 1)², λ = 6e-4,
+   leaves the norms spread, so raw NC1 of its features measures that spread, 0.07 … 2.5 across ratios and
+   seeds, not collapse), all drawn as mean ± std over the seeds;
 4. one comparison page ``OUT/report.html`` (``ncollapse.report.write_comparison``) with the sweep as an extra section.
 """
 
@@ -26,16 +29,19 @@ from .geometry import class_aware_centers
 from .metrics import measure_features
 from .report.figures import figure_row
 from .report.html import html_table, write_comparison
+from .report.notes import PREFIX, collected
 from .report.runs import read_metrics
 from .serialize import to_jsonable
 from .train import config_from_dict, train
 from .ufm import UFMProblem, group_problems, solve
 
-__all__ = ["run_demo", "demo_configs", "ufm_sweep", "sweep_stats", "summary_lines", "IMBALANCES", "SEEDS"]
+__all__ = ["run_demo", "demo_configs", "ufm_sweep", "sweep_stats", "summary_lines", "IMBALANCES", "MINORITY_RATIOS",
+           "SEEDS"]
 
 log = logging.getLogger(__name__)
 
 IMBALANCES = (1.0, 0.5, 0.3, 0.2, 0.1, 0.05, 0.03, 0.02, 0.01)  # τ = 1 has no minority: NC1 only
+MINORITY_RATIOS = tuple(t for t in IMBALANCES if t < 1)  # the ratios with minority cosines
 SEEDS = 3
 RUNS = {"ce": "CE (linear head)", "cal": "CAL (NCMC multi-center head)"}
 
@@ -58,9 +64,10 @@ def demo_configs(epochs: int = 30, seed: int = 0) -> dict:
 def ufm_sweep(num_classes: int = 10, n_max: int = 100, dim: int = 48, steps: int = 200, seed: int = 0,
               seeds: int = SEEDS) -> list[dict]:
     """CE and NCMC-cosine UFMs (``ncollapse.ufm``) at each imbalance of ``IMBALANCES`` and each of ``seeds`` seeds
-    (from ``seed`` on), solved as stacked batches; one row per instance with the loss, NC1 and the mean cosine among
-    the minority (second half) class means and classifiers (Fang et al. 2021, §4: minority collapse shows as
-    cosines → 1)."""
+    (from ``seed`` on), solved as stacked batches; one row per instance with the loss, NC1 of the features and of the
+    unit-normalised features h/‖h‖ (``nc1_unit``: the directions NCMC's cosine loss optimises; Yan et al. 2024,
+    eq. 20), and the mean cosine among the minority (second half) class means and classifiers (Fang et al. 2021,
+    §4: minority collapse shows as cosines → 1; none at τ = 1)."""
     problems, keys = [], []
     for loss in ("ce", "ncmc_cosine"):
         for tau in IMBALANCES:
@@ -80,8 +87,10 @@ def ufm_sweep(num_classes: int = 10, n_max: int = 100, dim: int = 48, steps: int
                 warnings.simplefilter("ignore")
                 m = measure_features(x, y, W=w, b=b, num_classes=num_classes, group_counts=list(problems[i].counts),
                                      minority=minority)
+                unit = measure_features(x / x.norm(dim=1, keepdim=True).clamp(min=1e-12), y, num_classes=num_classes)
             rows[i] = {"loss": problems[i].loss, "imbalance": keys[i][0], "seed": keys[i][1],
                        "counts": list(problems[i].counts), "objective": float(result.objective[j]), "nc1": m["nc1"],
+                       "nc1_unit": unit["nc1"],
                        "minority_cos_means": m.get("minority_cos_means_mean"),
                        "minority_cos_weights": m.get("minority_cos_weights_mean")}
     return rows
@@ -106,9 +115,9 @@ def sweep_stats(rows: list[dict], key: str) -> dict[str, tuple[list[float], list
 def _sweep_figure(rows: list[dict]):
     fig, (ax, ax2) = figure_row(11, 3.8, ncols=2)
     seeds = len({r["seed"] for r in rows})
-    for a, key in ((ax, "minority_cos_means"), (ax2, "nc1")):
+    for a, key in ((ax, "minority_cos_means"), (ax2, "nc1_unit")):
         for (loss, (taus, mean, std)), (style, color) in zip(sweep_stats(rows, key).items(),
-                                                             (("-o", "C0"), ("--s", "C1"))):
+                                                             (("-o", "C0"), ("-s", "C1"))):
             a.errorbar(taus, mean, yerr=std, fmt=style, color=color, ms=4, capsize=3, label=loss)
     k = len(rows[0]["counts"])
     ax.axhline(-1 / (k - 1), color="grey", lw=0.8, ls=":", label="simplex −1/(K−1)")
@@ -119,24 +128,39 @@ def _sweep_figure(rows: list[dict]):
         a.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
         a.grid(True, alpha=0.3)
     ax.set_ylabel("mean cos between minority class means")
-    ratios = len(sweep_stats(rows, "minority_cos_means")["ce"][0])
-    ax.set_title(f"UFM: minority collapse (Fang et al. 2021) vs NCMC\n{ratios} imbalance ratios, mean ± std over "
-                 f"{seeds} seeds", fontsize=10)
+    ratios = {key: len(sweep_stats(rows, key)["ce"][0]) for key in ("minority_cos_means", "nc1_unit")}
+    ax.set_title(f"minority collapse (Fang et al. 2021) vs NCMC\n{ratios['minority_cos_means']} ratios τ < 1, "
+                 f"mean ± std over {seeds} seeds", fontsize=10)
     ax2.set_yscale("log")
-    ax2.set_ylabel("NC1")
-    ax2.set_title(f"UFM optimum: NC1 (mean ± std over {seeds} seeds)", fontsize=10)
+    ax2.set_ylabel("NC1 of h / ‖h‖")
+    ax2.set_title(f"NC1 of the unit-normalised features\n{ratios['nc1_unit']} ratios, mean ± std over {seeds} seeds",
+                  fontsize=10)
     return fig
 
 
+SWEEP_NOTE = (f"<p class=sub>Left: τ = 1 has no minority, so the cosines cover the {len(MINORITY_RATIOS)} ratios "
+              f"τ &lt; 1; NC1 covers all {len(IMBALANCES)}. "
+              "NC1 is measured on the unit-normalised features h/‖h‖ for both losses: NCMC's cosine loss fixes "
+              "only the features' directions (its norm term λ(‖h‖ − 1)², λ = 6e-4, barely pins the norms), so NC1 "
+              "of its "
+              "raw features measures the leftover spread of norms and jumps between ratios and seeds (the table's "
+              "raw NC1 column); on h/‖h‖ both objectives collapse.</p>")
+
+
 def _sweep_table(rows: list[dict]) -> str:
-    cos, cos_w, nc1 = (sweep_stats(rows, k) for k in ("minority_cos_means", "minority_cos_weights", "nc1"))
+    stats = {k: sweep_stats(rows, k) for k in ("minority_cos_means", "minority_cos_weights", "nc1", "nc1_unit")}
     counts = {(r["loss"], r["imbalance"]): r["counts"] for r in rows}
-    body = []
-    for loss, (taus, mean, std) in cos.items():
-        for i, tau in enumerate(taus):
-            body.append([loss, tau, " ".join(map(str, counts[(loss, tau)])), f"{nc1[loss][1][i]:.3g} ± {nc1[loss][2][i]:.1g}",
-                         f"{mean[i]:.3f} ± {std[i]:.3f}", f"{cos_w[loss][1][i]:.3f} ± {cos_w[loss][2][i]:.3f}"])
-    return html_table(["UFM loss", "τ", "counts", "NC1", "minority cos (means)", "minority cos (classifiers)"], body)
+
+    def cell(key, loss, tau, fmt):
+        taus, mean, std = stats[key][loss]
+        return "—" if tau not in taus else f"{mean[taus.index(tau)]:{fmt}} ± {std[taus.index(tau)]:{fmt}}"
+
+    body = [[loss, tau, " ".join(map(str, counts[(loss, tau)])), cell("nc1_unit", loss, tau, ".1g"),
+             cell("nc1", loss, tau, ".2g"), cell("minority_cos_means", loss, tau, ".3f"),
+             cell("minority_cos_weights", loss, tau, ".3f")]
+            for loss in stats["nc1"] for tau in IMBALANCES if (loss, tau) in counts]
+    return html_table(["UFM loss", "τ", "counts", "NC1 of h/‖h‖", "NC1 (raw features)", "minority cos (means)",
+                       "minority cos (classifiers)"], body)
 
 
 def summary_lines(info: dict) -> list[str]:
@@ -184,18 +208,17 @@ def run_demo(out_dir="runs/demo", epochs: int = 30, seed: int = 0, progress: boo
             raise KeyboardInterrupt
         nc = [m for m in read_metrics(run_dir / "metrics.jsonl") if "nc/nc1" in m][-1]
         runs[key] = {**summary, "nc1": nc["nc/nc1"]}
-    say(f"[3/4] solving the UFM sweep (CE and NCMC, {len(IMBALANCES)} imbalance ratios 1 … 0.01, {SEEDS} seeds, "
-        "batched L-BFGS)")
+    say(f"[3/4] solving the UFM sweep (CE and NCMC, {len(IMBALANCES)} imbalance ratios 1 … 0.01 of which "
+        f"{len(MINORITY_RATIOS)} have a minority, {SEEDS} seeds, batched L-BFGS)")
     rows = ufm_sweep(seed=seed)
     say("[4/4] writing the comparison report")
     counts = json.loads((out / "ce" / "run.json").read_text())["class_counts"]
-    with warnings.catch_warnings(record=True) as caught:  # the page's notes, said as log lines, not warnings
-        warnings.simplefilter("always")
+    with collected() as notes:  # the page's notes, said through log_fn like the demo's other lines
         report = write_comparison([out / k for k in RUNS], out / "report.html", labels=list(RUNS.values()),
                                   extra_sections=[("UFM sweep: minority collapse under imbalance", _sweep_figure(rows)),
-                                                  ("UFM sweep: values", _sweep_table(rows))])
-    for note in dict.fromkeys(str(w.message) for w in caught):
-        say(f"report note: {note}")
+                                                  ("UFM sweep: values", SWEEP_NOTE + _sweep_table(rows))])
+    for note in dict.fromkeys(notes):
+        say(f"{PREFIX}{note}")
     info = {"report": str(report), "class_counts": counts, "runs": runs, "ufm": rows,
             "wall_s": time.perf_counter() - start}
     info["summary"] = summary_lines(info)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import warnings
 
 DESCRIPTION = """\
 Write one self-contained HTML page (figures embedded, no network) plus the PNGs beside it.
@@ -38,18 +37,18 @@ def register(subparsers) -> None:
 
 def run(args) -> int:
     from ..report.html import render_comparison, render_report
+    from ..report.notes import collected
 
     if args.compare and not args.out:
         raise ValueError("--compare needs --out FILE (where to write the comparison page)")
     if args.labels and not args.compare:
         raise ValueError("--labels only applies to --compare")
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
+    with collected() as said:
         if args.run:
             path, pngs = render_report(args.run, args.out)
         else:
             path, pngs = render_comparison(args.compare, args.out, labels=args.labels)
-    notes = list(dict.fromkeys(str(w.message) for w in caught))
+    notes = list(dict.fromkeys(said))
     for note in notes:
         print(f"ncollapse report: note: {note}", file=sys.stderr)
     if args.json:

@@ -133,7 +133,7 @@ def _figure(rows: list[dict], shots: list[int]):
     epochs = [r["epoch"] for r in rows]
     cdnv = [r["source/cdnv"] for r in rows]
     for n, color in zip(shots, ("C0", "C1", "C2", "C3", "C4")):
-        for method, style in (("ridge", "-o"), ("ncc", "--s")):
+        for method, style in (("ridge", "-o"), ("ncc", ":s")):
             acc = [100 * r[f"fewshot/{method}_{n}shot"] for r in rows]
             ax.plot(epochs, acc, style, color=color, ms=3, label=f"{n}-shot {method}")
             ax2.plot(cdnv, acc, style, color=color, ms=3, label=f"{n}-shot {method}")

@@ -48,7 +48,7 @@ def _figure(rows: list[dict], depths: dict):
     fig, (ax, ax2) = figure_row(11, 3.8, ncols=2)
     x = [r["depth"] for r in rows]
     ax.plot(x, [100 * r["ncc_train_acc"] for r in rows], "-o", label="NCC train")
-    ax.plot(x, [100 * r["ncc_test_acc"] for r in rows], "-s", label="NCC test (train means)")
+    ax.plot(x, [100 * r["ncc_test_acc"] for r in rows], "--s", label="NCC test (train means)")
     for (eps, depth), color in zip(depths.items(), ("C2", "C3", "C4", "C5")):
         if depth is not None:
             ax.axvline(depth, ls=":", color=color, label=f"ε = {eps}: depth {depth}")

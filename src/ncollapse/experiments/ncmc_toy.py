@@ -104,7 +104,7 @@ def toy_figure(path, centers_per_class=(1, 2, 3, 4, 5), *, exponents=(0.0, 0.5, 
         left.plot(gam, [r[f"p_{rule}_theory"] for r in runs], "-", color=color, label=f"{rule.upper()} theory")
         left.errorbar(gam, [r[f"p_{rule}"] for r in runs], yerr=[2 * r[f"se_{rule}"] for r in runs], fmt="o",
                       color=color, label=f"{rule.upper()} simulated")
-        left.plot(gam, [r[f"p_{rule}"] for r in ncmc_runs], "x--", color=color, alpha=0.7,
+        left.plot(gam, [r[f"p_{rule}"] for r in ncmc_runs], "x:", color=color, alpha=0.7,
                   label=f"{rule.upper()} on NCMC frame (θ={theta})")
     left.set_xlabel("γ in P{E_k} ∝ k^γ")
     left.set_ylabel("accuracy on hard-to-predict features")

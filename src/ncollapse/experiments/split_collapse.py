@@ -94,7 +94,7 @@ def probed_training(cfg, out_dir, params: dict, device, progress: bool):
 def _curves(rows: list[dict], metric: str, title: str):
     fig, (ax,) = figure_row(6.5, 3.8)
     epochs = [r["epoch"] for r in rows]
-    for (prefix, label), style in zip(SPLITS, ("-o", "-s", "--^")):
+    for (prefix, label), style in zip(SPLITS, ("-o", "--s", "--^")):
         ax.plot(epochs, [r[f"{prefix}/{metric}"] for r in rows], style, ms=3, label=label)
     ax.set_yscale("log")
     ax.set_xlabel("epoch")

@@ -2,10 +2,16 @@
 inline CSS, no script and no network. Every figure is also written as a PNG beside the HTML file, named
 ``<html stem>_<figure>.png``.
 
-Missing parts degrade to a note at the top of the page (and a ``warnings.warn``), never to a crash:
-no ``nc_state.pt`` → no Gram heatmaps; runs with different class counts → no per-class overlay. NC curves are
-grouped under NC1–NC4 and "other" (``ncpanels``), training features solid and test features dashed; panels that
-carry no information (no finite value, numerically zero, constant, a std over ≤ 2 classes) are left out with a note.
+Page layout: the line-style convention stated once (training solid, test dashed, one colour per run), a summary,
+a headline row of five larger NC panels (``ncpanels.HEADLINE``: NC1, CDNV, ETF error, self-duality, NCC mismatch)
+with human titles and the metric key in small type, accuracy figures, and every other NC panel grouped under
+NC1–NC4 and "other" inside a ``<details>``. Per-run sections (Gram heatmaps, Σ_B spectra, confusion) of 2–3 runs
+sit side by side. A run with fewer than two NC passes gets a table of its NC values instead of one-point curves.
+
+Missing parts degrade to a note at the top of the page (and a log line, ``notes``), never to a crash:
+no ``nc_state.pt`` → no Gram heatmaps; runs with different class counts → no per-class overlay. Panels that
+carry no information (no finite value, numerically zero, constant, a std over ≤ 2 classes) are left out with a note;
+one run's flat series (a fixed classifier's 1e-16) is left out of a shared panel and named in it.
 """
 
 from __future__ import annotations
@@ -13,8 +19,7 @@ from __future__ import annotations
 import base64
 import html
 import math
-import warnings
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 from os import PathLike
 from pathlib import Path
 
@@ -23,13 +28,16 @@ from matplotlib.figure import Figure
 
 from .._io import atomic_write_bytes, atomic_write_text
 from ..metrics import GROUPS, measure
-from . import ncpanels, plots
+from . import ncpanels, notes, plots
 from .figures import png_bytes
 from .runs import Run, load_run
 
 __all__ = ["write_report", "write_comparison", "render_report", "render_comparison", "html_table"]
 
 MAX_SPECTRA = 8
+MAX_SIDE_BY_SIDE = 3  # per-run sections of up to this many runs share one row
+CONVENTION = ("On every figure: <b>solid</b> lines = training set (accuracy, features), <b>dashed</b> = test set; "
+              "one colour per run.")
 CSS = """
 body{font-family:system-ui,-apple-system,'Segoe UI',sans-serif;margin:24px auto;max-width:1180px;color:#222;padding:0 16px}
 h1{font-size:1.5em;margin-bottom:.2em}h2{font-size:1.15em;border-bottom:1px solid #ddd;padding-bottom:3px;margin-top:1.8em}
@@ -38,6 +46,13 @@ td,th{border:1px solid #ddd;padding:3px 9px;text-align:left;vertical-align:top}t
 td.num{text-align:right;font-variant-numeric:tabular-nums}.notes{background:#fff8e1;border:1px solid #f0d98c;padding:6px 14px}
 img{max-width:100%;height:auto}figure{margin:.6em 0}figcaption{color:#555;font-size:.88em}
 pre{background:#f7f7f7;border:1px solid #e3e3e3;padding:8px;overflow-x:auto;font-size:.85em}
+h3{font-size:1.02em;margin:1.4em 0 .1em}.conv{color:#333;font-size:.92em}
+.row{display:grid;gap:10px 14px;grid-template-columns:repeat(var(--n),minmax(0,1fr));align-items:start}
+.row figure{margin:0;min-width:0}.ptitle{font-weight:600;font-size:.9em;white-space:nowrap;overflow:hidden;
+text-overflow:ellipsis;margin-bottom:2px}.ptitle small{font-weight:400;color:#666;font-size:.8em;margin-left:.35em}
+.flat{border:1px dashed #ccc;color:#555;font-size:.85em;padding:10px}
+.keys{margin:.2em 0 .5em}.key{margin-right:1.4em;white-space:nowrap}details{margin:1em 0}
+summary{cursor:pointer;font-weight:600;font-size:1.05em}
 """
 
 
@@ -78,32 +93,41 @@ class _Page:
     def add(self, fragment: str) -> None:
         self.parts.append(fragment)
 
-    def heading(self, title: str) -> None:
-        self.add(f"<h2>{html.escape(title)}</h2>")
+    def heading(self, title: str, level: int = 2) -> None:
+        self.add(f"<h{level}>{html.escape(title)}</h{level}>")
 
     def note(self, text: str) -> None:
         self.notes.append(text)
-        warnings.warn(text, stacklevel=3)
+        notes.say(text)
 
-    def image(self, name: str, png: bytes, caption: str = "") -> None:
+    def image(self, name: str, png: bytes, caption: str = "", title: str = "") -> None:
         path = self.out.parent / f"{self.out.stem}_{name}.png"
         atomic_write_bytes(path, png)
         self.pngs.append(path)
         data = base64.b64encode(png).decode("ascii")
         cap = f"<figcaption>{html.escape(caption)}</figcaption>" if caption else ""
-        self.add(f'<figure><img alt="{html.escape(name)}" src="data:image/png;base64,{data}">{cap}</figure>')
+        self.add(f'<figure>{title}<img alt="{html.escape(name)}" src="data:image/png;base64,{data}">{cap}</figure>')
 
-    def figure(self, name: str, fig, caption: str = "") -> None:
-        self.image(name, png_bytes(fig), caption)
+    def figure(self, name: str, fig, caption: str = "", title: str = "") -> None:
+        """Add ``fig``; ``title``: an HTML panel title (``panel_title``) above it."""
+        self.image(name, png_bytes(fig), caption, title)
+
+    def row(self, n: int, css_class: str = "") -> None:
+        """Open a grid row of ``n`` columns; the parts added until ``end_row`` fill it left to right."""
+        self.add(f'<div class="row{" " + css_class if css_class else ""}" style="--n:{n}">')
+
+    def end_row(self) -> None:
+        self.add("</div>")
 
     def write(self, title: str, subtitle: str) -> tuple[Path, list[Path]]:
-        notes = ""
+        box = ""
         if self.notes:
             items = "".join(f"<li>{html.escape(n)}</li>" for n in self.notes)
-            notes = f'<div class="notes"><b>Notes</b><ul>{items}</ul></div>'
+            box = f'<div class="notes"><b>Notes</b><ul>{items}</ul></div>'
         doc = (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><link rel="icon" href="data:,">'
                f"<title>{html.escape(title)}</title><style>{CSS}</style></head><body>\n"
-               f"<h1>{html.escape(title)}</h1><p class=sub>{html.escape(subtitle)}</p>\n{notes}\n"
+               f"<h1>{html.escape(title)}</h1><p class=sub>{html.escape(subtitle)}</p>\n{box}\n"
+               f"<p class=conv>{CONVENTION}</p>\n"
                + "\n".join(self.parts) + "\n</body></html>\n")
         return atomic_write_text(self.out, doc), self.pngs
 
@@ -178,7 +202,7 @@ def _summary_rows(run: Run) -> list[list]:
     for key in ("nc/nc1", "nc/cdnv", "nc/etf_error_means", "nc/self_duality", "nc/ncc_mismatch", "ncmc/collapse_mean"):
         value, epoch = _last_value(run, key)
         if epoch is not None:
-            rows.append([f"{key} (last NC pass, epoch {epoch})", _fmt(value)])
+            rows.append([f"{ncpanels.title(key.partition('/')[2])}: {key} (last NC pass, epoch {epoch})", _fmt(value)])
     if run.summary and "wall_s" in run.summary:
         rows.append(["wall time (s)", _fmt(run.summary["wall_s"])])
     return rows
@@ -193,42 +217,67 @@ def _spectra(run: Run) -> list[tuple[object, np.ndarray]]:
     return rows
 
 
-def _state_section(page: _Page, run: Run, tag: str = "") -> None:
+def _state_sections(page: _Page, runs: list[Run], tagged: bool) -> None:
     """Gram heatmaps, (when the metrics lack it) the Σ_B spectrum from nc_state.pt, and the final test confusion
-    matrix; ``tag`` names the run in headings and files on a comparison page."""
-    spectra = _spectra(run)
-    state = run.nc_state
-    who, suffix = (f" ({tag})", f"_{_slug(tag)}") if tag else ("", "")
-    if state is not None:
-        stats, weight = state["stats"], state["weight"]
-        final = stats.finalize()
-        present = final.counts > 0
-        if int(present.sum()) >= 2:
-            page.heading(f"Gram matrices of normalised class means and classifier{who}")
-            w = None if weight is None else weight[present]
-            page.figure(f"gram{suffix}", plots.gram_figure(final.means[present], w, state["epoch"]),
-                        f"from nc_state.pt (epoch {state['epoch']}): K = {int(present.sum())} classes with samples, "
-                        f"d = {stats.dim}, N = {final.num_samples} training samples")
-            if not spectra:
-                spectra = [(state["epoch"], np.asarray(measure(final)["sigma_b_spectrum"]))]
-        else:
-            page.note(f"{tag + ': ' if tag else ''}nc_state.pt has fewer than two classes with samples: "
-                      "Gram heatmaps left out")
-    if spectra:
-        page.heading(f"Σ_B spectrum{who}")
-        page.figure(f"sigma_b_spectrum{suffix}", plots.spectrum_figure(spectra),
-                    "eigenvalues of the between-class covariance; NC drives them to K−1 equal values")
-    confusion = None if state is None else state.get("test_confusion")
-    if confusion is not None:
-        counts = run.class_counts()
-        order = plots.sorted_by_size(counts) if counts and len(counts) == len(confusion) else list(range(len(confusion)))
-        page.heading(f"Test confusion matrix{who}")
-        page.figure(f"confusion{suffix}", plots.confusion_figure(confusion.numpy(), run.info.get("class_names"), order,
-                                                                state["epoch"]),
-                    "rows: true class, sorted by decreasing training size; each row sums to 1")
-    elif state is not None:
-        page.note(f"{tag + ': ' if tag else ''}nc_state.pt has no test confusion counts (written by the trainer at "
-                  "the final epoch): confusion matrix left out")
+    matrix; with ``tagged`` (a comparison page) each section holds one panel per run, titled by the run's label,
+    up to MAX_SIDE_BY_SIDE in a row."""
+    grams, spectra, confusions = [], [], []
+    for run in runs:
+        who = f"{run.label}: " if tagged else ""
+        found, state = _spectra(run), run.nc_state
+        if state is not None:
+            stats, weight = state["stats"], state["weight"]
+            final = stats.finalize()
+            present = final.counts > 0
+            if int(present.sum()) >= 2:
+                w = None if weight is None else weight[present]
+                grams.append((run, plots.gram_figure(final.means[present], w, state["epoch"], stacked=tagged),
+                              f"from nc_state.pt (epoch {state['epoch']}): K = {int(present.sum())} classes with "
+                              f"samples, d = {stats.dim}, N = {final.num_samples} training samples"))
+                if not found:
+                    found = [(state["epoch"], np.asarray(measure(final)["sigma_b_spectrum"]))]
+            else:
+                page.note(f"{who}nc_state.pt has fewer than two classes with samples: Gram heatmaps left out")
+        if found:
+            spectra.append((run, plots.spectrum_figure(found), ""))
+        confusion = None if state is None else state.get("test_confusion")
+        if confusion is not None:
+            counts = run.class_counts()
+            sized = counts and len(counts) == len(confusion)
+            order = plots.sorted_by_size(counts) if sized else list(range(len(confusion)))
+            confusions.append((run, plots.confusion_figure(confusion.numpy(), run.info.get("class_names"), order,
+                                                           state["epoch"]), ""))
+        elif state is not None:
+            page.note(f"{who}nc_state.pt has no test confusion counts (written by the trainer at the final epoch): "
+                      "confusion matrix left out")
+    _side_by_side(page, "Gram matrices of normalised class means and classifier", "gram", grams, tagged, "")
+    _side_by_side(page, "Σ_B spectrum", "sigma_b_spectrum", spectra, tagged,
+                  "eigenvalues of the between-class covariance; NC drives them to K−1 equal values")
+    _side_by_side(page, "Test confusion matrix", "confusion", confusions, tagged,
+                  "rows: true class, sorted by decreasing training size; each row sums to 1")
+
+
+def _side_by_side(page: _Page, heading: str, name: str, items: list, tagged: bool, about: str) -> None:
+    """One section: a heading, a line saying what the panels show, and the (run, figure, caption) items, in rows of
+    up to MAX_SIDE_BY_SIDE panels titled by run when ``tagged``."""
+    if not items:
+        return
+    page.heading(heading)
+    if about:
+        page.add(f"<p class=sub>{html.escape(about)}</p>")
+    if tagged:
+        page.row(min(len(items), MAX_SIDE_BY_SIDE), "runs")
+    for run, fig, caption in items:
+        title = panel_title(run.label) if tagged else ""
+        page.figure(f"{name}_{_slug(run.label)}" if tagged else name, fig, caption, title)
+    if tagged:
+        page.end_row()
+
+
+def panel_title(text: str, key: str = "") -> str:
+    """An HTML panel title: ``text``, and ``key`` (a metric key) in small type on its own line."""
+    small = f"<br><small>{html.escape(key)}</small>" if key else ""
+    return f"<div class=ptitle>{html.escape(text)}{small}</div>"
 
 
 def _slug(text: str) -> str:
@@ -249,36 +298,108 @@ def _env_rows(info: dict) -> list[list]:
     return rows
 
 
-def _nc_sections(page: _Page, runs: list[Run]) -> None:
-    """NC curves grouped under NC1–NC4 and other (NCMC metrics under other), one figure per group."""
-    keys = {}
+@dataclass
+class _NCPlan:
+    """Which NC panels a page shows: headline keys, the rest by group, left-out keys with the reason."""
+    passes: int
+    headline: list[str] = field(default_factory=list)
+    groups: dict[str, list[str]] = field(default_factory=dict)
+    skipped: dict[str, str] = field(default_factory=dict)
+
+
+def _nc_passes(run: Run) -> int:
+    return sum(any(k.startswith("nc/") for k in m) for m in run.metrics)
+
+
+def _nc_plan(page: _Page, runs: list[Run]) -> _NCPlan:
+    """Sort the runs' NC and NCMC keys into the headline row and the NC1–NC4 / other groups (NCMC under other);
+    notes what is left out."""
+    plan = _NCPlan(passes=max(_nc_passes(r) for r in runs))
     for prefix in ("nc/", "ncmc/"):
         found = {}
         for run in runs:
             found.update(dict.fromkeys(run.scalar_keys(prefix)))
-        keys[prefix] = plots.ordered_nc_keys(list(found), prefix)
-    if not keys["nc/"]:
-        page.note("no nc/ metrics in metrics.jsonl: NC curves left out")
-    dropped: dict[str, list[str]] = {}
-    groups: dict[str, list[tuple[str, str]]] = {}
-    for prefix, found in keys.items():
-        skip = ncpanels.uninformative(runs, found, prefix)
-        for key, why in skip.items():
-            dropped.setdefault(why, []).append(key)
-        shown = [k for k in found if k not in skip]
+        keys = plots.ordered_nc_keys(list(found), prefix)
+        if prefix == "nc/" and not keys:
+            page.note("no nc/ metrics in metrics.jsonl: NC curves left out")
+        plan.skipped.update(ncpanels.uninformative(runs, keys, prefix))
+        if prefix == "nc/":
+            plan.headline = [f"nc/{n}" for n in ncpanels.HEADLINE if f"nc/{n}" in keys]
+        shown = [k for k in keys if k not in plan.skipped and k not in plan.headline]
         for group, members in ncpanels.grouped(shown, prefix).items():
-            groups.setdefault("other" if prefix == "ncmc/" else group, []).extend((prefix, k) for k in members)
-    for group in ncpanels.GROUPS:
-        if group not in groups:
-            continue
-        members = groups[group]
-        page.heading(f"{group}: {ncpanels.GROUPS[group].split(':')[0]}")
-        page.add(f"<p class=sub>{html.escape(ncpanels.GROUPS[group])}.</p>")
-        prefix = members[0][0] if len({p for p, _ in members}) == 1 else ""
-        title = f"{group} vs epoch: solid = training features, dashed = test features"
-        page.figure(f"nc_{group.lower()}", plots.metric_grid(runs, [k for _, k in members], prefix, title))
+            plan.groups.setdefault("other" if prefix == "ncmc/" else group, []).extend(members)
+    plan.groups = {g: plan.groups[g] for g in ncpanels.GROUPS if plan.groups.get(g)}
+    dropped: dict[str, list[str]] = {}
+    for key, why in plan.skipped.items():
+        dropped.setdefault(why, []).append(key)
     for why, members in dropped.items():
         page.note(f"panels left out ({why}): {', '.join(members)}")
+    if 0 < plan.passes < 2:
+        epochs = sorted({m["epoch"] for r in runs for m in r.metrics if any(k.startswith("nc/") for k in m)})
+        page.note(f"one NC pass (epoch {', '.join(map(str, epochs))}): NC curves need at least two passes (train "
+                  "longer or lower eval.nc_every); the measured values are shown as a table")
+    return plan
+
+
+def _nc_headline(page: _Page, runs: list[Run], plan: _NCPlan) -> None:
+    """The headline row: one larger panel per ``ncpanels.HEADLINE`` metric (a box saying why when left out); a run
+    with one NC pass gets a table of its NC values instead."""
+    if not plan.headline:
+        return
+    page.heading("Neural collapse at a glance")
+    if plan.passes < 2:
+        _nc_table(page, runs, plan)
+        return
+    if len(runs) > 1:
+        keys = "".join(f'<span class=key><span style="color:{c}">━━</span> {html.escape(r.label)}</span>'
+                       for r, c in zip(runs, plots.run_colors(runs)))
+        page.add(f"<p class=keys>{keys}</p>")
+    page.row(len(plan.headline), "headline")
+    for key in plan.headline:
+        name = key.partition("/")[2]
+        title = panel_title(ncpanels.HEADLINE[name], key)
+        if key in plan.skipped:
+            page.add(f"<figure>{title}<div class=flat>not drawn: {html.escape(plan.skipped[key])}</div></figure>")
+        else:
+            page.figure(f"headline_{name}", plots.metric_panel(runs, key), title=title)
+    page.end_row()
+
+
+def _nc_table(page: _Page, runs: list[Run], plan: _NCPlan) -> None:
+    """The NC values of a run with one NC pass: the headline metrics, every other one under a ``<details>``."""
+    header = ["metric", "key"] + [f"{r.label}: {what}" if len(runs) > 1 else what for r in runs
+                                  for what in ("training", "test")]
+
+    def table(keys):
+        rows = []
+        for key in keys:
+            row = [ncpanels.title(key.partition("/")[2]), key]
+            for run in runs:
+                row += [_fmt(_last_value(run, k)[0]) for k in (key, plots.test_key(key))]
+            rows.append(row)
+        return html_table(header, rows, numeric_from=2)
+
+    epochs = sorted({_last_value(r, "nc/nc1")[1] for r in runs} - {None})
+    page.add(f"<p class=sub>One NC pass (epoch {', '.join(map(str, epochs))}): curves need at least two, so the "
+             "values are listed instead.</p>")
+    page.add(table(plan.headline))
+    rest = [k for members in plan.groups.values() for k in members]
+    if rest:
+        page.add(f"<details><summary>All other NC metrics: {len(rest)} values</summary>{table(rest)}</details>")
+
+
+def _nc_details(page: _Page, runs: list[Run], plan: _NCPlan) -> None:
+    """Every other NC panel, one figure per group (NC1–NC4, other), folded under a ``<details>``."""
+    if plan.passes < 2 or not plan.groups:
+        return
+    count = sum(len(m) for m in plan.groups.values())
+    page.add(f"<details><summary>All other NC metrics: {count} panels in {len(plan.groups)} groups</summary>")
+    for group, members in plan.groups.items():
+        heading, about = ncpanels.GROUPS[group]
+        page.heading(f"{group} · {heading}", level=3)
+        page.add(f"<p class=sub>{html.escape(about)}.</p>")
+        page.figure(f"nc_{group.lower()}", plots.metric_grid(runs, members))
+    page.add("</details>")
 
 
 def write_report(run_dir, out=None, extra_sections=None) -> Path:
@@ -306,6 +427,8 @@ def render_report(run_dir, out=None, extra_sections=None) -> tuple[Path, list[Pa
         page.note(note)
     page.heading("Summary")
     page.add(html_table(["quantity", "value"], _summary_rows(run), numeric_from=1))
+    plan = _nc_plan(page, [run])
+    _nc_headline(page, [run], plan)
     page.heading("Accuracy and training loss")
     page.figure("accuracy", plots.accuracy_figure([run]))
     if run.series("train_loss")[0].size:
@@ -318,11 +441,11 @@ def render_report(run_dir, out=None, extra_sections=None) -> tuple[Path, list[Pa
             counts, groups = None, None
         page.heading("Per-class test accuracy")
         page.figure("per_class", plots.per_class_figure([run], counts, groups),
-                    "shading: head / medium / tail groups by training size; black line: training samples per class")
+                    "shading: head / medium / tail groups by training size")
     else:
         page.note("no test_acc_per_class in the last metrics line: per-class figure left out")
-    _nc_sections(page, [run])
-    _state_section(page, run)
+    _nc_details(page, [run], plan)
+    _state_sections(page, [run], tagged=False)
     _extra(page, extra)
     page.heading("Resolved configuration (config.toml)")
     page.add(f"<pre>{html.escape(run.config_text)}</pre>" if run.config_text else "<p>config.toml not found.</p>")
@@ -365,16 +488,20 @@ def render_comparison(run_dirs, out, labels=None, extra_sections=None) -> tuple[
                     + [_fmt(run.last.get(f"test_acc_{g}"), True) for g in GROUPS] + [_fmt(nc1)])
     page.add(html_table(["run", "loss", "head", "last epoch", "final test acc", "best test acc", "final head",
                      "final medium", "final tail", "last nc1"], rows, numeric_from=3))
+    plan = _nc_plan(page, runs)
+    _nc_headline(page, runs, plan)
     page.heading("Accuracy and training loss")
-    page.figure("accuracy", plots.accuracy_figure(runs), "dashed: train, solid: test")
-    if any(r.series("train_loss")[0].size for r in runs):
+    has_loss = any(r.series("train_loss")[0].size for r in runs)
+    page.row(2 if has_loss else 1)
+    page.figure("accuracy", plots.accuracy_figure(runs))
+    if has_loss:
         page.figure("train_loss", plots.loss_figure(runs))
-    page.heading("Test accuracy by group")
-    page.figure("groups", plots.group_bars_figure(runs))
+    page.end_row()
+    page.heading("Accuracy by class group")
+    page.figure("groups", plots.group_bars_figure(runs), "head / medium / tail: classes by training size")
     _per_class_overlay(page, runs)
-    _nc_sections(page, runs)
-    for run in runs:
-        _state_section(page, run, tag=run.label)
+    _nc_details(page, runs, plan)
+    _state_sections(page, runs, tagged=True)
     _extra(page, extra)
     page.heading("Configurations")
     for run in runs:
