@@ -145,7 +145,7 @@ def test_compare_runs_with_the_same_classes(tmp_path):
     assert [alt for alt, _ in DATA_IMG.findall(page)] == ["accuracy", "train_loss", "groups", "per_class",
                                                          "sigma_b_spectrum_x_run", "sigma_b_spectrum_y_run"]
     # two epochs, one NC pass each (epoch 2 is the last): a table of NC values, no one-point curves
-    assert "<h2>Neural collapse at a glance</h2>" in page and "All other NC metrics: 34 values" in page
+    assert "<h2>Neural collapse at a glance</h2>" in page and "All other NC metrics: 36 values" in page
     assert "One NC pass (epoch 2): curves need at least two" in page
     assert "<th>x/run: training</th><th>x/run: test</th>" in page
     assert "one NC pass (epoch 2): NC curves need at least two passes" in page
