@@ -43,7 +43,7 @@ def test_report_renders_in_chromium(tmp_path):
         warnings.simplefilter("ignore")
         page = write_report(run_dir)
     url = page.resolve().as_uri()
-    expected = len(list(run_dir.glob("report_*.png")))
+    expected = len(list((run_dir / "report_files").glob("*.png")))
     assert expected == 11
 
     dom = _run(chromium, tmp_path, "dom", "--dump-dom", url).stdout
