@@ -213,3 +213,23 @@ def check_memory(nbytes: int, what: str, fix: str) -> None:
     if nbytes > total:
         raise ValueError(f"{what} needs about {nbytes / 2**30:.3g} GiB, more than this machine's "
                          f"{total / 2**30:.3g} GiB of memory; {fix}")
+
+
+def check_device(device, name: str = "device") -> torch.device:
+    """A device this torch build can use now: cpu, cuda[:N] with CUDA available, or mps when available."""
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise ValueError(f"{name} {device!r} is not a device; use cpu, cuda, cuda:N or mps") from None
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"{name} {device!r}: no CUDA device is available to this torch build "
+                             f"(torch.cuda.is_available() is False); use {name} cpu")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise ValueError(f"{name} {device!r}: only {torch.cuda.device_count()} CUDA device(s) are visible")
+    elif dev.type == "mps":
+        if not torch.backends.mps.is_available():
+            raise ValueError(f"{name} {device!r}: MPS is not available on this machine; use {name} cpu")
+    elif dev.type != "cpu":
+        raise ValueError(f"{name} {device!r}: only cpu, cuda and mps devices are supported")
+    return dev

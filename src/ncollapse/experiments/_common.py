@@ -33,6 +33,8 @@ __all__ = ["load_experiment_config", "train_run", "features_of", "eval_loader", 
 
 # ------------------------------------------------------------------------------------------ config files
 
+AT_LEAST_ONE = frozenset({"probe_every", "record_every", "episodes", "queries"})  # checked before training starts
+
 def load_experiment_config(path, overrides=(), defaults: dict | None = None) -> tuple[Config, dict]:
     """(training ``Config``, experiment parameters) from a TOML file (or the defaults when ``path`` is None)
     and ``section.key=value`` overrides; unknown ``[experiment]`` keys are errors with a hint."""
@@ -52,6 +54,8 @@ def load_experiment_config(path, overrides=(), defaults: dict | None = None) -> 
             value = check_type(value, kind_of(defaults[key]), f"experiment.{key}")
         except (TypeError, ValueError) as exc:
             raise type(exc)(f"{source}: {exc}") from None
+        if key in AT_LEAST_ONE and value < 1:
+            raise ValueError(f"{source}: experiment.{key} == {value}, must be >= 1 (in epochs or episodes)")
         out[key] = list(value) if isinstance(defaults[key], list) else value
     return cfg, out
 
