@@ -14,7 +14,9 @@ from __future__ import annotations
 import base64
 import html
 import math
+import os
 import warnings
+import zlib
 from dataclasses import replace
 from os import PathLike
 from pathlib import Path
@@ -67,12 +69,26 @@ def html_table(header: list[str] | None, rows: list[list], numeric_from: int | N
     return "\n".join(out)
 
 
+def _set_name(out: Path) -> str:
+    """``<stem>_files``; a stem too long for the file system is cut and given a short digest, so it stays unique."""
+    name = f"{out.stem}_files"
+    try:
+        limit = os.pathconf(out.parent if out.parent.is_dir() else ".", "PC_NAME_MAX")
+    except (OSError, ValueError):
+        limit = 255
+    if len(name.encode("utf-8", "surrogateescape")) <= limit:
+        return name
+    digest = f"{zlib.crc32(out.name.encode('utf-8', 'surrogateescape')):08x}"
+    keep = out.stem.encode("utf-8", "surrogateescape")[: limit - len("_files") - 9].decode("utf-8", "ignore")
+    return f"{keep}~{digest}_files"
+
+
 class _Page:
     """Collects HTML parts and figures; figures go to disk as PNG and into the page as data URIs."""
 
     def __init__(self, out: Path, outputs: Outputs | None, inputs=()):
         self.out = out
-        self.folder = out.parent / f"{out.stem}_files"
+        self.folder = out.parent / _set_name(out)
         self.outputs = outputs if outputs is not None else Outputs(inputs=inputs)
         self.owned = outputs is None
         self.outputs.claim(out, "report")  # checked and locked before anything is drawn
