@@ -124,7 +124,7 @@ def _main(argv: list[str]) -> int:
         if exc.errno in OS_ERRORS and not isinstance(exc, BrokenPipeError):
             if exc.filename is None:
                 _silence_stdout()
-            message = describe_os_error(exc)
+            message = describe_os_error(exc, "an output (standard output or a file)")
         elif isinstance(exc, ONE_LINE_ERRORS):
             message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         else:

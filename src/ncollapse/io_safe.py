@@ -108,7 +108,7 @@ class Outputs:
         for source in self.inputs:
             if path.exists() and source.exists() and os.path.samefile(path, source):
                 raise OutputExistsError(f"{flag} {path} is one of this command's inputs; choose another output path")
-        if _is_run_file(path):
+        if _is_run_file(path) or (path.is_symlink() and _is_run_file(path.resolve())):
             raise OutputExistsError(f"{flag} {path} is one of the run directory's own files; write the output "
                                     "elsewhere (e.g. a new name beside it)")
         if path.parent.exists() and not path.parent.is_dir():
@@ -199,10 +199,12 @@ class Outputs:
                 aside = Path(tempfile.mkdtemp(dir=folder.parent, prefix=".nc"))
                 os.rename(folder, aside / "old")
             os.rename(tmp, folder)
-        except BaseException:
+        except BaseException as exc:
             if aside is not None and (aside / "old").exists() and not folder.exists():
                 os.rename(aside / "old", folder)
             shutil.rmtree(tmp, ignore_errors=True)
+            if isinstance(exc, OSError) and exc.filename is None:  # a failed write() names no file: name the set
+                raise type(exc)(exc.errno, exc.strerror, str(folder)) from None
             raise
         finally:
             if aside is not None:

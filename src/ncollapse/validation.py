@@ -194,7 +194,10 @@ def check_classifier(W, b=None, num_classes: int | None = None, dim: int | None 
     if W.dim() != 2:
         raise ValueError(f"W must be 2-D (num_classes, dim); got shape {tuple(W.shape)}")
     if (num_classes is not None and W.shape[0] != num_classes) or (dim is not None and W.shape[1] != dim):
-        raise ValueError(f"W has shape {tuple(W.shape)}; expected ({num_classes}, {dim}) to match the features")
+        k = "K" if num_classes is None else num_classes
+        d = "d" if dim is None else dim
+        raise ValueError(f"W has shape {tuple(W.shape)}; expected (K, d) = ({k}, {d}) to match the features "
+                         "(K classes, d feature dimensions)")
     check_finite(W, "W")
     if b is not None:
         b = _as_tensor(b, "b").detach().to("cpu", torch.float64).reshape(-1)

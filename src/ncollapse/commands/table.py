@@ -15,7 +15,7 @@ accuracy), collapse / variability (NCMC metrics of the last NC pass)
 examples:
   ncollapse table --runs runs                                  # any runs, default layout
   ncollapse table --layout ncmc-table2 --runs runs/ncmc
-  ncollapse table --layout ncmc-table2 --runs runs/ncmc --metric final --format latex --out table2.tex
+  ncollapse table --layout ncmc-table2 --runs runs/ncmc --metric final --format latex --out runs/table2.tex
   ncollapse table --layout cpu --runs runs/ncmc_cpu --metric tail --format both
 
 --runs takes run directories or folders holding them (searched recursively for config.toml). A run's cell is
