@@ -23,6 +23,7 @@ from pathlib import Path
 from ._io import atomic_write_json
 from .data import longtail_counts
 from .geometry import class_aware_centers
+from .io_safe import Outputs
 from .metrics import measure_features
 from .report.figures import figure_row
 from .report.html import html_table, write_comparison
@@ -193,7 +194,8 @@ def run_demo(out_dir="runs/demo", epochs: int = 30, seed: int = 0, progress: boo
         warnings.simplefilter("always")
         report = write_comparison([out / k for k in RUNS], out / "report.html", labels=list(RUNS.values()),
                                   extra_sections=[("UFM sweep: minority collapse under imbalance", _sweep_figure(rows)),
-                                                  ("UFM sweep: values", _sweep_table(rows))])
+                                                  ("UFM sweep: values", _sweep_table(rows))],
+                                  outputs=Outputs(force=force))  # --force also replaces an edited report
     for note in dict.fromkeys(str(w.message) for w in caught):
         say(f"report note: {note}")
     info = {"report": str(report), "class_counts": counts, "runs": runs, "ufm": rows,

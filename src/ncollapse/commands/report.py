@@ -19,7 +19,7 @@ examples:
 
 A run directory needs metrics.jsonl (exit 2 otherwise); missing run.json, config.toml or nc_state.pt
 only leave their sections out, with a note on the page and on stderr. An existing --out is replaced only when
-ncollapse wrote it as a report (else exit 2; --force replaces it); a run's own files are never written.
+this command wrote it as a report (else exit 2; --force replaces it); the files of a run are never written.
 """
 
 

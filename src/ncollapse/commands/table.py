@@ -24,8 +24,8 @@ repeats. Cells show mean ± std over seeds; cells without runs show "–" with a
 without a single filled cell exits 2. Two runs with the same cell and seed are duplicates: the one whose run
 directory path sorts first is kept (with a warning) before any cell is filled. A run whose run.json or summary.json
 is malformed is skipped with a warning naming the file; a NaN or missing metric is shown as NaN, with a warning.
---out is replaced only when ncollapse wrote it as a table (--force replaces any other file; a run's own files,
-such as summary.json, never).
+An existing --out is replaced only when this command wrote it as a table; --force replaces any other file,
+but the files of a run directory (summary.json and the others) are never written.
 """
 
 

@@ -306,20 +306,20 @@ def _nc_sections(page: _Page, runs: list[Run]) -> None:
         page.note(f"panels left out ({why}): {', '.join(members)}")
 
 
-def write_report(run_dir, out=None, extra_sections=None) -> Path:
+def write_report(run_dir, out=None, extra_sections=None, outputs: Outputs | None = None) -> Path:
     """Write the report of one run to ``out`` (default ``run_dir/report.html``), PNGs in ``<stem>_files/``; returns
     the path.
 
     ``extra_sections``: (title, content) pairs appended after the figures; content is a matplotlib Figure,
     a PNG path or an HTML fragment (inserted as given).
     """
-    return render_report(run_dir, out, extra_sections)[0]
+    return render_report(run_dir, out, extra_sections, outputs)[0]
 
 
-def write_comparison(run_dirs, out, labels=None, extra_sections=None) -> Path:
+def write_comparison(run_dirs, out, labels=None, extra_sections=None, outputs: Outputs | None = None) -> Path:
     """Write one HTML page overlaying several runs (accuracy, NC curves, per-group and per-class accuracy);
     ``labels`` names the runs (default: directory names); returns the path."""
-    return render_comparison(run_dirs, out, labels, extra_sections)[0]
+    return render_comparison(run_dirs, out, labels, extra_sections, outputs)[0]
 
 
 def render_report(run_dir, out=None, extra_sections=None, outputs: Outputs | None = None) -> tuple[Path, list[Path]]:
