@@ -186,7 +186,7 @@ def _steps(run: Run, state: TrainState, epoch: int, stop: _StopFlag, bar) -> int
     """The epoch's optimisation steps from ``state.batch`` on; the batch count when a signal stopped it early."""
     cfg, ctx = run.cfg, run.ctx
     epochs, steps_per_epoch, alpha = cfg.train.epochs, len(run.train_loader), cfg.train.mixup_alpha
-    first_bad = torch.full((), -1, dtype=torch.long, device=ctx.device)  # global step of the first non-finite loss
+    losses = torch.zeros(steps_per_epoch, device=ctx.device)  # checked once at the end of the epoch
     for i, (x, y) in enumerate(run.train_loader, start=state.batch):
         lr = lr_at(state.step, cfg.schedule, cfg.optim.lr, steps_per_epoch, epochs)
         for group in run.optimizer.param_groups:
@@ -202,7 +202,7 @@ def _steps(run: Run, state: TrainState, epoch: int, stop: _StopFlag, bar) -> int
         else:
             y_a, y_b, lam = y, y, 1.0
             loss = run.loss_fn(features, logits, y, epoch=epoch)
-        first_bad = torch.where((first_bad < 0) & ~torch.isfinite(loss.detach()), state.step, first_bad)
+        losses[i] = loss.detach()
         run.optimizer.zero_grad(set_to_none=True)
         run.scaler.scale(loss).backward()
         run.scaler.step(run.optimizer)
@@ -217,7 +217,8 @@ def _steps(run: Run, state: TrainState, epoch: int, stop: _StopFlag, bar) -> int
         check = not ctx.distributed or (i + 1) % _DDP_STOP_CHECK == 0  # agreeing costs a sync under DDP
         if check and i + 1 < steps_per_epoch and distlib.any_rank(stop.signum is not None, ctx):
             return i + 1
-    _check_diverged(run, int(first_bad), epoch, steps_per_epoch)  # one sync per epoch
+    bad = (~torch.isfinite(losses)).nonzero()  # one sync per epoch
+    _check_diverged(run, epoch * steps_per_epoch + int(bad[0]) if len(bad) else -1, epoch, steps_per_epoch)
     return None
 
 
