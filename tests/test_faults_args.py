@@ -9,7 +9,7 @@ import math
 
 import pytest
 import torch
-from faults_helpers import cli, refused, snapshot, table_run
+from faults_cli_common import cli, refused, snapshot, table_run
 
 from ncollapse.report import tables
 from ncollapse.validation import check_classifier, check_device

@@ -12,13 +12,14 @@ import sys
 from pathlib import Path
 
 import pytest
-from faults_helpers import assert_unchanged, cli, leftovers, refused, remount_read_only, snapshot, table_run, tmpfs
+from faults_cli_common import assert_unchanged, cli, leftovers, refused, remount_read_only, snapshot, table_run, tmpfs
 from fixtures.report_runs import make_run
 
-from ncollapse import _io
+from ncollapse import _io, io_safe
 from ncollapse.io_safe import REGISTRY, Outputs
 
 RUN_FILES = ["config.toml", "metrics.jsonl", "summary.json", "run.json", "nc_state.pt", "checkpoint.pt"]
+SMALL = [40, 12, 4]  # head, medium and tail classes: every figure of the report, small
 SRC = str(Path(__file__).resolve().parents[1] / "src")
 
 
@@ -33,7 +34,7 @@ def runs(tmp_path):
 @pytest.fixture(scope="module")
 def report_run(tmp_path_factory):
     """A full synthetic run directory (metrics, run.json, config.toml, nc_state.pt, summary.json)."""
-    return make_run(tmp_path_factory.mktemp("report") / "run", epochs=3)
+    return make_run(tmp_path_factory.mktemp("report") / "run", counts=SMALL, dim=4, epochs=2, nc_every=1)
 
 
 def _copy_run(src: Path, dest: Path) -> Path:
@@ -147,10 +148,23 @@ def test_ncmc_toy_refuses_a_users_png(capsys, tmp_path):
     refused(capsys, tmp_path, ["ncmc", "toy", "--out", tmp_path, "--samples", "200"], "ncmc_toy.png")
 
 
+def test_experiment_figures_refuse_a_users_png(tmp_path):
+    from ncollapse.experiments._common import write_results
+    from ncollapse.io_safe import OutputExistsError
+    from ncollapse.report.figures import figure
+
+    (tmp_path / "b.png").write_bytes(b"mine")
+    before = snapshot(tmp_path)
+    with pytest.raises(OutputExistsError, match="b.png exists and was not written by ncollapse"):
+        write_results(tmp_path, "demo", {}, {"a": figure(2, 2), "b": figure(2, 2)})
+    assert_unchanged(before, tmp_path)
+    assert not (tmp_path / "a.png").exists() and not (tmp_path / "results.json").exists()  # claimed before writing
+
+
 # ------------------------------------------------------------------ figure sets
 
 def test_two_reports_into_one_folder_keep_their_own_figures(capsys, tmp_path, report_run):
-    other = make_run(tmp_path / "other", epochs=3, state=False, seed=1)
+    other = make_run(tmp_path / "other", counts=SMALL, dim=4, epochs=2, nc_every=1, state=False, seed=1)
     out = tmp_path / "pages"
     assert cli(capsys, "report", "--run", report_run, "--out", out / "a.html")[0] == 0
     first = snapshot(out)
@@ -172,6 +186,25 @@ def test_a_later_report_leaves_no_stale_figures(capsys, tmp_path, report_run):
     names = sorted(p.name for p in (run / "report_files").iterdir())
     assert names == sorted(Path(f).name for f in json.loads(stdout)["figures"]) and "gram.png" not in names
     assert not leftovers(run)  # no temp folder left
+
+
+def test_a_page_that_cannot_follow_its_set_keeps_the_old_report(capsys, monkeypatch, tmp_path, report_run):
+    """The HTML is renamed into place right after its figure set; when that fails, the old set comes back."""
+    out = tmp_path / "page.html"
+    assert cli(capsys, "report", "--run", report_run, "--out", out)[0] == 0
+    (report_run.parent / "other").mkdir(exist_ok=True)
+    other = make_run(report_run.parent / "other" / "run", counts=SMALL, dim=4, epochs=2, nc_every=1, state=False,
+                     seed=1)
+    real_replace = os.replace
+
+    def fail_on_page(src, dst):
+        if Path(dst) == out:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return real_replace(src, dst)
+
+    monkeypatch.setattr(io_safe.os, "replace", fail_on_page)
+    refused(capsys, tmp_path, ["report", "--run", other, "--out", out], str(out), "no space left")
+    assert (tmp_path / "page_files" / "gram.png").is_file() and not leftovers(tmp_path)
 
 
 def test_a_report_locked_by_another_process_is_refused(capsys, tmp_path, report_run):

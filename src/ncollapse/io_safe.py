@@ -58,6 +58,13 @@ def _digest(path: Path) -> str:
     return h.hexdigest()
 
 
+def _write_synced(path: Path, data: bytes) -> None:
+    with open(path, "wb") as fh:
+        fh.write(data)
+        fh.flush()
+        os.fsync(fh.fileno())
+
+
 def _is_run_file(path: Path) -> bool:
     return path.name in RUN_FILES and any((path.parent / m).exists() for m in _RUN_MARKERS)
 
@@ -182,34 +189,53 @@ class Outputs:
         self._record(path, kind, None if path.is_dir() else _digest(path))
         return path
 
-    def write_set(self, folder, files: dict[str, bytes]) -> list[Path]:
-        """Write ``files`` ({name: bytes}) as the claimed folder ``folder``, replacing its previous set as a whole."""
+    def write_set(self, folder, files: dict[str, bytes], page: tuple[Path, bytes] | None = None) -> list[Path]:
+        """Write ``files`` ({name: bytes}) as the claimed folder ``folder``, replacing its previous set as a whole.
+
+        ``page`` = (claimed path, bytes) is the file the set belongs to (a report's HTML): it is written to a temp
+        file first and renamed into place right after the set, so a failure (a full disk) leaves the old page with
+        the old set, never one without the other."""
         folder = Path(folder)
         kind = self._claimed_kind(folder)
+        page_kind = None if page is None else self._claimed_kind(Path(page[0]))
         tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=".nc"))
-        aside = None
+        aside, page_tmp, writing, swapped = None, None, folder, False
         try:
             os.chmod(tmp, 0o755)
             for name, data in files.items():
-                with open(tmp / name, "wb") as fh:
-                    fh.write(data)
-                    fh.flush()
-                    os.fsync(fh.fileno())
+                _write_synced(tmp / name, data)
+            if page is not None:
+                writing = Path(page[0])
+                fd, page_tmp = tempfile.mkstemp(dir=writing.parent, prefix=".nc")
+                os.close(fd)
+                os.chmod(page_tmp, 0o644)
+                _write_synced(Path(page_tmp), page[1])
+            writing = folder
             if folder.exists() or folder.is_symlink():
                 aside = Path(tempfile.mkdtemp(dir=folder.parent, prefix=".nc"))
                 os.rename(folder, aside / "old")
             os.rename(tmp, folder)
+            swapped = True
+            if page_tmp is not None:
+                writing = Path(page[0])
+                os.replace(page_tmp, page[0])
         except BaseException as exc:
+            if swapped:  # the page could not follow its set: take the new set out again
+                shutil.rmtree(folder, ignore_errors=True)
             if aside is not None and (aside / "old").exists() and not folder.exists():
                 os.rename(aside / "old", folder)
             shutil.rmtree(tmp, ignore_errors=True)
-            if isinstance(exc, OSError) and exc.filename is None:  # a failed write() names no file: name the set
-                raise type(exc)(exc.errno, exc.strerror, str(folder)) from None
+            if page_tmp is not None and os.path.exists(page_tmp):
+                os.unlink(page_tmp)
+            if isinstance(exc, OSError) and exc.filename is None:  # a failed write() names no file: name it
+                raise type(exc)(exc.errno, exc.strerror, str(writing)) from None
             raise
         finally:
             if aside is not None:
                 shutil.rmtree(aside, ignore_errors=True)
         self._record(folder, kind, None)
+        if page is not None:
+            self._record(Path(page[0]), page_kind, hashlib.sha256(page[1]).hexdigest())
         return [folder / name for name in files]
 
     def _record(self, path: Path, kind: str, sha256: str | None) -> None:

@@ -19,8 +19,9 @@ import torch
 from .._io import atomic_write_json
 from ..config_check import check_keys, check_type, kind_of
 from ..data import Dataset
+from ..io_safe import Outputs
 from ..nn.modes import eval_mode
-from ..report.figures import write_png
+from ..report.figures import png_bytes
 from ..serialize import to_jsonable
 from ..train import train
 from ..train.build import build_data, build_model_for, make_loader
@@ -100,10 +101,15 @@ def shuffled_labels(labels: torch.Tensor, seed: int) -> torch.Tensor:
 # ------------------------------------------------------------------------------------------ output
 
 def write_results(out_dir, name: str, result: dict, figures: dict) -> dict:
-    """Write ``results.json`` and one PNG per figure ({file stem: Figure}) into ``out_dir``; returns ``result``."""
+    """Write ``results.json`` and one PNG per figure ({file stem: Figure}) into ``out_dir``; returns ``result``.
+
+    The PNGs go through ``io_safe.Outputs``: all are claimed before the first is written, so a file of the same
+    name that ncollapse did not write there is refused (exit 2) instead of replaced."""
     out = Path(out_dir)
-    for stem, fig in figures.items():
-        write_png(out / f"{stem}.png", fig)
+    with Outputs() as outputs:
+        paths = {stem: outputs.claim(out / f"{stem}.png", "experiment figure", "--out") for stem in figures}
+        for stem, fig in figures.items():
+            outputs.write_bytes(paths[stem], png_bytes(fig))
     result = {"experiment": name, **result, "figures": [f"{stem}.png" for stem in figures],
               "report": str(out / "report.html")}
     atomic_write_json(out / "results.json", to_jsonable(result))

@@ -126,8 +126,7 @@ class _Page:
                f"<h1>{html.escape(title)}</h1><p class=sub>{html.escape(subtitle)}</p>\n{notes}\n"
                + "\n".join(self.parts) + "\n</body></html>\n")
         try:
-            pngs = self.outputs.write_set(self.folder, self.pngs)
-            return self.outputs.write_text(self.out, doc), pngs
+            return self.out, self.outputs.write_set(self.folder, self.pngs, page=(self.out, doc.encode("utf-8")))
         finally:
             if self.owned:
                 self.outputs.close()
