@@ -137,6 +137,13 @@ def test_report_refuses_a_users_html(capsys, tmp_path, report_run):
     refused(capsys, tmp_path, ["report", "--run", report_run, "--out", page], "was not written by ncollapse")
 
 
+def test_report_replaces_a_page_of_an_earlier_version(capsys, tmp_path, report_run):
+    page = tmp_path / "page.html"
+    page.write_text('<!DOCTYPE html>\n<html lang="en"><head><title>ncollapse report: run</title></head></html>\n')
+    assert cli(capsys, "report", "--run", report_run, "--out", page)[0] == 0
+    assert "gram" in page.read_text() and (tmp_path / "page_files" / "gram.png").is_file()
+
+
 def test_report_refuses_a_users_folder_in_the_figure_sets_place(capsys, tmp_path, report_run):
     (tmp_path / "page_files").mkdir()
     (tmp_path / "page_files" / "mine.png").write_bytes(b"png")

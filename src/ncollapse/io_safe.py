@@ -11,7 +11,9 @@ Every command that writes files (``report``, ``table``, ``ufm sweep / threshold 
   same output at once cannot mix their files: the second one stops with one line.
 
 The record is ``.ncollapse-outputs.json`` in the output's folder: ``{name: {"kind": kind, "sha256": hex}}`` (a
-figure folder's entry has no digest). The locks are POSIX byte-range locks (``fcntl.lockf``) on one byte per
+figure folder's entry has no digest). A file with no record is still taken as ncollapse's when it carries the
+recognisable header of its kind (``SIGNATURES``: a report page's ``<title>ncollapse …``), so pages written before
+the record existed are replaced without ``--force``. The locks are POSIX byte-range locks (``fcntl.lockf``) on one byte per
 output name in ``.ncollapse.lock`` beside it, so one small file serves every output of the folder and a name of any
 length the OS accepts can be locked. Writes are ``_io.atomic_write_bytes`` (a short temp name in the same folder,
 then ``os.replace``). A set of figures is written into a temp folder that is renamed into place as a whole, after
@@ -40,6 +42,7 @@ RUN_FILES = frozenset({"config.toml", "metrics.jsonl", "summary.json", "checkpoi
                        "run.lock", "results.json", REGISTRY, LOCK})
 _RUN_MARKERS = ("metrics.jsonl", "checkpoint.pt", "run.json")
 _REGISTRY_BYTE = 0
+SIGNATURES = {"report": b"<title>ncollapse "}  # a page of an earlier version (no registry entry) is still ours
 
 
 class OutputExistsError(FileExistsError):
@@ -56,6 +59,15 @@ def _digest(path: Path) -> str:
         for block in iter(lambda: fh.read(1 << 20), b""):
             h.update(block)
     return h.hexdigest()
+
+
+def _signed(path: Path, kind: str) -> bool:
+    """True when ``path`` starts with the header ncollapse writes for ``kind`` (``SIGNATURES``)."""
+    signature = SIGNATURES.get(kind)
+    if signature is None or path.is_symlink() or not path.is_file():
+        return False
+    with open(path, "rb") as fh:
+        return signature in fh.read(1024)
 
 
 def _write_synced(path: Path, data: bytes) -> None:
@@ -84,10 +96,10 @@ class Outputs:
     """
 
     def __init__(self, *, force: bool = False, inputs=()):
-        self.force = bool(force)
-        self.inputs = [Path(p) for p in inputs if p is not None]
         self._locks: dict[Path, int] = {}
         self._claimed: dict[Path, str] = {}
+        self.force = bool(force)
+        self.inputs = [Path(p) for p in inputs if p is not None]
 
     def __enter__(self) -> Outputs:
         return self
@@ -135,6 +147,8 @@ class Outputs:
         if self.force:
             return
         entry = _read_registry(path.parent).get(path.name)
+        if entry is None and _signed(path, kind):  # written before the registry existed
+            return
         if isinstance(entry, dict) and entry.get("kind") == kind and not path.is_symlink():
             if want_dir or entry.get("sha256") == _digest(path):
                 return
