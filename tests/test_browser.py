@@ -89,7 +89,7 @@ def test_report_renders_in_chromium(tmp_path):
     with collected():
         page = write_report(run_dir)
     url = page.resolve().as_uri()
-    expected = len(list(run_dir.glob("report_*.png")))
+    expected = len(list((run_dir / "report_files").glob("*.png")))
     assert expected == 14
 
     dom, probe = _probe(chromium, tmp_path, page, "probe")

@@ -33,7 +33,7 @@ def test_cli_report_of_a_full_run(full_report, capsys):
     names = ["headline_nc1", "headline_cdnv", "headline_etf_error_means", "headline_self_duality", "accuracy",
              "train_loss", "per_class", "nc_nc1", "nc_nc2", "nc_nc3", "nc_other", "gram", "sigma_b_spectrum",
              "confusion"]
-    assert result["figures"] == [str(full_report / f"report_{n}.png") for n in names]
+    assert result["figures"] == [str(full_report / "report_files" / f"{n}.png") for n in names]
     images = DATA_IMG.findall(page)
     assert [alt for alt, _ in images] == names
     for (alt, data), png in zip(images, result["figures"]):
@@ -87,7 +87,7 @@ def test_missing_nc_state_and_extra_sections(tmp_path):
     assert alts == ["headline_nc1", "headline_cdnv", "headline_etf_error_means", "headline_self_duality",
                     "accuracy", "train_loss", "per_class", "nc_nc1", "nc_nc2", "nc_nc3", "nc_other",
                     "sigma_b_spectrum", "extra1", "extra2"]
-    assert (tmp_path / "elsewhere" / "r_sigma_b_spectrum.png").is_file()
+    assert (tmp_path / "elsewhere" / "r_files" / "sigma_b_spectrum.png").is_file()
     assert "nc_state.pt not found: Gram heatmaps" in page and "<h2>UFM sweep</h2>" in page
     assert "<p id=x>hi</p>" in page
     with pytest.raises(ValueError, match="PNG file .*missing.png not found"):

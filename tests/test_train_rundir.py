@@ -187,5 +187,5 @@ def test_full_disk_during_a_checkpoint_keeps_the_last_good_one(tmp_path, monkeyp
     assert len(err) == 1 and "no space left on the device while writing" in err[0]
     assert "the previous checkpoint.pt is kept unchanged" in err[0]
     assert load_checkpoint(out / "checkpoint.pt")["epoch"] == 1
-    assert not [p for p in out.iterdir() if p.name.endswith(".tmp")]
+    assert not [p for p in out.iterdir() if p.name.startswith(".nc")]  # no temp file left (_io: ".nc" + 8 chars)
     assert not (out / LOCK_NAME).exists()

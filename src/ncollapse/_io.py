@@ -16,11 +16,13 @@ class DiskFullError(OSError):
 def atomic_write_bytes(path, data: bytes) -> Path:
     """Write ``data`` to ``path`` through a temp file in the same folder and ``os.replace``.
 
+    The temp name is short (``.nc`` + 8 random characters), so any file name the OS accepts can be written.
+
     A full disk (ENOSPC, EDQUOT) raises ``DiskFullError`` saying that the previous file is kept.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".nc")
     try:
         os.fchmod(fd, 0o644)  # mkstemp makes 0600; results are meant to be shared
         with os.fdopen(fd, "wb") as fh:

@@ -10,11 +10,16 @@ tensors start without importing torch.
 ``NotADirectoryError``, ``PermissionError`` and ``_io.DiskFullError`` (a full disk) become a one-line message on
 stderr and exit status 2; ``KeyboardInterrupt`` exits 130; a closed stdout (``ncollapse ... | head``) exits 141
 (128 + SIGPIPE) without a message. Everything else is a bug and keeps its traceback.
+
+One OS-error boundary: an ``OSError`` from the operating system whose errno is in ``OS_ERRORS`` (read-only file
+system, no space, name too long, permission, a folder where a file was expected or the reverse) is one line naming
+the path and exit 2, wherever it happens, standard output included (``--json`` into a full disk).
 """
 
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
 import os
 import pkgutil
@@ -27,6 +32,36 @@ EXIT_BAD_INPUT = 2
 EXIT_BROKEN_PIPE = 141
 ONE_LINE_ERRORS = (ValueError, TypeError, FileNotFoundError, FileExistsError, IsADirectoryError, NotADirectoryError,
                    PermissionError, DiskFullError)
+
+
+OS_ERRORS = {errno.EROFS: "the file system is read-only; choose a path on a writable one",
+             errno.ENOSPC: "no space left on the device; free space or choose another place, then run again",
+             errno.EDQUOT: "the disk quota is exceeded; free space or choose another place, then run again",
+             errno.ENAMETOOLONG: "the name is too long for the file system; choose a shorter one",
+             errno.EACCES: "permission denied; choose a path you can write to (or read, for an input)",
+             errno.EPERM: "operation not permitted; choose another path",
+             errno.EISDIR: "it is a folder, not a file; give a file path",
+             errno.ENOTDIR: "a part of the path is a file, not a folder; fix the path",
+             errno.EEXIST: "it already exists as something else; choose another path",
+             errno.ENOENT: "no such file or folder (or it cannot be created there); check the path",
+             errno.ELOOP: "too many symbolic links; fix the path",
+             errno.EMLINK: "too many links; choose another folder"}
+
+
+def describe_os_error(exc: OSError, where: str = "standard output") -> str:
+    """One line for an OS error: the path (``where`` when the error names none), what happened, how to fix it."""
+    paths = [p for p in (exc.filename, exc.filename2) if p is not None]
+    path = " -> ".join(map(str, paths)) if paths else where
+    code = errno.errorcode.get(exc.errno, str(exc.errno))
+    return f"{path}: {OS_ERRORS[exc.errno]} ({code})"
+
+
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null so the interpreter's final flush of a failed stdout cannot fail again."""
+    try:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    except (OSError, ValueError, AttributeError):  # not a real file (a test's capture)
+        pass
 
 
 class _Parser(argparse.ArgumentParser):
@@ -69,6 +104,12 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:  # the reader went away (| head): stop quietly, like other Unix tools
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return EXIT_BROKEN_PIPE
+    except OSError as exc:  # the final flush of stdout: a full disk behind --json > FILE
+        if exc.errno not in OS_ERRORS:
+            raise
+        _silence_stdout()
+        print(f"ncollapse {_chosen(argv)}: error: {describe_os_error(exc)}", file=sys.stderr)
+        return EXIT_BAD_INPUT
 
 
 def _main(argv: list[str]) -> int:
@@ -79,6 +120,17 @@ def _main(argv: list[str]) -> int:
         return EXIT_BAD_INPUT
     try:
         return int(args.func(args) or 0)
+    except OSError as exc:
+        if exc.errno in OS_ERRORS and not isinstance(exc, BrokenPipeError):
+            if exc.filename is None:
+                _silence_stdout()
+            message = describe_os_error(exc, "an output (standard output or a file)")
+        elif isinstance(exc, ONE_LINE_ERRORS):
+            message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        else:
+            raise
+        print(f"ncollapse {args.command}: error: {message}", file=sys.stderr)
+        return EXIT_BAD_INPUT
     except ONE_LINE_ERRORS as exc:
         message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         print(f"ncollapse {args.command}: error: {message}", file=sys.stderr)

@@ -26,6 +26,7 @@ from pathlib import Path
 from ._io import atomic_write_json
 from .data import longtail_counts
 from .geometry import class_aware_centers
+from .io_safe import Outputs
 from .metrics import measure_features
 from .report.figures import figure_row
 from .report.html import html_table, write_comparison
@@ -216,7 +217,8 @@ def run_demo(out_dir="runs/demo", epochs: int = 30, seed: int = 0, progress: boo
     with collected() as notes:  # the page's notes, said through log_fn like the demo's other lines
         report = write_comparison([out / k for k in RUNS], out / "report.html", labels=list(RUNS.values()),
                                   extra_sections=[("UFM sweep: minority collapse under imbalance", _sweep_figure(rows)),
-                                                  ("UFM sweep: values", SWEEP_NOTE + _sweep_table(rows))])
+                                                  ("UFM sweep: values", SWEEP_NOTE + _sweep_table(rows))],
+                                  outputs=Outputs(force=force))  # --force also replaces an edited report
     for note in dict.fromkeys(notes):
         say(f"{PREFIX}{note}")
     info = {"report": str(report), "class_counts": counts, "runs": runs, "ufm": rows,

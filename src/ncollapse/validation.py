@@ -216,7 +216,10 @@ def check_classifier(W, b=None, num_classes: int | None = None, dim: int | None 
     if W.dim() != 2:
         raise ValueError(f"W must be 2-D (num_classes, dim); got shape {tuple(W.shape)}")
     if (num_classes is not None and W.shape[0] != num_classes) or (dim is not None and W.shape[1] != dim):
-        raise ValueError(f"W has shape {tuple(W.shape)}; expected ({num_classes}, {dim}) to match the features")
+        k = "K" if num_classes is None else num_classes
+        d = "d" if dim is None else dim
+        raise ValueError(f"W has shape {tuple(W.shape)}; expected (K, d) = ({k}, {d}) to match the features "
+                         "(K classes, d feature dimensions)")
     check_finite(W, "W")
     if b is not None:
         b = _as_tensor(b, "b")
@@ -258,9 +261,13 @@ def check_device(device, name: str = "device") -> torch.device:
     else:
         raise TypeError(f"{name} must be a torch.device or a string such as 'cpu' or 'cuda:0'; "
                         f"got {type(device).__name__} {device!r}")
+    if parsed.type not in ("cpu", "cuda", "mps", "meta"):
+        raise ValueError(f"{name} == {str(parsed)!r}: ncollapse runs on cpu, cuda and mps devices; use one of them")
     available = {"cuda": torch.cuda.is_available, "mps": torch.backends.mps.is_available}.get(parsed.type)
     if available is not None and not available():
         raise ValueError(f"{name} == {str(parsed)!r} but this machine has no {parsed.type.upper()} device; use 'cpu'")
+    if parsed.type == "cuda" and parsed.index is not None and parsed.index >= torch.cuda.device_count():
+        raise ValueError(f"{name} == {str(parsed)!r} but only {torch.cuda.device_count()} CUDA device(s) are visible")
     return parsed
 
 

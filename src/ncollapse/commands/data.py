@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .._io import dumps_line
+from .._io import check_out_dir, dumps_line
 from ..data.fetch import SOURCES, fetch
 from ..serialize import to_jsonable
 from . import show_progress
@@ -54,6 +54,8 @@ def register(sub) -> None:
 
 
 def run_fetch(args) -> int:
+    from ..cli import OS_ERRORS
+
     bar = None
     if show_progress(args):
         from tqdm import tqdm
@@ -68,9 +70,12 @@ def run_fetch(args) -> int:
             bar.refresh()
     else:
         progress = None
+    check_out_dir(args.root, "--root")
     try:
         folder = fetch(args.name, args.root, base_url=args.base_url, progress=progress)
     except OSError as exc:  # network trouble is not bad input: exit 1 with one line
+        if exc.errno in OS_ERRORS:  # the local disk (read-only, full, permission): exit 2 at the CLI's boundary
+            raise
         print(f"ncollapse data fetch: error: {str(exc).splitlines()[0]}", file=sys.stderr)
         return 1
     finally:

@@ -67,7 +67,9 @@ def _read_matrix(path: str):
 
 def run(args) -> int:
     from ..lesde import separability, simulate
+    from ..validation import check_device
 
+    check_device(args.device, "--device")
     noise = args.noise if args.noise_cov is None else _read_matrix(args.noise_cov)
     if args.separability is not None:
         return _report_separability(separability(args.classes, args.alpha, args.beta, noise, args.separability,

@@ -6,7 +6,7 @@ import argparse
 import math
 import sys
 
-from .._io import atomic_write_json, check_out_dir, dumps_line
+from .._io import check_out_dir, dumps_line
 from ..serialize import to_jsonable
 
 EXAMPLES = """examples:
@@ -50,6 +50,7 @@ def register(sub) -> None:
     t.add_argument("--samples", type=int, default=20000, help="Monte Carlo samples per point (default 20000)")
     t.add_argument("--theta", type=float, default=0.2, help="θ of the NCMC frame (default 0.2)")
     t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--force", action="store_true", help="replace outputs that ncollapse did not write as such")
     t.add_argument("--json", action="store_true", help="print the summary as one JSON object")
     t.set_defaults(func=run_toy)
     p.set_defaults(func=lambda args: _usage(p))
@@ -97,12 +98,16 @@ def run_centers(args) -> int:
 
 def run_toy(args) -> int:
     from ..experiments.ncmc_toy import toy_figure
+    from ..io_safe import Outputs
 
+    centers = _int_list(args.centers, "--centers")
     out = check_out_dir(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    runs = toy_figure(out / "ncmc_toy.png", _int_list(args.centers, "--centers"), num_samples=args.samples,
-                      theta=args.theta, seed=args.seed)
-    atomic_write_json(out / "ncmc_toy.json", to_jsonable(runs))
+    with Outputs(force=args.force) as outputs:
+        png = outputs.claim(out / "ncmc_toy.png", "ncmc toy figure")
+        outputs.claim(out / "ncmc_toy.json", "ncmc toy json")
+        runs = toy_figure(png, centers, num_samples=args.samples, theta=args.theta, seed=args.seed)
+        outputs.record(png)
+        outputs.write_json(out / "ncmc_toy.json", to_jsonable(runs))
     independent = [r for r in runs if r["frame"] == "independent"]
     skewed = independent[-1]
     summary = {"png": str(out / "ncmc_toy.png"), "json": str(out / "ncmc_toy.json"),

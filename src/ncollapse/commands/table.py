@@ -6,8 +6,6 @@ import argparse
 import sys
 import warnings
 
-from .._io import atomic_write_text
-
 EXAMPLES = """layouts: auto (default: one row per method, mixup, f and θ found in the runs' configs, one column per
 data set and imbalance τ); ncmc-table1 … ncmc-table7 (the paper's Tables 1–7); cpu, cpu-ncmc, cpu-grid
 (benchmarks/ncmc_cpu.py)
@@ -17,13 +15,17 @@ accuracy), collapse / variability (NCMC metrics of the last NC pass)
 examples:
   ncollapse table --runs runs                                  # any runs, default layout
   ncollapse table --layout ncmc-table2 --runs runs/ncmc
-  ncollapse table --layout ncmc-table2 --runs runs/ncmc --metric final --format latex --out table2.tex
+  ncollapse table --layout ncmc-table2 --runs runs/ncmc --metric final --format latex --out runs/table2.tex
   ncollapse table --layout cpu --runs runs/ncmc_cpu --metric tail --format both
 
 --runs takes run directories or folders holding them (searched recursively for config.toml). A run's cell is
 found from its config (data set, imbalance, model, method, mixup, f, theta); its seed makes it one of the cell's
 repeats. Cells show mean ± std over seeds; cells without runs show "–" with a warning on stderr; a table
-without a single filled cell exits 2.
+without a single filled cell exits 2. Two runs with the same cell and seed are duplicates: the one whose run
+directory path sorts first is kept (with a warning) before any cell is filled. A run whose run.json or summary.json
+is malformed is skipped with a warning naming the file; a NaN or missing metric is shown as NaN, with a warning.
+An existing --out is replaced only when this command wrote it as a table; --force replaces any other file,
+but the files of a run directory (summary.json and the others) are never written.
 """
 
 
@@ -40,21 +42,26 @@ def register(sub) -> None:
     p.add_argument("--metric", default="best", help="value shown in the cells (default best)")
     p.add_argument("--format", choices=["markdown", "latex", "both"], default="markdown")
     p.add_argument("--out", metavar="FILE", help="write the table to FILE instead of stdout")
+    p.add_argument("--force", action="store_true", help="replace an --out that ncollapse did not write as a table")
     p.set_defaults(func=run)
 
 
 def run(args) -> int:
+    from ..io_safe import Outputs
     from ..report.tables import build_table, load_runs, render
 
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        table = build_table(args.layout, load_runs(args.runs), args.metric)
-    for w in caught:
-        print(f"ncollapse table: warning: {w.message}", file=sys.stderr)
-    text = render(table, args.format)
-    if args.out:
-        atomic_write_text(args.out, text)
-        print(f"wrote {args.out}", file=sys.stderr)
-    else:
-        print(text)
+    with Outputs(force=args.force, inputs=args.runs) as outputs:
+        if args.out:
+            outputs.claim(args.out, "table")
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            table = build_table(args.layout, load_runs(args.runs), args.metric)
+        for w in caught:
+            print(f"ncollapse table: warning: {w.message}", file=sys.stderr)
+        text = render(table, args.format)
+        if args.out:
+            outputs.write_text(args.out, text)
+            print(f"wrote {args.out}", file=sys.stderr)
+        else:
+            print(text)
     return 0

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from .._io import atomic_write_json, check_in_file, check_out_dir, dumps_line
+from .._io import check_in_file, check_out_dir, dumps_line
 from . import show_progress
 
 DESCRIPTION = """\
@@ -16,10 +16,10 @@ examples:
   ncollapse ufm --loss ncmc_p --counts 50,20,5 --dim 20 --centers 3 --theta 0.2 --lambda-h 1e-3 --json
   ncollapse ufm --loss ce --counts 100,100,10,10 --dim 4 --lambda-w 1e-3 --lambda-h 1e-3 --certify --json
   ncollapse ufm --loss ce --classes 4 --per-class 5 --dim 4 --constraint ball --optimizer gd --lr 2
-  ncollapse ufm sweep --grid configs/ufm/mse_lambda_sweep.toml --out sweep.json
-  ncollapse ufm sweep --ratios 1:100:16 --lambdas 1e-4:5e-3:16 --majority 5 --minority 5 --dim 32 --out phase
-  ncollapse ufm threshold --majority 5 --minority 5 --lambda 1e-4 --loss ce --out threshold
-  ncollapse ufm experiment minority_collapse --out results/ufm
+  ncollapse ufm sweep --grid configs/ufm/mse_lambda_sweep.toml --out runs/sweep.json
+  ncollapse ufm sweep --ratios 1:100:16 --lambdas 1e-4:5e-3:16 --majority 5 --minority 5 --dim 32 --out runs/phase
+  ncollapse ufm threshold --majority 5 --minority 5 --lambda 1e-4 --loss ce --out runs/threshold
+  ncollapse ufm experiment minority_collapse --out runs/ufm
 """
 
 
@@ -62,8 +62,8 @@ def _add_sweep(actions) -> None:
         description="Run a TOML grid ([problem], [grid], [solver]) as stacked solves, or, with --ratios and\n"
                     "--lambdas, the minority-collapse phase diagram: every (R, λ) cell solved batched and\n"
                     "certified; writes phase.json and phase.png into --out.\n\nexamples:\n"
-                    "  ncollapse ufm sweep --grid configs/ufm/mse_lambda_sweep.toml --out sweep.json\n"
-                    "  ncollapse ufm sweep --ratios 1:100:16 --lambdas 1e-4:5e-3:16 --dim 32 --out phase",
+                    "  ncollapse ufm sweep --grid configs/ufm/mse_lambda_sweep.toml --out runs/sweep.json\n"
+                    "  ncollapse ufm sweep --ratios 1:100:16 --lambdas 1e-4:5e-3:16 --dim 32 --out runs/phase",
         formatter_class=argparse.RawDescriptionHelpFormatter)
     sweep.add_argument("--grid", help="TOML file")
     sweep.add_argument("--out", help="grid: write the full result JSON here; phase diagram: output folder")
@@ -73,6 +73,7 @@ def _add_sweep(actions) -> None:
     sweep.add_argument("--dim", type=int, default=32)
     sweep.add_argument("--n-majority", type=int, default=100, help="n_A (n_B = round(n_A/R))")
     sweep.add_argument("--steps", type=int, default=3000, help="L-BFGS iterations per cell")
+    sweep.add_argument("--force", action="store_true", help="replace outputs that ncollapse did not write as such")
     sweep.add_argument("--json", action="store_true")
     sweep.add_argument("--quiet", action="store_true")
     sweep.set_defaults(func=run_sweep)
@@ -83,7 +84,7 @@ def _add_threshold(actions) -> None:
         "threshold", help="minority-collapse threshold R0 by bisection on certified optima",
         description="Find R0, the smallest imbalance ratio at which the minority classifiers' mean cosine\n"
                     "exceeds 1 - eps at the certified optimum (needs pip install 'ncollapse[theory]').\n\n"
-                    "example:\n  ncollapse ufm threshold --majority 5 --minority 5 --lambda 1e-4 --out threshold",
+                    "example:\n  ncollapse ufm threshold --majority 5 --minority 5 --lambda 1e-4 --out runs/threshold",
         formatter_class=argparse.RawDescriptionHelpFormatter)
     _add_setting(threshold)
     threshold.add_argument("--lambda", dest="lam", type=float, default=1e-4, help="λ_W = λ_H")
@@ -91,6 +92,7 @@ def _add_threshold(actions) -> None:
     threshold.add_argument("--eps", type=float, default=1e-4, help="collapse: mean cosine > 1 - eps")
     threshold.add_argument("--r-max", type=float, default=1e8, help="largest R tried")
     threshold.add_argument("--out", help="write threshold.json and threshold.png here")
+    threshold.add_argument("--force", action="store_true", help="replace outputs that ncollapse did not write as such")
     threshold.add_argument("--json", action="store_true")
     threshold.set_defaults(func=run_threshold)
 
@@ -147,12 +149,13 @@ def register(subparsers) -> None:
     _add_threshold(actions)
     experiment = actions.add_parser("experiment", help="run one of the lab's experiments (JSON + PNG)",
                                     description="Run a UFM experiment; writes NAME.json and NAME.png into --out.\n\n"
-                                                "example:\n  ncollapse ufm experiment nc_dynamics --out results/ufm",
+                                                "example:\n  ncollapse ufm experiment nc_dynamics --out runs/ufm",
                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     experiment.add_argument("name", choices=sorted(EXPERIMENT_NAMES))
     experiment.add_argument("--out", required=True, help="output folder")
     experiment.add_argument("--size", choices=("tiny", "full"), default="full")
     experiment.add_argument("--seed", type=int, default=0)
+    experiment.add_argument("--force", action="store_true", help="replace outputs that ncollapse did not write as such")
     experiment.add_argument("--json", action="store_true")
     experiment.add_argument("--quiet", action="store_true")
     experiment.set_defaults(func=run_experiment)
@@ -162,7 +165,7 @@ def run(args) -> int:
     from ..geometry import class_aware_centers
     from ..ufm import UFMProblem, solve
     from ..ufm.experiments import summarize
-    from ..validation import check_memory
+    from ..validation import check_device, check_memory
 
     if args.counts is None and args.classes is None:
         raise ValueError("give the class sizes: --counts N1,N2,... or --classes K (with --per-class, default 10)")
@@ -177,6 +180,7 @@ def run(args) -> int:
                          lambda_norm=args.lambda_norm, init_scale=args.init_scale, seed=args.seed,
                          constraint=args.constraint, energy_w=args.energy_w, energy_h=args.energy_h,
                          ncmc_frame=args.ncmc_frame)
+    check_device(args.device, "--device")
     if str(args.device) == "cpu":  # parameters, gradients and optimizer state: at least four float64 copies
         size = sum(problem.counts) * problem.dim + len(problem.counts) * problem.dim
         check_memory(32 * size, f"ufm with {sum(problem.counts)} x {problem.dim} features", "lower --dim or the counts")
@@ -207,14 +211,24 @@ def run(args) -> int:
 
 
 def run_phase(args) -> int:
-    from ..ufm.phase import phase_diagram, write_phase_diagram
+    from ..io_safe import Outputs
+    from ..ufm.phase import check_grid, phase_diagram, write_phase_diagram
 
     if args.ratios is None or args.lambdas is None or args.out is None:
         raise ValueError("the phase diagram needs --ratios, --lambdas and --out (a folder)")
-    check_out_dir(args.out)
-    data = phase_diagram(args.majority, args.minority, args.dim, args.ratios, args.lambdas, loss=args.loss,
-                         n_majority=args.n_majority, steps=args.steps, progress=show_progress(args))
-    data = write_phase_diagram(args.out, data)
+    try:
+        check_grid(args.ratios, args.lambdas)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"--{exc}") from None
+    out = check_out_dir(args.out)
+    with Outputs(force=args.force) as outputs:
+        files = [outputs.claim(out / name, kind) for name, kind in (("phase.json", "ufm phase json"),
+                                                                    ("phase.png", "ufm phase figure"))]
+        data = phase_diagram(args.majority, args.minority, args.dim, args.ratios, args.lambdas, loss=args.loss,
+                             n_majority=args.n_majority, steps=args.steps, progress=show_progress(args))
+        data = write_phase_diagram(out, data)
+        for path in files:
+            outputs.record(path)
     if args.json:
         print(dumps_line(data))
         return 0
@@ -225,15 +239,22 @@ def run_phase(args) -> int:
 
 
 def run_threshold(args) -> int:
+    from ..io_safe import Outputs
     from ..serialize import to_jsonable
     from ..ufm.phase import collapse_threshold, write_threshold
 
-    if args.out:
-        check_out_dir(args.out)
-    data = collapse_threshold(args.majority, args.minority, args.lam, loss=args.loss, n_majority=args.n_majority,
-                              eps=args.eps, r_max=args.r_max)
-    if args.out:
-        data = write_threshold(args.out, data)
+    with Outputs(force=args.force) as outputs:
+        files = []
+        if args.out:
+            out = check_out_dir(args.out)
+            files = [outputs.claim(out / name, kind) for name, kind in (("threshold.json", "ufm threshold json"),
+                                                                        ("threshold.png", "ufm threshold figure"))]
+        data = collapse_threshold(args.majority, args.minority, args.lam, loss=args.loss,
+                                  n_majority=args.n_majority, eps=args.eps, r_max=args.r_max)
+        if args.out:
+            data = write_threshold(args.out, data)
+        for path in files:
+            outputs.record(path)
     if args.json:
         print(dumps_line(to_jsonable(data)))
         return 0
@@ -244,15 +265,20 @@ def run_threshold(args) -> int:
 
 
 def run_sweep(args) -> int:
+    from ..io_safe import Outputs
     from ..ufm.experiments import load_grid, sweep
 
     if args.grid is None:
         return run_phase(args)
     if args.ratios is not None or args.lambdas is not None:
         raise ValueError("give either --grid or --ratios with --lambdas, not both")
-    result = sweep(load_grid(check_in_file(args.grid, "--grid")), progress=show_progress(args))
-    if args.out:
-        atomic_write_json(args.out, result)
+    with Outputs(force=args.force, inputs=[args.grid]) as outputs:
+        grid = load_grid(check_in_file(args.grid, "--grid"))
+        if args.out:
+            outputs.claim(args.out, "ufm sweep json")
+        result = sweep(grid, progress=show_progress(args))
+        if args.out:
+            outputs.write_json(args.out, result)
     if args.json:
         print(dumps_line(result))
         return 0
@@ -265,10 +291,16 @@ def run_sweep(args) -> int:
 
 
 def run_experiment(args) -> int:
+    from ..io_safe import Outputs
     from ..ufm.experiments import run_experiment as run_named
 
-    check_out_dir(args.out)
-    data = run_named(args.name, args.out, size=args.size, seed=args.seed, progress=show_progress(args))
+    out = check_out_dir(args.out)
+    with Outputs(force=args.force) as outputs:
+        files = [outputs.claim(out / f"{args.name}{ext}", f"ufm experiment {kind}")
+                 for ext, kind in ((".json", "json"), (".png", "figure"))]
+        data = run_named(args.name, out, size=args.size, seed=args.seed, progress=show_progress(args))
+        for path in files:
+            outputs.record(path)
     if args.json:
         print(dumps_line(data))
     else:

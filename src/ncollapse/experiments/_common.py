@@ -19,8 +19,9 @@ import torch
 from .._io import atomic_write_json
 from ..config_check import check_keys, check_type, kind_of
 from ..data import Dataset
+from ..io_safe import Outputs
 from ..nn.modes import eval_mode
-from ..report.figures import write_png
+from ..report.figures import png_bytes
 from ..serialize import to_jsonable
 from ..train import train
 from ..train.build import build_data, build_model_for, make_loader
@@ -32,6 +33,8 @@ __all__ = ["load_experiment_config", "train_run", "features_of", "eval_loader", 
            "class_subset", "write_results"]
 
 # ------------------------------------------------------------------------------------------ config files
+
+AT_LEAST_ONE = frozenset({"probe_every", "record_every", "episodes", "queries"})  # checked before training starts
 
 def load_experiment_config(path, overrides=(), defaults: dict | None = None) -> tuple[Config, dict]:
     """(training ``Config``, experiment parameters) from a TOML file (or the defaults when ``path`` is None)
@@ -52,6 +55,8 @@ def load_experiment_config(path, overrides=(), defaults: dict | None = None) -> 
             value = check_type(value, kind_of(defaults[key]), f"experiment.{key}")
         except (TypeError, ValueError) as exc:
             raise type(exc)(f"{source}: {exc}") from None
+        if key in AT_LEAST_ONE and value < 1:
+            raise ValueError(f"{source}: experiment.{key} == {value}, must be >= 1 (in epochs or episodes)")
         out[key] = list(value) if isinstance(defaults[key], list) else value
     return cfg, out
 
@@ -96,10 +101,15 @@ def shuffled_labels(labels: torch.Tensor, seed: int) -> torch.Tensor:
 # ------------------------------------------------------------------------------------------ output
 
 def write_results(out_dir, name: str, result: dict, figures: dict) -> dict:
-    """Write ``results.json`` and one PNG per figure ({file stem: Figure}) into ``out_dir``; returns ``result``."""
+    """Write ``results.json`` and one PNG per figure ({file stem: Figure}) into ``out_dir``; returns ``result``.
+
+    The PNGs go through ``io_safe.Outputs``: all are claimed before the first is written, so a file of the same
+    name that ncollapse did not write there is refused (exit 2) instead of replaced."""
     out = Path(out_dir)
-    for stem, fig in figures.items():
-        write_png(out / f"{stem}.png", fig)
+    with Outputs() as outputs:
+        paths = {stem: outputs.claim(out / f"{stem}.png", "experiment figure", "--out") for stem in figures}
+        for stem, fig in figures.items():
+            outputs.write_bytes(paths[stem], png_bytes(fig))
     result = {"experiment": name, **result, "figures": [f"{stem}.png" for stem in figures],
               "report": str(out / "report.html")}
     atomic_write_json(out / "results.json", to_jsonable(result))

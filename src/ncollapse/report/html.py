@@ -1,6 +1,7 @@
 """One self-contained HTML report per run, or one comparing runs: PNG figures embedded as base64 data URIs,
-inline CSS, no script and no network. Every figure is also written as a PNG beside the HTML file, named
-``<html stem>_<figure>.png``.
+inline CSS, no script and no network. Every figure is also written as a PNG into one folder named after the
+page, ``<html stem>_files/<figure>.png``, as one set through ``io_safe.Outputs`` (a temp folder renamed into
+place; the previous set goes as a whole), so two reports never mix their figures and no stale PNG stays behind.
 
 Page layout: the line-style convention stated once (training solid, test dashed, one colour per run), a summary,
 a headline row of five larger NC panels (``ncpanels.HEADLINE``: NC1, CDNV, ETF error, self-duality, NCC mismatch)
@@ -19,6 +20,8 @@ from __future__ import annotations
 import base64
 import html
 import math
+import os
+import zlib
 from dataclasses import dataclass, field, replace
 from os import PathLike
 from pathlib import Path
@@ -26,7 +29,7 @@ from pathlib import Path
 import numpy as np
 from matplotlib.figure import Figure
 
-from .._io import atomic_write_bytes, atomic_write_text
+from ..io_safe import Outputs
 from ..metrics import GROUPS, measure
 from . import ncpanels, notes, plots
 from .figures import png_bytes
@@ -81,14 +84,33 @@ def html_table(header: list[str] | None, rows: list[list], numeric_from: int | N
     return "\n".join(out)
 
 
+def _set_name(out: Path) -> str:
+    """``<stem>_files``; a stem too long for the file system is cut and given a short digest, so it stays unique."""
+    name = f"{out.stem}_files"
+    try:
+        limit = os.pathconf(out.parent if out.parent.is_dir() else ".", "PC_NAME_MAX")
+    except (OSError, ValueError):
+        limit = 255
+    if len(name.encode("utf-8", "surrogateescape")) <= limit:
+        return name
+    digest = f"{zlib.crc32(out.name.encode('utf-8', 'surrogateescape')):08x}"
+    keep = out.stem.encode("utf-8", "surrogateescape")[: limit - len("_files") - 9].decode("utf-8", "ignore")
+    return f"{keep}~{digest}_files"
+
+
 class _Page:
     """Collects HTML parts and figures; figures go to disk as PNG and into the page as data URIs."""
 
-    def __init__(self, out: Path):
+    def __init__(self, out: Path, outputs: Outputs | None, inputs=()):
         self.out = out
+        self.folder = out.parent / _set_name(out)
+        self.outputs = outputs if outputs is not None else Outputs(inputs=inputs)
+        self.owned = outputs is None
+        self.outputs.claim(out, "report")  # checked and locked before anything is drawn
+        self.outputs.claim(self.folder, "report figures/")
         self.parts: list[str] = []
         self.notes: list[str] = []
-        self.pngs: list[Path] = []
+        self.pngs: dict[str, bytes] = {}
 
     def add(self, fragment: str) -> None:
         self.parts.append(fragment)
@@ -101,9 +123,7 @@ class _Page:
         notes.say(text)
 
     def image(self, name: str, png: bytes, caption: str = "", title: str = "") -> None:
-        path = self.out.parent / f"{self.out.stem}_{name}.png"
-        atomic_write_bytes(path, png)
-        self.pngs.append(path)
+        self.pngs[f"{name}.png"] = png
         data = base64.b64encode(png).decode("ascii")
         cap = f"<figcaption>{html.escape(caption)}</figcaption>" if caption else ""
         self.add(f'<figure>{title}<img alt="{html.escape(name)}" src="data:image/png;base64,{data}">{cap}</figure>')
@@ -129,7 +149,11 @@ class _Page:
                f"<h1>{html.escape(title)}</h1><p class=sub>{html.escape(subtitle)}</p>\n{box}\n"
                f"<p class=conv>{CONVENTION}</p>\n"
                + "\n".join(self.parts) + "\n</body></html>\n")
-        return atomic_write_text(self.out, doc), self.pngs
+        try:
+            return self.out, self.outputs.write_set(self.folder, self.pngs, page=(self.out, doc.encode("utf-8")))
+        finally:
+            if self.owned:
+                self.outputs.close()
 
 
 def _check_extra(extra_sections) -> list[tuple[str, str, object]]:
@@ -402,27 +426,29 @@ def _nc_details(page: _Page, runs: list[Run], plan: _NCPlan) -> None:
     page.add("</details>")
 
 
-def write_report(run_dir, out=None, extra_sections=None) -> Path:
-    """Write the report of one run to ``out`` (default ``run_dir/report.html``), PNGs beside it; returns the path.
+def write_report(run_dir, out=None, extra_sections=None, outputs: Outputs | None = None) -> Path:
+    """Write the report of one run to ``out`` (default ``run_dir/report.html``), PNGs in ``<stem>_files/``; returns
+    the path.
 
     ``extra_sections``: (title, content) pairs appended after the figures; content is a matplotlib Figure,
     a PNG path or an HTML fragment (inserted as given).
     """
-    return render_report(run_dir, out, extra_sections)[0]
+    return render_report(run_dir, out, extra_sections, outputs)[0]
 
 
-def write_comparison(run_dirs, out, labels=None, extra_sections=None) -> Path:
+def write_comparison(run_dirs, out, labels=None, extra_sections=None, outputs: Outputs | None = None) -> Path:
     """Write one HTML page overlaying several runs (accuracy, NC curves, per-group and per-class accuracy);
     ``labels`` names the runs (default: directory names); returns the path."""
-    return render_comparison(run_dirs, out, labels, extra_sections)[0]
+    return render_comparison(run_dirs, out, labels, extra_sections, outputs)[0]
 
 
-def render_report(run_dir, out=None, extra_sections=None) -> tuple[Path, list[Path]]:
-    """``write_report`` returning (HTML path, PNG paths)."""
+def render_report(run_dir, out=None, extra_sections=None, outputs: Outputs | None = None) -> tuple[Path, list[Path]]:
+    """``write_report`` returning (HTML path, PNG paths); ``outputs`` (``io_safe.Outputs``) is the command's writer
+    (default: one that refuses to replace files ncollapse did not write, or the run's own files)."""
     extra = _check_extra(extra_sections)
     run = load_run(run_dir)
     out = Path(out) if out is not None else run.path / "report.html"
-    page = _Page(out)
+    page = _Page(out, outputs, inputs=[run.path])
     for note in run.notes:
         page.note(note)
     page.heading("Summary")
@@ -466,15 +492,16 @@ def _labels(runs: list[Run], labels) -> list[str]:
     return [n if names.count(n) == 1 else f"{n} #{i + 1}" for i, n in enumerate(names)]
 
 
-def render_comparison(run_dirs, out, labels=None, extra_sections=None) -> tuple[Path, list[Path]]:
-    """``write_comparison`` returning (HTML path, PNG paths)."""
+def render_comparison(run_dirs, out, labels=None, extra_sections=None,
+                      outputs: Outputs | None = None) -> tuple[Path, list[Path]]:
+    """``write_comparison`` returning (HTML path, PNG paths); ``outputs`` as in ``render_report``."""
     extra = _check_extra(extra_sections)
     run_dirs = [run_dirs] if isinstance(run_dirs, (str, PathLike)) else list(run_dirs)
     if not run_dirs:
         raise ValueError("write_comparison needs at least one run directory")
     loaded = [load_run(d) for d in run_dirs]
     runs = [replace(r, name=lab) for r, lab in zip(loaded, _labels(loaded, labels))]
-    page = _Page(Path(out))
+    page = _Page(Path(out), outputs, inputs=[r.path for r in runs])
     for run in runs:
         for note in run.notes:
             page.note(f"{run.label}: {note}")

@@ -91,9 +91,17 @@ class TableRun:
     last: dict = field(default_factory=dict)  # latest value of every metrics.jsonl key
 
     def value(self, metric: str) -> float | None:
+        """The metric as a float; None when the run does not have it, NaN when it is null or NaN (a warning)."""
         source, key, _, _ = METRICS[metric]
-        v = (self.summary if source == "summary" else self.last).get(key)
-        return None if v is None or (isinstance(v, float) and math.isnan(v)) else float(v)
+        values = self.summary if source == "summary" else self.last
+        if key not in values:
+            return None
+        v = values[key]
+        if v is None or math.isnan(v):
+            where = self.path / ("summary.json" if source == "summary" else "metrics.jsonl")
+            warnings.warn(f"{where}: {key} is {'null' if v is None else 'NaN'}; its cell shows NaN", stacklevel=3)
+            return math.nan
+        return float(v)
 
 
 def _run_dirs(paths) -> list[Path]:
@@ -124,16 +132,42 @@ def load_runs(paths) -> list[TableRun]:
     for d in _run_dirs(paths):
         try:
             cfg = tomllib.loads((d / "config.toml").read_text(encoding="utf-8"))
-            info = json.loads((d / "run.json").read_text(encoding="utf-8")) if (d / "run.json").is_file() else {}
-            summary = json.loads((d / "summary.json").read_text(encoding="utf-8"))
+            info = _json_object(d / "run.json") if (d / "run.json").is_file() else {}
+            summary = _json_object(d / "summary.json")
+            last = _last_values(d / "metrics.jsonl")
+            _check_values(d / "summary.json", summary, "summary")
+            _check_values(d / "metrics.jsonl", last, "metrics")
+            attrs = run_attributes(cfg, info)
+            if isinstance(attrs["seed"], bool) or not isinstance(attrs["seed"], (int, str)):
+                raise ValueError(f"{d / 'run.json'}: seed {attrs['seed']!r:.40} is not an integer")
         except FileNotFoundError:
             warnings.warn(f"{d}: no summary.json (unfinished run); skipped", stacklevel=2)
             continue
-        except (ValueError, tomllib.TOMLDecodeError) as exc:
-            warnings.warn(f"{d}: unreadable run ({exc}); skipped", stacklevel=2)
+        except (ValueError, TypeError, AttributeError, tomllib.TOMLDecodeError) as exc:
+            warnings.warn(f"{d}: unreadable run ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__}); "
+                          "skipped", stacklevel=2)
             continue
-        runs.append(TableRun(d, run_attributes(cfg, info), summary, _last_values(d / "metrics.jsonl")))
+        runs.append(TableRun(d, attrs, summary, last))
     return runs
+
+
+def _json_object(path: Path) -> dict:
+    """A JSON file that must hold one object; anything else is a ``ValueError`` naming the file."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except ValueError as exc:
+        raise ValueError(f"{path} is not valid JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"{path} holds a JSON {type(data).__name__}, not an object")
+    return data
+
+
+def _check_values(path: Path, values: dict, source: str) -> None:
+    """The table's metrics in ``values`` are numbers or null; anything else is a ``ValueError`` naming the file."""
+    for src, key, _, _ in METRICS.values():
+        v = values.get(key)
+        if src == source and v is not None and (isinstance(v, bool) or not isinstance(v, (int, float))):
+            raise ValueError(f"{path}: {key} is {v!r:.40}, not a number")
 
 
 # ------------------------------------------------------------------------------------------ layouts
@@ -312,13 +346,15 @@ _SYMBOLS = ("†", "‡", "§", "¶")
 
 
 def _cell_runs(runs, want: dict) -> list[TableRun]:
+    """The runs of one cell, one per seed: of two runs with the same seed, the one whose path sorts first is kept
+    (``runs`` arrive sorted by path), whatever their values, with a warning naming both."""
     chosen: dict = {}
     for run in runs:
         if _matches(run.attrs, want):
             seed = run.attrs["seed"]
             if seed in chosen:
-                warnings.warn(f"{run.path}: seed {seed} already in this cell ({chosen[seed].path}); kept the first",
-                              stacklevel=3)
+                warnings.warn(f"{run.path}: seed {seed} already in this cell ({chosen[seed].path}); kept the run "
+                              "whose path sorts first", stacklevel=3)
                 continue
             chosen[seed] = run
     return [chosen[s] for s in sorted(chosen, key=str)]
@@ -326,7 +362,10 @@ def _cell_runs(runs, want: dict) -> list[TableRun]:
 
 def build_table(layout, runs: list[TableRun], metric: str = "best") -> Table:
     """Fill ``layout`` (a ``Layout``, ``"auto"`` for ``auto_layout(runs)`` or a name in ``LAYOUTS``) from ``runs``;
-    missing cells warn, and a table without a single filled cell raises."""
+    missing cells warn, and a table without a single filled cell raises. Duplicates are resolved before any cell
+    is filled: runs are taken in path order and a cell keeps one run per seed (``_cell_runs``); a null or NaN
+    metric stays in its cell as NaN, with a warning, so no seed is dropped silently."""
+    runs = sorted(runs, key=lambda r: str(r.path))
     if layout == AUTO:
         layout = auto_layout(runs)
     elif isinstance(layout, str):
@@ -354,7 +393,7 @@ def build_table(layout, runs: list[TableRun], metric: str = "best") -> Table:
                 continue
             chosen = _cell_runs(runs, {**col.match, **row.match})
             used.update(id(r) for r in chosen)
-            values = [v for v in (r.value(metric) for r in chosen) if v is not None]
+            values = [v for v in (r.value(metric) for r in chosen) if v is not None]  # None: no such metric
             if not values:
                 missing.append(f"{f'{row.group} ' if row.group else ''}{row.label} / {col.label}")
             line.append(Cell(values))
@@ -363,7 +402,8 @@ def build_table(layout, runs: list[TableRun], metric: str = "best") -> Table:
     percent = METRICS[metric][2]
     for j in range(len(layout.columns)):
         for group in dict.fromkeys(r.group for r in layout.rows):  # rows of one group (e.g. a backbone) compete
-            members = [i for i, r in enumerate(layout.rows) if r.group == group and cells[i][j].values]
+            members = [i for i, r in enumerate(layout.rows) if r.group == group and cells[i][j].values
+                       and not math.isnan(_mean(cells[i][j].values))]
             means = sorted({_rounded(_mean(cells[i][j].values), percent) for i in members}, reverse=higher)
             for i in members:
                 m = _rounded(_mean(cells[i][j].values), percent)
@@ -395,6 +435,8 @@ def _rounded(value: float, percent: bool) -> float:
 
 
 def _fmt(value: float, percent: bool) -> str:
+    if math.isnan(value):
+        return "NaN"
     return f"{100 * value:.1f}" if percent else f"{value:.3g}"
 
 

@@ -102,7 +102,7 @@ class TrainConfig:
     mixup_alpha: float = field(default=0.0, metadata=_bounds(0.0))  #: Beta(α, α) mixup; 0 = off
     drop_last: bool = False  #: drop the last incomplete training batch
     amp: str = field(default="auto", metadata=_choice("auto", "off", "bf16", "fp16"))  #: CUDA only; auto = bf16 if supported else fp16
-    threads: int = field(default=0, metadata=_bounds(0))  #: CPU threads (torch.set_num_threads); 0 = leave as is
+    threads: int = field(default=0, metadata=_bounds(0, 1024))  #: CPU threads (torch.set_num_threads, at most 1024); 0 = leave as is
 
 
 @dataclass(frozen=True)

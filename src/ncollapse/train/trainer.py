@@ -87,17 +87,18 @@ def train(config: Config, out_dir, *, resume: bool = False, device: str = "auto"
         raise TypeError(f"config must be a ncollapse.train.Config; got {type(config).__name__}")
     out = Path(out_dir)
     ctx = distlib.setup(device)
+    fresh = not out.exists()
     try:
         with _StopFlag() as stop, ExitStack() as resources:
-            # 0. the run directory: owned by this process (run.lock), then a fresh one or a checkpoint written by
-            #    this very config (before any other write)
-            _lock_run_dir(out, ctx, resources)
-            ckpt = open_run_dir(out, config, ctx, resume)
             if config.train.batch_size % ctx.world_size:
                 raise ValueError(f"train.batch_size == {config.train.batch_size} is not divisible by the "
                                  f"{ctx.world_size} DDP processes")
             if config.train.threads:
                 torch.set_num_threads(config.train.threads)
+            # 0. the run directory: owned by this process (run.lock), then a fresh one or a checkpoint written by
+            #    this very config (before any other write)
+            _lock_run_dir(out, ctx, resources)
+            ckpt = open_run_dir(out, config, ctx, resume)
             # 1.-2. data on the device, model, loss, optimiser, precision; 3. their state from the checkpoint
             run = build_run(config, ctx, data)
             state = TrainState.fresh(ctx.device) if ckpt is None else restore(ckpt, run)
@@ -115,6 +116,10 @@ def train(config: Config, out_dir, *, resume: bool = False, device: str = "auto"
             result = _train(run, state, out, stop, logger, progress=progress, on_epoch=on_epoch)
             distlib.barrier(ctx)  # ranks leave together: gloo aborts a rank that tears down while rank 0 still writes
             return result
+    except BaseException:
+        if fresh and ctx.is_main and out.is_dir() and not any(out.iterdir()):
+            out.rmdir()  # set-up failed before anything was written: the folder is not claimed
+        raise
     finally:
         distlib.teardown(ctx)
 
@@ -181,6 +186,7 @@ def _steps(run: Run, state: TrainState, epoch: int, stop: _StopFlag, bar) -> int
     """The epoch's optimisation steps from ``state.batch`` on; the batch count when a signal stopped it early."""
     cfg, ctx = run.cfg, run.ctx
     epochs, steps_per_epoch, alpha = cfg.train.epochs, len(run.train_loader), cfg.train.mixup_alpha
+    losses = torch.zeros(steps_per_epoch, device=ctx.device)  # checked once at the end of the epoch
     for i, (x, y) in enumerate(run.train_loader, start=state.batch):
         lr = lr_at(state.step, cfg.schedule, cfg.optim.lr, steps_per_epoch, epochs)
         for group in run.optimizer.param_groups:
@@ -196,6 +202,7 @@ def _steps(run: Run, state: TrainState, epoch: int, stop: _StopFlag, bar) -> int
         else:
             y_a, y_b, lam = y, y, 1.0
             loss = run.loss_fn(features, logits, y, epoch=epoch)
+        losses[i] = loss.detach()
         run.optimizer.zero_grad(set_to_none=True)
         run.scaler.scale(loss).backward()
         run.scaler.step(run.optimizer)
@@ -210,7 +217,28 @@ def _steps(run: Run, state: TrainState, epoch: int, stop: _StopFlag, bar) -> int
         check = not ctx.distributed or (i + 1) % _DDP_STOP_CHECK == 0  # agreeing costs a sync under DDP
         if check and i + 1 < steps_per_epoch and distlib.any_rank(stop.signum is not None, ctx):
             return i + 1
+    bad = (~torch.isfinite(losses)).nonzero()  # one sync per epoch
+    _check_diverged(run, epoch * steps_per_epoch + int(bad[0]) if len(bad) else -1, epoch, steps_per_epoch)
     return None
+
+
+class TrainingDivergedError(ValueError):
+    """The training loss became NaN or infinite (too large a learning rate, as a rule)."""
+
+
+def _check_diverged(run: Run, step: int, epoch: int, steps_per_epoch: int) -> None:
+    """Raise ``TrainingDivergedError`` naming the learning rate, epoch and step of the first non-finite loss."""
+    if not distlib.any_rank(step >= 0, run.ctx):
+        return
+    if step < 0:  # another DDP rank diverged first; this one only knows the epoch
+        step = epoch * steps_per_epoch
+    cfg = run.cfg
+    lr = lr_at(step, cfg.schedule, cfg.optim.lr, steps_per_epoch, cfg.train.epochs)
+    raise TrainingDivergedError(
+        f"training diverged: the loss became non-finite in epoch {epoch + 1}, step {step - epoch * steps_per_epoch + 1}"
+        f" of {steps_per_epoch} (global step {step + 1}) at learning rate {lr:.4g} (optim.lr = {cfg.optim.lr:g}); "
+        "lower optim.lr and train into a new --out or delete this run directory"
+        + (f" (its checkpoint holds epoch {epoch})" if epoch else " (no epoch finished)"))
 
 
 def _evaluate(run: Run, state: TrainState, epoch: int, out: Path, progress: bool) -> dict:

@@ -61,6 +61,15 @@ def _check_setting(k_majority, k_minority, lam, n_majority, loss):
         raise ValueError(f"loss == {loss!r}, must be 'ce' or 'mse'")
 
 
+def check_grid(ratios, lambdas) -> None:
+    """Every imbalance ratio R and every λ finite and > 0 (n_B = n_A/R; λ = 0 has no finite CE optimum)."""
+    for name, values in (("ratios", ratios), ("lambdas", lambdas)):
+        if not len(values):
+            raise ValueError(f"{name} is empty; give at least one value")
+        for v in values:
+            check_scalar(v, f"{name} value", Real, low=0.0, low_open=True, high=math.inf, high_open=True)
+
+
 def closed_form_threshold(k_majority: int, k_minority: int, lam: float, n_majority: int,
                           temperature: float = 1.0) -> float | None:
     """R₀ from √n_B = τλN (module docstring), or None if no R collapses the minority alone."""
@@ -138,6 +147,7 @@ def phase_diagram(k_majority: int, k_minority: int, dim: int, ratios, lambdas, l
 
     n_B = max(1, round(n_A/R)) (the achieved R = n_A/n_B is reported); cells are solved ``chunk`` at a time as
     one stacked L-BFGS problem and each is certified."""
+    check_grid(ratios, lambdas)
     _check_setting(k_majority, k_minority, min(lambdas), n_majority, loss)
     start = time.perf_counter()
     cells = [(r, lam) for lam in lambdas for r in ratios]
