@@ -9,8 +9,9 @@ steps or every ``every_n_epochs`` epochs, in one of two modes:
   needs the class means first, so it runs over the features cached during the pass while they fit in
   ``cache_mb``, else over a second pass of the loader.
 * ``"online"``: the training forward passes' features (``model.training`` only), paired with the labels given to
-  ``update(labels)``, accumulate between two measurements at no extra forward. Approximate: the features of one
-  window come from a drifting model (docs/tracking.md measures the gap); NC4 is left out.
+  ``update(labels)``, accumulate between two measurements at no extra forward (buffered, folded into ClassStats
+  every ``CHUNK_ROWS`` rows). Approximate: the features of one window come from a drifting model (docs/tracking.md
+  measures the gap); NC4 is left out.
 
 Sequence models: features (B, T, d) pair with labels (B, T); ``task="next_token"`` pairs position t with label
 t + 1 (causal LM, K = vocabulary), and labels equal to ``ignore_index`` (padding, −100) are dropped. Under
@@ -39,11 +40,14 @@ MODES = ("eval_pass", "online")
 TASKS = ("classification", "next_token")
 SPLITS = ("train", "test")
 STATE_FORMAT = "ncollapse.tracker/1"
+CHUNK_ROWS = 16384  # rows folded into ClassStats at once (few large updates, little Python per batch or step)
 
 
 def find_classifier(model: nn.Module, num_classes: int, name: str | None = None) -> tuple[str, nn.Linear]:
-    """(name, module) of the classifier: ``name`` when given, else the last ``nn.Linear`` of ``model``, which must
-    have ``num_classes`` outputs and be the only ``nn.Linear`` that has."""
+    """(name, module) of the classifier: ``name`` when given, else the last ``nn.Linear`` of ``model`` (in module
+    order), which must have ``num_classes`` outputs; another ``nn.Linear`` with ``num_classes`` outputs beside it
+    (the same parent module: two heads) makes the choice ambiguous, one inside a block (a feed-forward layer that
+    happens to be K wide) does not."""
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module; got {type(model).__name__}")
     modules = dict(model.named_modules())
@@ -60,7 +64,8 @@ def find_classifier(model: nn.Module, num_classes: int, name: str | None = None)
         if not linears:
             raise ValueError("model has no nn.Linear to read the features from; pass classifier='module.name'")
         name, module = linears[-1]
-        heads = [n for n, m in linears if m.out_features == num_classes]
+        parent = name.rpartition(".")[0]
+        heads = [n for n, m in linears if m.out_features == num_classes and n.rpartition(".")[0] == parent]
         if len(heads) > 1:
             raise ValueError(f"ambiguous classifier: nn.Linear modules {heads} all have {num_classes} outputs; "
                              f"pass classifier= one of them")
@@ -68,6 +73,27 @@ def find_classifier(model: nn.Module, num_classes: int, name: str | None = None)
         raise ValueError(f"classifier {name!r} has {module.out_features} outputs, not num_classes={num_classes}; "
                          "pass classifier='module.name' naming the layer that outputs the class scores")
     return name, module
+
+
+def _chunks(triples, rows: int):
+    """(features, labels, decisions) triples concatenated into chunks of at least ``rows`` rows (the last smaller)."""
+    pending, held = [], 0
+    for triple in triples:
+        pending.append(triple)
+        held += len(triple[1])
+        if held >= rows:
+            yield _cat(pending)
+            pending, held = [], 0
+    if pending:
+        yield _cat(pending)
+
+
+def _cat(triples):
+    if len(triples) == 1:
+        return triples[0]
+    features, labels, decisions = zip(*triples)
+    return (torch.cat(features), torch.cat(labels),
+            None if any(d is None for d in decisions) else torch.cat(decisions))
 
 
 def _default_forward(model: nn.Module, batch, device: torch.device):
@@ -156,8 +182,11 @@ class NCTracker:
         self.history: list[dict] = []
         self.step_count = self.epoch_count = self.measurements = 0
         self._features: torch.Tensor | None = None
+        self._decisions: torch.Tensor | None = None
         self._in_pass = False
         self._online: ClassStats | None = None
+        self._pending: list[tuple[torch.Tensor, torch.Tensor]] = []  # online pairs not yet folded in
+        self._pending_rows = 0
         self._handle = self.classifier.register_forward_pre_hook(self._capture)
         self.files = None
         if run_dir is not None and _rank() == 0:
@@ -174,22 +203,26 @@ class NCTracker:
     def _device(self) -> torch.device:
         return self.classifier.weight.device
 
-    def _pair(self, features: torch.Tensor, labels) -> tuple[torch.Tensor, torch.Tensor]:
-        """(n, d) features and (n,) labels: sequence positions flattened, shifted for next-token, ignored dropped."""
+    def _pair(self, features: torch.Tensor, labels, decisions: torch.Tensor | None = None):
+        """(n, d) features, (n,) labels and (n,) decisions (or None): sequence positions flattened, shifted for
+        next-token (position t predicts label t + 1), samples labelled ``ignore_index`` dropped."""
         labels = torch.as_tensor(labels).to(features.device)
         if self.task == "next_token":
             if features.dim() != 3 or labels.dim() != 2:
                 raise ValueError(f"task='next_token' needs features (batch, seq, dim) and labels (batch, seq); got "
                                  f"{tuple(features.shape)} and {tuple(labels.shape)}")
             features, labels = features[:, :-1], labels[:, 1:]
+            decisions = None if decisions is None else decisions[:, :-1]
         if tuple(features.shape[:-1]) != tuple(labels.shape):
             raise ValueError(f"features of shape {tuple(features.shape)} do not pair with labels of shape "
                              f"{tuple(labels.shape)}: the labels must have the features' leading dimensions")
         features, labels = features.reshape(-1, features.shape[-1]), labels.reshape(-1)
+        decisions = None if decisions is None else decisions.reshape(-1)
         keep = labels != self.ignore_index
         if not bool(keep.all()):
             features, labels = features[keep], labels[keep]
-        return features, labels
+            decisions = None if decisions is None else decisions[keep]
+        return features, labels, decisions
 
     def _new_stats(self) -> ClassStats:
         return ClassStats(self.num_classes, self.classifier.in_features, device=self._device(),
@@ -204,9 +237,21 @@ class NCTracker:
             raise ValueError("update(labels) found no features: call it after a forward pass of the model in "
                              "training mode (model.train())")
         features, self._features = self._features, None
-        if self._online is None:
-            self._online = self._new_stats()
-        self._online.update(*self._pair(features, labels))
+        features, labels, _ = self._pair(features, labels)
+        self._pending.append((features, labels))
+        self._pending_rows += len(labels)
+        if self._pending_rows >= CHUNK_ROWS:
+            self._fold_pending()
+
+    def _fold_pending(self) -> ClassStats | None:
+        """Fold the buffered online pairs into the window's ClassStats in one update (little Python per step)."""
+        if self._pending:
+            if self._online is None:
+                self._online = self._new_stats()
+            features, labels, _ = _cat([(f, y, None) for f, y in self._pending])
+            self._online.update(features, labels)
+            self._pending, self._pending_rows = [], 0
+        return self._online
 
     def step(self) -> dict | None:
         """Count one optimiser step; measures (and returns the record) when ``every_n_steps`` says so."""
@@ -224,18 +269,21 @@ class NCTracker:
 
     # -- measuring --------------------------------------------------------------------------------
     def _eval_pass(self) -> tuple[ClassStats, NCCCounts | None]:
-        stats, cached, held = self._new_stats(), [], 0
+        """One pass: features into ClassStats in chunks of ``CHUNK_ROWS`` rows (few large updates), cached with the
+        model's decisions (argmax of the classifier's output) while they fit in ``cache_mb``; then NC4 over the cache,
+        or over a second pass."""
+        stats, cached, held, dtype = self._new_stats(), [], 0, torch.float32
         self._in_pass = True
+        decide = self.classifier.register_forward_hook(self._capture_decisions) if self.ncc else None
         try:
             with eval_mode(self.model):
-                for batch in self.loader:
-                    self._forward(self.model, batch)
-                    features, labels = self._pair(self._features, self._labels(batch))
+                for features, labels, decisions in _chunks(self._batches(), CHUNK_ROWS):
                     stats.update(features, labels)
+                    dtype = torch.float64 if features.dtype == torch.float64 else torch.float32
                     if self.ncc and cached is not None:
                         held += features.numel() * features.element_size()
                         if held <= self.cache_bytes:
-                            cached.append((features, labels))
+                            cached.append((features, labels, decisions))
                         else:  # too large to hold: NC4 takes a second pass
                             cached = None
                 if self.sync:
@@ -243,19 +291,26 @@ class NCTracker:
                 counts = None
                 if self.ncc:
                     W, b = self._classifier()
-                    counts = NCCCounts.from_stats(stats, W=W, b=b)
-                    for features, labels in cached if cached is not None else self._second_pass():
-                        counts.update(features, labels)
+                    # the search in the features' precision: float64 only re-ranks ties finer than the input holds
+                    counts = NCCCounts.from_stats(stats, W=W, b=b, dtype=dtype)
+                    for features, labels, decisions in cached if cached is not None else self._batches():
+                        counts.update(features, labels, decisions)
                     if self.sync:
                         counts.all_reduce()
         finally:
-            self._in_pass, self._features = False, None
+            if decide is not None:
+                decide.remove()
+            self._in_pass, self._features, self._decisions = False, None, None
         return stats, counts
 
-    def _second_pass(self):
+    def _capture_decisions(self, module: nn.Module, args, output) -> None:
+        self._decisions = output.detach().argmax(-1)
+
+    def _batches(self):
+        """(features, labels, the model's decisions) of every batch of the loader, paired (``_pair``)."""
         for batch in self.loader:
             self._forward(self.model, batch)
-            yield self._pair(self._features, self._labels(batch))
+            yield self._pair(self._features, self._labels(batch), self._decisions)
 
     def _classifier(self) -> tuple[torch.Tensor, torch.Tensor | None]:
         """(W, b) in float64 on the CPU (b None for a bias-free classifier)."""
@@ -269,7 +324,7 @@ class NCTracker:
         if self.mode == "eval_pass":
             stats, counts = self._eval_pass()
         else:
-            if self._online is None and not self.sync:
+            if self._fold_pending() is None and not self.sync:
                 raise ValueError("the online window is empty: call tracker.update(labels) after each training forward "
                                  "(or use mode='eval_pass')")
             stats, counts, self._online = self._online or self._new_stats(), None, None
@@ -317,14 +372,15 @@ class NCTracker:
         """Forget the counts, the history and the open online window (the run directory is left as it is)."""
         self.step_count = self.epoch_count = self.measurements = 0
         self.history, self._online, self._features = [], None, None
+        self._pending, self._pending_rows = [], 0
 
     def state_dict(self) -> dict:
         """Counters, history and the open online window: what a resumed training needs to resume its tracking."""
         return {"format": STATE_FORMAT, "step": self.step_count, "epoch": self.epoch_count,
                 "measurements": self.measurements, "history": list(self.history),
                 "elapsed": self._elapsed + time.perf_counter() - self._t0,
-                "online": None if self._online is None else {k: v.cpu() if torch.is_tensor(v) else v
-                                                             for k, v in self._online.state_dict().items()}}
+                "online": None if self._fold_pending() is None else {k: v.cpu() if torch.is_tensor(v) else v
+                                                                     for k, v in self._online.state_dict().items()}}
 
     def load_state_dict(self, state: dict) -> None:
         """Restore ``state_dict()``; the run directory's metrics.jsonl is cut back to the restored measurements."""
@@ -334,7 +390,7 @@ class NCTracker:
         self.step_count, self.epoch_count = int(state["step"]), int(state["epoch"])
         self.measurements, self.history = int(state["measurements"]), list(state["history"])
         self._elapsed, self._t0 = float(state["elapsed"]), time.perf_counter()
-        self._online = None
+        self._online, self._pending, self._pending_rows = None, [], 0
         if state["online"] is not None:
             self._online = self._new_stats()
             self._online.load_state_dict(state["online"])
