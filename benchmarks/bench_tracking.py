@@ -6,17 +6,18 @@ NC4's nearest-class-centre search costs about as much as the lm_head itself, so 
 without NC4 (``ncc=False``).
 
 * ``online``: a training step (forward, loss, backward, AdamW step) with the tracker's hook, ``update(labels)`` and
-  ``step()`` (one measurement per block of steps, so the measurement itself is in the time) against the same step
-  of an identical model without a tracker. Target ≤ 1.05.
+  ``step()`` against the same step of an identical model without a tracker, in pairs, plus the measurement at the
+  end of each epoch of the loader spread over its steps (20 steps here; real epochs have more). Target ≤ 1.05.
 * ``eval_pass``: ``tracker.measure_now()`` (the pass with ClassStats, NC4 over the cached features, ``measure``)
   against a plain ``torch.no_grad`` eval-mode forward over the same loader. Target ≤ 1.2 (``cnn``, ``transformer``).
 
-Blocks of both sides alternate in ABBA order ``--repeats`` times after a warm-up, and each ratio is the median of
-the per-repeat ratios, so load from other processes falls on both sides alike. Both the wall-clock and the
+Both sides alternate (step by step for online, pass by pass in ABBA order for eval_pass) over ``--repeats``
+epochs after a warm-up, and each ratio is a median of paired ratios, so load from other processes falls on both
+sides alike. Both the wall-clock and the
 process CPU-time ratios are reported; the targets are checked on CPU time (one torch thread: the tracker's own
 work, which other processes on a shared machine do not inflate), and the wall ratios are printed beside them.
 
-    python benchmarks/bench_tracking.py [--repeats 7] [--threads 1]
+    python benchmarks/bench_tracking.py [--repeats 9] [--threads 1]
 
 ``drift``: the online mode against eval_pass on a real run (an MLP on scikit-learn's digits), per epoch.
 
@@ -127,18 +128,16 @@ def _since(t0: tuple[float, float]) -> tuple[float, float]:
     return wall - t0[0], cpu - t0[1]
 
 
-def _train_block(model, opt, loader, loss_fn, tracker=None) -> tuple[float, float]:
+def _train_step(model, opt, xb, yb, loss_fn, tracker=None) -> tuple[float, float]:
     t0 = _clock()
-    model.train()
-    for xb, yb in loader:
-        loss = loss_fn(model, xb, yb)
-        if tracker is not None:
-            tracker.update(yb)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        if tracker is not None:
-            tracker.step()
+    loss = loss_fn(model, xb, yb)
+    if tracker is not None:
+        tracker.update(yb)
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
+    if tracker is not None:
+        tracker.step()
     return _since(t0)
 
 
@@ -160,51 +159,58 @@ def _timed(fn) -> tuple[float, float]:
 
 
 def bench_case(case, repeats: int) -> dict:
-    """Interleaved repeats of: plain training block, tracked (online) block, plain forward pass, eval_pass with NC4,
-    eval_pass without NC4 (``ncc=False``); medians of the per-repeat ratios."""
+    """Online: training steps of the plain and the tracked model in pairs (order alternating), ``repeats`` epochs of
+    the loader, each ended by the tracker's measurement; the ratio is the median per-pair step ratio plus the median
+    measurement time spread over the epoch's steps. Eval pass: repeats of a plain forward pass, eval_pass with NC4
+    and without (``ncc=False``) in ABBA order; medians of the per-repeat ratios."""
     name, make, k, loader, loss_fn, kwargs = case
     torch.manual_seed(0)
     plain = make()
     tracked = copy.deepcopy(plain)
     opt_plain = torch.optim.AdamW(plain.parameters(), lr=1e-3)
     opt_tracked = torch.optim.AdamW(tracked.parameters(), lr=1e-3)
-    online = NCTracker(tracked, k, mode="online", every_n_steps=len(loader), **kwargs)
+    online = NCTracker(tracked, k, mode="online", every_n_epochs=1, **kwargs)
     evaluator = copy.deepcopy(plain)  # the baseline's copy carries no hook
     eval_tracker = NCTracker(copy.deepcopy(plain), k, loader, **kwargs)
     no_ncc = NCTracker(copy.deepcopy(plain), k, loader, ncc=False, **kwargs)
-    for _ in range(2):  # warm-up: allocator, kernels, first ClassStats
-        _train_block(plain, opt_plain, loader, loss_fn)
-        _train_block(tracked, opt_tracked, loader, loss_fn, online)
-        _forward_block(evaluator, loader)
-        eval_tracker.measure_now()
-        no_ncc.measure_now()
-    sides = {"online": ([], []), "eval_pass": ([], []), "eval_pass_no_ncc": ([], [])}  # (baseline, tracked) times
-    train_ms, forward_s = [], []
-    for repeat in range(repeats):
-        flip = repeat % 2 == 1  # ABBA order: a drift in the machine's load falls on both sides alike
-        runs = [lambda: _train_block(plain, opt_plain, loader, loss_fn),
-                lambda: _train_block(tracked, opt_tracked, loader, loss_fn, online)]
-        timed = {i: runs[i]() for i in ((1, 0) if flip else (0, 1))}
-        sides["online"][0].append(timed[0])
-        sides["online"][1].append(timed[1])
-        train_ms.append(1e3 * timed[0][0] / len(loader))
-        runs = [lambda: _forward_block(evaluator, loader), lambda: _timed(eval_tracker.measure_now),
-                lambda: _timed(no_ncc.measure_now)]
-        timed = {i: runs[i]() for i in ((2, 1, 0) if flip else (0, 1, 2))}
-        for key, i in (("eval_pass", 1), ("eval_pass_no_ncc", 2)):
-            sides[key][0].append(timed[0])
-            sides[key][1].append(timed[i])
-        forward_s.append(timed[0][0])
+    plain.train()
+    tracked.train()
+    steps, measures = [], []  # ((plain wall, cpu), (tracked wall, cpu)) per pair; (wall, cpu) per measurement
+    for epoch in range(repeats + 1):  # the first epoch warms up allocator, kernels and ClassStats
+        for i, (xb, yb) in enumerate(loader):
+            sides = [lambda: _train_step(plain, opt_plain, xb, yb, loss_fn),
+                     lambda: _train_step(tracked, opt_tracked, xb, yb, loss_fn, online)]
+            timed = {j: sides[j]() for j in ((1, 0) if (i + epoch) % 2 else (0, 1))}
+            if epoch:
+                steps.append((timed[0], timed[1]))
+        measured = _timed(online.epoch_end)
+        if epoch:
+            measures.append(measured)
+    passes = {"forward": [], "eval_pass": [], "eval_pass_no_ncc": []}
+    runs = {"forward": lambda: _forward_block(evaluator, loader), "eval_pass": lambda: _timed(eval_tracker.measure_now),
+            "eval_pass_no_ncc": lambda: _timed(no_ncc.measure_now)}
+    for repeat in range(repeats + 1):
+        order = list(runs) if repeat % 2 else list(runs)[::-1]  # ABBA: a drift in load falls on both sides
+        timed = {key: runs[key]() for key in order}
+        if repeat:
+            for key, value in timed.items():
+                passes[key].append(value)
     for tracker in (online, eval_tracker, no_ncc):
         tracker.close()
     out = {"case": name, "num_classes": k, "batches": len(loader), "batch": len(loader[0][1]),
-           "samples_per_pass": eval_tracker.history[-1]["nc/num_samples"]}
-    out.update(train_step_ms=statistics.median(train_ms), forward_pass_s=statistics.median(forward_s))
-    for key, (base, tracked_times) in sides.items():
-        for clock, which in (("wall", 0), ("cpu", 1)):
-            ratios = [t[which] / b[which] for b, t in zip(base, tracked_times)]
+           "samples_per_pass": eval_tracker.history[-1]["nc/num_samples"],
+           "train_step_ms": 1e3 * statistics.median(p[0][0] for p in steps),
+           "forward_pass_s": statistics.median(t[0] for t in passes["forward"])}
+    for clock, c in (("wall", 0), ("cpu", 1)):
+        step = statistics.median(p[0][c] for p in steps)
+        share = statistics.median(m[c] for m in measures) / (len(loader) * step)
+        out[f"online_{clock}_ratio"] = statistics.median(p[1][c] / p[0][c] for p in steps) + share
+        out[f"online_{clock}_measurement_share"] = share
+        for key in ("eval_pass", "eval_pass_no_ncc"):
+            ratios = [t[c] / b[c] for b, t in zip(passes["forward"], passes[key])]
             out[f"{key}_{clock}_ratio"] = statistics.median(ratios)
             out[f"{key}_{clock}_ratios"] = [round(v, 4) for v in ratios]
+    for key in ("online", "eval_pass", "eval_pass_no_ncc"):
         out[f"{key}_ratio"] = out[f"{key}_cpu_ratio"]
     return out
 
@@ -245,7 +251,7 @@ def drift(epochs: int = 12, lr: float = 0.05) -> list[dict]:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--repeats", type=int, default=9)
     parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads (default 1)")
     parser.add_argument("--batches", type=int, default=20, help="batches per block (and per eval pass)")
     args = parser.parse_args(argv)
