@@ -82,6 +82,12 @@ def test_bad_arguments_name_the_problem():
         NCTracker(model, K, _loader(x, y), mode="fast")
     with pytest.raises(ValueError, match="no schedule"):
         NCTracker(model, K, _loader(x, y), every_n_epochs=0)
+    with pytest.raises(TypeError, match="cache_mb must be a number"):
+        NCTracker(model, K, _loader(x, y), cache_mb="1GB")
+    with pytest.raises(ValueError, match="every_n_steps == -1"):
+        NCTracker(model, K, _loader(x, y), every_n_steps=-1)
+    with pytest.raises(ValueError, match="task='next_token' needs features"):
+        NCTracker(model, K, _loader(x, y), task="next_token").measure_now()
     online = NCTracker(model, K, mode="online")
     with pytest.raises(ValueError, match="found no features"):
         online.update(y[:8])
@@ -202,6 +208,12 @@ def test_run_directory_is_read_by_report_and_table(tmp_path):
     assert write_report(tmp_path / "run").is_file()
 
 
+def test_run_dir_that_is_a_file_is_refused(tmp_path):
+    (tmp_path / "taken").write_text("x")
+    with pytest.raises(ValueError, match="run_dir .* is an existing file"):
+        NCTracker(_model(), K, _loader(*_data()), run_dir=tmp_path / "taken")
+
+
 def test_run_directory_of_another_run_is_refused(tmp_path):
     x, y = _data()
     first = NCTracker(_model(), K, _loader(x, y), run_dir=tmp_path, tensorboard=False)
@@ -286,3 +298,18 @@ def test_ncc_counts_take_known_decisions():
         assert torch.equal(value, given.finalize()[key])
     with pytest.raises(ValueError, match="one per sample"):
         given.update(x, y, y[:3])
+
+
+def test_integrations_load_their_framework_only_when_imported():
+    import subprocess
+    import sys
+
+    from ncollapse._extras import MissingExtraError
+    from ncollapse.integrations import require
+
+    code = ("import sys, ncollapse, ncollapse.integrations; ncollapse.NCTracker; "
+            "print(sorted(m for m in ('lightning', 'transformers') if m in sys.modules))")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
+    assert result.stdout.strip() == "[]"
+    with pytest.raises(MissingExtraError, match=r"the callback needs no_such_framework.*ncollapse\[integrations\]"):
+        require("no_such_framework.sub", "the callback")

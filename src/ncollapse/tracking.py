@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import logging
 import time
+from numbers import Real
 
 import torch
 from torch import nn
@@ -164,7 +165,7 @@ class NCTracker:
         check_scalar(every_n_epochs, "every_n_epochs", int, low=0)
         if not every_n_steps and not every_n_epochs:
             raise ValueError("no schedule: set every_n_steps or every_n_epochs to a positive number")
-        check_scalar(cache_mb, "cache_mb", float, low=0.0)
+        check_scalar(cache_mb, "cache_mb", Real, low=0.0)
         check_scalar(min_count, "min_count", int, low=1)
         check_scalar(rare_below, "rare_below", int, low=1)
         if mode == "eval_pass" and loader is None:
