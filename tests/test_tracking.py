@@ -2,6 +2,7 @@
 through ncollapse.measure_features), the schedule, next-token pairing, the run directory the reports read, and
 resume through the state contract."""
 
+import csv
 import json
 
 import pytest
@@ -205,6 +206,8 @@ def test_run_directory_is_read_by_report_and_table(tmp_path):
     attrs = load_runs([tmp_path])[0].attrs
     assert (attrs["dataset"], attrs["method"], attrs["seed"], attrs["lr"]) == ("toy", "CE", 3, 0.1)
     assert json.loads((tmp_path / "run" / "run.json").read_text())["method"] == "ce"
+    rows = list(csv.DictReader(open(tmp_path / "run" / "metrics.csv")))
+    assert [float(r["nc_test/nc1"]) for r in rows] == [m["nc_test/nc1"] for m in run.metrics]
     assert write_report(tmp_path / "run").is_file()
 
 

@@ -7,13 +7,15 @@ so ``ncollapse report``, ``table`` and ``compare`` read a tracked run as they re
 * ``run.json``: dataset, model, method (also as ``loss``), seed, num_classes, class counts and groups when given,
   the environment;
 * ``metrics.jsonl``: one line per measurement, rewritten whole (atomically) at every measurement so it always
-  equals the tracker's history, including after ``load_state_dict`` (resume);
+  equals the tracker's history, including after ``load_state_dict`` (resume); ``metrics.csv``: its scalars as a
+  table (one column per key, empty where a line lacks it);
 * ``nc_state.pt``: the last measurement's ``ClassStats`` state, W and b; ``summary.json`` at ``finish``;
 * ``tensorboard/``: every scalar, when tensorboard is installed (``tensorboard=None``) or required (``True``).
 """
 
 from __future__ import annotations
 
+import csv
 import io
 import math
 import platform
@@ -106,6 +108,12 @@ class TrackerFiles:
 
     def _write_metrics(self, history: list[dict]) -> None:
         atomic_write_text(self.path / "metrics.jsonl", "".join(dumps_line(to_jsonable(r)) + "\n" for r in history))
+        columns = list(dict.fromkeys(k for r in history for k, v in r.items() if not isinstance(v, (list, dict))))
+        table = io.StringIO()
+        writer = csv.DictWriter(table, columns, extrasaction="ignore", lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(to_jsonable(r) for r in history)
+        atomic_write_text(self.path / "metrics.csv", table.getvalue())
 
     def write(self, record: dict, stats, W, b, epoch: int, history: list[dict]) -> None:
         """Rewrite metrics.jsonl from ``history`` (ending with ``record``), nc_state.pt, and log the scalars."""
