@@ -263,7 +263,8 @@ def main(argv=None) -> int:
     print("online vs eval_pass on digits (MLP, SGD lr 0.05, momentum 0.9), per epoch:", file=sys.stderr)
     for r in drift_rows:
         print(f"  epoch {r['epoch']:2d}: NC1 online {r['nc1_online']:.4f} eval {r['nc1_eval_pass']:.4f} "
-              f"({r['nc1_online'] / r['nc1_eval_pass']:.2f}x), CDNV {r['cdnv_online']:.4f} / {r['cdnv_eval_pass']:.4f}, "
+              f"({r['nc1_online'] / r['nc1_eval_pass']:.2f}x), "
+              f"CDNV {r['cdnv_online']:.4f} / {r['cdnv_eval_pass']:.4f}, "
               f"NC3 {r['self_duality_online']:.4f} / {r['self_duality_eval_pass']:.4f}, "
               f"train acc {r['train_eval_acc']:.4f}", file=sys.stderr)
     ok = True

@@ -77,7 +77,7 @@ def test_lightning_recipe(tmp_path, monkeypatch):
 def test_hf_recipe(tmp_path, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     transformers = pytest.importorskip("transformers", reason="the integrations extra (transformers) is not installed")
-    pytest.importorskip("accelerate", reason="transformers.Trainer needs accelerate (the integrations extra installs it)")
+    pytest.importorskip("accelerate", reason="transformers.Trainer needs accelerate (the integrations extra has it)")
     monkeypatch.chdir(tmp_path)
     torch.manual_seed(0)
     config = transformers.BertConfig(vocab_size=20, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,

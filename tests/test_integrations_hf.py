@@ -11,7 +11,7 @@ import torch
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ.setdefault("WANDB_MODE", "offline")
 transformers = pytest.importorskip("transformers", reason="the integrations extra (transformers) is not installed")
-pytest.importorskip("accelerate", reason="transformers.Trainer needs accelerate (the integrations extra installs it)")
+pytest.importorskip("accelerate", reason="transformers.Trainer needs accelerate (the integrations extra has it)")
 
 from ncollapse.integrations.hf import NCCallback  # noqa: E402
 from ncollapse.report.runs import load_run  # noqa: E402
@@ -37,7 +37,8 @@ def _classification_rows(n=48):
         label = i % 3
         ids = torch.randint(3, VOCAB, (SEQ,), generator=g)
         ids[:3] = label  # the class is written in the first tokens
-        rows.append({"input_ids": ids, "attention_mask": torch.ones(SEQ, dtype=torch.long), "labels": torch.tensor(label)})
+        rows.append({"input_ids": ids, "attention_mask": torch.ones(SEQ, dtype=torch.long),
+                     "labels": torch.tensor(label)})
     return Rows(rows)
 
 

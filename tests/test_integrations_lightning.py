@@ -46,7 +46,8 @@ def _loader():
 def _fit(root, epochs, ckpt_path=None, mode="eval_pass"):
     callback = NCCallback(K, _loader(), mode=mode, run_dir=root / "nc", method="ce", seed=0)
     trainer = pl.Trainer(max_epochs=epochs, accelerator="cpu", default_root_dir=root, enable_progress_bar=False,
-                         enable_model_summary=False, logger=[CSVLogger(root, name="csv"), TensorBoardLogger(root, name="tb")],
+                         enable_model_summary=False,
+                         logger=[CSVLogger(root, name="csv"), TensorBoardLogger(root, name="tb")],
                          callbacks=[callback, pl.callbacks.ModelCheckpoint(dirpath=root / "ckpt", save_last=True)])
     trainer.fit(Tiny(), _loader(), ckpt_path=ckpt_path)
     return callback.tracker

@@ -9,9 +9,9 @@ steps or every ``every_n_epochs`` epochs, in one of two modes:
   needs the class means first, so it runs over the features cached during the pass while they fit in
   ``cache_mb``, else over a second pass of the loader.
 * ``"online"``: the training forward passes' features (``model.training`` only), paired with the labels given to
-  ``update(labels)``, accumulate between two measurements at no extra forward (buffered, folded into ClassStats
-  every ``CHUNK_ROWS`` rows). Approximate: the features of one window come from a drifting model (docs/tracking.md
-  measures the gap); NC4 is left out.
+  ``update(labels)``, accumulate between two measurements at no extra forward (buffered without a device sync,
+  folded into ClassStats every ``CHUNK_ROWS`` rows or ``PENDING_BYTES``, whichever comes first). Approximate: the
+  features of one window come from a drifting model (docs/tracking.md measures the gap); NC4 is left out.
 
 Sequence models: features (B, T, d) pair with labels (B, T); ``task="next_token"`` pairs position t with label
 t + 1 (causal LM, K = vocabulary), and labels equal to ``ignore_index`` (padding, −100) are dropped. Under
@@ -42,6 +42,7 @@ TASKS = ("classification", "next_token")
 SPLITS = ("train", "test")
 STATE_FORMAT = "ncollapse.tracker/1"
 CHUNK_ROWS = 16384  # rows folded into ClassStats at once (few large updates, little Python per batch or step)
+PENDING_BYTES = 64 * 2**20  # online: fold the buffered features sooner when they hold this much (wide features)
 
 
 def find_classifier(model: nn.Module, num_classes: int, name: str | None = None) -> tuple[str, nn.Linear]:
@@ -141,7 +142,8 @@ class NCTracker:
     mode : ``"eval_pass"`` or ``"online"`` (then call ``update(labels)`` after each training forward).
     every_n_steps, every_n_epochs : the schedule (0 = off; default every epoch).
     ncc : also measure NC4 (eval_pass only); ``cache_mb`` bounds the features cached for it.
-    rare_below, min_count : as in ``ClassStats`` / ``measure`` (large K: measure over classes with ≥ min_count samples).
+    rare_below, min_count : as in ``ClassStats`` / ``measure`` (large K: measure the classes with ≥ min_count
+        samples).
     split : ``"train"`` logs ``nc/*`` and ``train_eval_acc``; ``"test"`` logs ``nc_test/*`` and ``test_acc``.
     class_counts : training class counts (head/medium/tail groups; default: the measured counts).
     run_dir : write the trainer's run directory there (config.toml, run.json, metrics.jsonl, nc_state.pt,
@@ -205,8 +207,8 @@ class NCTracker:
         return self.classifier.weight.device
 
     def _pair(self, features: torch.Tensor, labels, decisions: torch.Tensor | None = None):
-        """(n, d) features, (n,) labels and (n,) decisions (or None): sequence positions flattened, shifted for
-        next-token (position t predicts label t + 1), samples labelled ``ignore_index`` dropped."""
+        """(n, d) features, (n,) labels and (n,) decisions (or None): sequence positions flattened and shifted for
+        next-token (position t predicts label t + 1); no device sync (``_drop_ignored`` comes later)."""
         labels = torch.as_tensor(labels).to(features.device)
         if self.task == "next_token":
             if features.dim() != 3 or labels.dim() != 2:
@@ -219,11 +221,14 @@ class NCTracker:
                              f"{tuple(labels.shape)}: the labels must have the features' leading dimensions")
         features, labels = features.reshape(-1, features.shape[-1]), labels.reshape(-1)
         decisions = None if decisions is None else decisions.reshape(-1)
-        keep = labels != self.ignore_index
-        if not bool(keep.all()):
-            features, labels = features[keep], labels[keep]
-            decisions = None if decisions is None else decisions[keep]
         return features, labels, decisions
+
+    def _drop_ignored(self, features: torch.Tensor, labels: torch.Tensor, decisions: torch.Tensor | None = None):
+        """The samples whose label is not ``ignore_index`` (one device sync: callers apply it per chunk)."""
+        keep = labels != self.ignore_index
+        if bool(keep.all()):
+            return features, labels, decisions
+        return features[keep], labels[keep], None if decisions is None else decisions[keep]
 
     def _new_stats(self) -> ClassStats:
         return ClassStats(self.num_classes, self.classifier.in_features, device=self._device(),
@@ -238,10 +243,11 @@ class NCTracker:
             raise ValueError("update(labels) found no features: call it after a forward pass of the model in "
                              "training mode (model.train())")
         features, self._features = self._features, None
-        features, labels, _ = self._pair(features, labels)
+        features, labels, _ = self._pair(features, labels)  # no device sync in the training step
         self._pending.append((features, labels))
         self._pending_rows += len(labels)
-        if self._pending_rows >= CHUNK_ROWS:
+        if self._pending_rows >= CHUNK_ROWS or self._pending_rows * features.shape[-1] * features.element_size() >= \
+                PENDING_BYTES:
             self._fold_pending()
 
     def _fold_pending(self) -> ClassStats | None:
@@ -249,7 +255,7 @@ class NCTracker:
         if self._pending:
             if self._online is None:
                 self._online = self._new_stats()
-            features, labels, _ = _cat([(f, y, None) for f, y in self._pending])
+            features, labels, _ = self._drop_ignored(*_cat([(f, y, None) for f, y in self._pending]))
             self._online.update(features, labels)
             self._pending, self._pending_rows = [], 0
         return self._online
@@ -278,7 +284,8 @@ class NCTracker:
         decide = self.classifier.register_forward_hook(self._capture_decisions) if self.ncc else None
         try:
             with eval_mode(self.model):
-                for features, labels, decisions in _chunks(self._batches(), CHUNK_ROWS):
+                for chunk in _chunks(self._batches(), CHUNK_ROWS):
+                    features, labels, decisions = self._drop_ignored(*chunk)
                     stats.update(features, labels)
                     dtype = torch.float64 if features.dtype == torch.float64 else torch.float32
                     if self.ncc and cached is not None:
@@ -294,7 +301,8 @@ class NCTracker:
                     W, b = self._classifier()
                     # the search in the features' precision: float64 only re-ranks ties finer than the input holds
                     counts = NCCCounts.from_stats(stats, W=W, b=b, dtype=dtype)
-                    for features, labels, decisions in cached if cached is not None else self._batches():
+                    chunks = cached if cached is not None else (self._drop_ignored(*c) for c in self._batches())
+                    for features, labels, decisions in chunks:
                         counts.update(features, labels, decisions)
                     if self.sync:
                         counts.all_reduce()

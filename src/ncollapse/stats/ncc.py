@@ -87,7 +87,8 @@ class NCCCounts(_Accumulator):
         self.ncc_correct += torch.bincount(y[ncc == y], minlength=k)
         if self.W is not None:
             if decisions is not None and tuple(decisions.shape) != (x.shape[0],):
-                raise ValueError(f"decisions have shape {tuple(decisions.shape)}; expected ({x.shape[0]},), one per sample")
+                raise ValueError(f"decisions have shape {tuple(decisions.shape)}; expected ({x.shape[0]},), one per "
+                                 "sample")
             net = self._tiled_argmax(x, self.W, -self.b) if decisions is None else decisions.to(self.device)
             self.agree += torch.bincount(y[ncc == net], minlength=k)
             self.net_correct += torch.bincount(y[net == y], minlength=k)
