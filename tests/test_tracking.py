@@ -3,6 +3,7 @@ through ncollapse.measure_features), the schedule, next-token pairing, the run d
 resume through the state contract."""
 
 import csv
+import importlib.util
 import json
 
 import pytest
@@ -316,3 +317,15 @@ def test_integrations_load_their_framework_only_when_imported():
     assert result.stdout.strip() == "[]"
     with pytest.raises(MissingExtraError, match=r"the callback needs no_such_framework.*ncollapse\[integrations\]"):
         require("no_such_framework.sub", "the callback")
+
+
+def test_hf_report_to_all_means_the_installed_loggers():
+    pytest.importorskip("transformers", reason="the integrations extra (transformers) is not installed")
+    from types import SimpleNamespace
+
+    from ncollapse.integrations.hf import _report_to
+
+    assert _report_to(SimpleNamespace(report_to=["tensorboard"])) == {"tensorboard"}
+    assert _report_to(SimpleNamespace(report_to=None)) == set()
+    everything = _report_to(SimpleNamespace(report_to="all"))
+    assert ("tensorboard" in everything) == (importlib.util.find_spec("tensorboard") is not None)

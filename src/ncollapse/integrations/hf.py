@@ -15,6 +15,7 @@ into every checkpoint folder (``nc_tracker_rank{r}.pt``) and restored by ``train
 
 from __future__ import annotations
 
+import importlib.util
 import io
 import logging
 import os
@@ -34,9 +35,12 @@ _LM_SUFFIXES = ("ForCausalLM", "LMHeadModel")
 
 
 def _report_to(args) -> set[str]:
+    """The integrations ``args.report_to`` names; ``"all"`` means the installed ones among tensorboard and wandb."""
     report = args.report_to
-    report = [report] if isinstance(report, str) else list(report or [])
-    return set(report)
+    report = set([report] if isinstance(report, str) else list(report or []))
+    if "all" in report:
+        report |= {name for name in ("tensorboard", "wandb") if importlib.util.find_spec(name) is not None}
+    return report
 
 
 def _tensorboard_dir(args) -> str:
