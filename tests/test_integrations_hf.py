@@ -90,6 +90,7 @@ def _train(out, kind, mode, resume=None, stop=None):
     return callback.tracker, trainer
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind,mode", [("classification", "eval_pass"), ("causal_lm", "eval_pass"),
                                        ("causal_lm", "online")])
 def test_hf_callback_measures_logs_and_resumes(tmp_path, kind, mode):

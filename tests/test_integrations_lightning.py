@@ -53,6 +53,7 @@ def _fit(root, epochs, ckpt_path=None, mode="eval_pass"):
     return callback.tracker
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("mode", ["eval_pass", "online"])
 def test_lightning_callback_logs_and_resumes(tmp_path, mode):
     whole = _fit(tmp_path / "whole", 3, mode=mode)
