@@ -16,7 +16,7 @@ $(STAMP): $(BIN)/python pyproject.toml
 	$(BIN)/pip install --quiet --upgrade pip
 	@echo "make:   2/3 torch==2.13.0 (CPU build; the large download, most of the time)"
 	$(BIN)/pip install --quiet torch==2.13.0
-	@echo "make:   3/3 ncollapse (editable) with numpy, scipy, matplotlib, tqdm, scikit-learn, pytest and the extras: theory (cvxpy, Clarabel, SCS), lm (tokenizers), integrations (lightning, transformers, tensorboard)"
+	@echo "make:   3/3 ncollapse (editable) with numpy, scipy, matplotlib, tqdm, scikit-learn, pytest and the extras: theory (cvxpy, Clarabel, SCS), lm (tokenizers), integrations (lightning, transformers, accelerate, tensorboard)"
 	$(BIN)/pip install --quiet -e '.[dev,theory,lm,integrations]'
 	touch $(STAMP)
 	@echo "make: $(VENV) is ready"

@@ -18,6 +18,7 @@ _EXPORTS = {
     "measure": "metrics",
     "measure_features": "metrics",
     "measure_stream": "metrics",
+    "NCTracker": "tracking",
     "simplex_etf": "geometry",
     "orthonormal_frame": "geometry",
     "dcube_vertices": "geometry",

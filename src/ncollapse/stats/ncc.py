@@ -68,8 +68,9 @@ class NCCCounts(_Accumulator):
         best = torch.full((x.shape[0],), -float("inf"), dtype=x.dtype, device=x.device)
         arg = torch.zeros(x.shape[0], dtype=torch.int64, device=x.device)
         for start in range(0, rows.shape[0], self.tile_size):
-            scores = x @ rows[start:start + self.tile_size].T
-            scores -= offset[None, start:start + self.tile_size]
+            # x rowsᵀ − offset in one BLAS call (beta = −1): no second pass over the scores
+            scores = torch.addmm(offset[None, start:start + self.tile_size], x, rows[start:start + self.tile_size].T,
+                                 beta=-1)
             value, index = scores.max(1)
             better = value > best
             best = torch.where(better, value, best)
@@ -80,7 +81,9 @@ class NCCCounts(_Accumulator):
         """argmin_k ‖x − μ_k‖² = argmax_k (x·μ_k − ‖μ_k‖²/2)."""
         return self._tiled_argmax(x, self.means, 0.5 * self.sq_norms)
 
-    def update(self, features, labels) -> None:
+    def update(self, features, labels, decisions=None) -> None:
+        """Count a batch; ``decisions`` (n,) are the classifier's argmax(W h + b) when the caller has them already
+        (the model's own logits), which skips that search."""
         x, y = check_features_labels(features, labels, self.means.shape[0])
         if x.shape[1] != self.means.shape[1]:
             raise ValueError(f"features have dim {x.shape[1]}; the class means have dim {self.means.shape[1]}")
@@ -90,7 +93,10 @@ class NCCCounts(_Accumulator):
         self.counts += torch.bincount(y, minlength=k)
         self.ncc_correct += torch.bincount(y[ncc == y], minlength=k)
         if self.W is not None:
-            net = self._tiled_argmax(x, self.W, -self.b)
+            if decisions is not None and tuple(decisions.shape) != (x.shape[0],):
+                raise ValueError(f"decisions have shape {tuple(decisions.shape)}; expected ({x.shape[0]},), one per "
+                                 "sample")
+            net = self._tiled_argmax(x, self.W, -self.b) if decisions is None else decisions.to(self.device)
             self.agree += torch.bincount(y[ncc == net], minlength=k)
             self.net_correct += torch.bincount(y[net == y], minlength=k)
 
