@@ -1,6 +1,8 @@
 """Feature files: ``.npz`` with ``features`` (N, d), ``labels`` (N,), optional ``weight`` (K, d), ``bias`` (K,).
 
-``open_features`` reads the labels and the classifier (small) and only the header of ``features``; its
+``open_features`` first checks every member: its ``.npy`` header against its byte size, then its CRC-32 and deflate
+stream (read through once, in chunks), so a corrupt file fails with one line naming the member before any pass.
+It then reads the labels and the classifier (small) and only the header of ``features``; its
 ``batches`` then stream the features from the archive (stored or deflate-compressed) a block of rows at a time,
 so a file larger than memory can be measured (``metrics.measure_stream``). Every problem is a one-line error
 naming the file.
@@ -8,7 +10,9 @@ naming the file.
 
 from __future__ import annotations
 
+import math
 import zipfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
@@ -16,6 +20,7 @@ from typing import Iterator
 import numpy as np
 import torch
 
+from ..resources import check_input_file
 from ..validation import check_classifier, check_features, check_features_labels, check_scalar
 
 __all__ = ["FeatureSource", "open_features"]
@@ -44,6 +49,12 @@ class FeatureSource:
         """(features, labels) blocks of ``batch_size`` rows in file order, each checked (NaN/Inf, overflow) with
         its rows numbered from the start of the file."""
         check_scalar(batch_size, "batch_size", int, low=1)
+        try:
+            yield from self._read(batch_size)
+        except _MEMBER_ERRORS as exc:  # the file changed after open_features checked it
+            raise ValueError(f"{self.path}: member 'features.npy' is corrupt ({exc}); write the file again") from None
+
+    def _read(self, batch_size: int):
         with np.load(self.path, allow_pickle=False) as archive:
             if self._fortran:  # column-major rows are not contiguous on disk: read the array whole
                 whole = archive["features"]
@@ -73,6 +84,37 @@ def _read_header(fp) -> tuple[tuple[int, ...], bool, np.dtype]:
     raise ValueError(f"unsupported .npy format version {version}")
 
 
+_MEMBER_ERRORS = (zipfile.BadZipFile, zlib.error, EOFError, OSError)  # bad CRC, bad deflate block, truncation
+
+
+def _check_members(zf: zipfile.ZipFile) -> None:
+    """Every ``.npy`` member's header against the member's byte size (shape, dtype), then every member's
+    CRC-32 and deflate stream, read through once in 1 MiB chunks, before any array is loaded or measured."""
+    for info in zf.infolist():
+        try:
+            with zf.open(info) as fp:
+                shape, _, dtype = _read_header(fp)
+                offset = fp.tell()
+        except _MEMBER_ERRORS as exc:
+            raise ValueError(f"member {info.filename!r} is corrupt ({exc}); write the file again") from None
+        except ValueError as exc:
+            raise ValueError(f"member {info.filename!r} has no readable .npy header ({exc})") from None
+        if any(n < 0 for n in shape) or dtype.hasobject or dtype.itemsize == 0:
+            raise ValueError(f"member {info.filename!r} declares shape {tuple(shape)} of dtype {dtype}; expected "
+                             "non-negative sizes of a numeric dtype")
+        need = math.prod(shape) * dtype.itemsize
+        if offset + need != info.file_size:
+            raise ValueError(f"member {info.filename!r} declares shape {tuple(shape)} of dtype {dtype} ({need} bytes) "
+                             f"but holds {info.file_size - offset} bytes of data; the file is corrupt")
+    for info in zf.infolist():
+        try:
+            with zf.open(info) as fp:
+                while fp.read(1 << 20):
+                    pass
+        except _MEMBER_ERRORS as exc:
+            raise ValueError(f"member {info.filename!r} is corrupt ({exc}); write the file again") from None
+
+
 def _blocks(fp, rows: int, dim: int, dtype: np.dtype, batch_size: int) -> Iterator[np.ndarray]:
     for start in range(0, rows, batch_size):
         block = np.empty((min(batch_size, rows - start), dim), dtype=dtype)
@@ -92,16 +134,19 @@ def _archive(path: Path, required: tuple[str, ...]) -> np.lib.npyio.NpzFile:
         raise FileNotFoundError(f"{path}: no such file")
     if path.is_dir():
         raise ValueError(f"{path}: is a directory; expected an .npz file with arrays {wanted}")
+    check_input_file(path, "feature file")
     if path.stat().st_size == 0:
         raise ValueError(f"{path}: empty file (0 bytes); save one with "
+                         f"numpy.savez(path, {', '.join(f'{k}=...' for k in required)})")
+    if not zipfile.is_zipfile(path):  # never load a bare .npy whole: its header could ask for any size
+        raise ValueError(f"{path}: not a readable .npz file (no zip directory: a single .npy array or another "
+                         f"format); save one with "
                          f"numpy.savez(path, {', '.join(f'{k}=...' for k in required)})")
     try:
         archive = np.load(path, allow_pickle=False)
     except (zipfile.BadZipFile, OSError, ValueError, EOFError) as exc:
         raise ValueError(f"{path}: not a readable .npz file ({exc.__class__.__name__}); "
                          f"save one with numpy.savez(path, {', '.join(f'{k}=...' for k in required)})") from None
-    if not isinstance(archive, np.lib.npyio.NpzFile):
-        raise ValueError(f"{path}: holds a single array, not an .npz archive with {wanted}")
     missing = [key for key in required if key not in archive.files]
     if missing:
         archive.close()
@@ -127,6 +172,7 @@ def open_features(path, labels: bool = True) -> FeatureSource:
     path = Path(path)
     with _archive(path, ("features", "labels") if labels else ("features",)) as archive:
         try:
+            _check_members(archive.zip)
             with archive.zip.open("features.npy") as fp:
                 shape, fortran, dtype = _read_header(fp)
             stand_in = _stand_in(tuple(shape), dtype)
