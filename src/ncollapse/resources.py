@@ -101,6 +101,8 @@ def available_memory(device=None) -> tuple[int, str] | None:
     if kind == "cuda":
         import torch
 
+        if not torch.cuda.is_available():  # the device check names this problem
+            return None
         free, _ = torch.cuda.mem_get_info(torch.device(device))
         return free, f"free memory on {device}"
     if kind != "cpu":  # MPS and others report no free memory: let the allocator decide
