@@ -22,7 +22,7 @@ import stat
 from pathlib import Path
 
 __all__ = ["available_memory", "check_memory", "format_bytes", "check_input_file", "read_capped",
-           "SIDE_FILE_LIMIT"]
+           "read_npy_header", "check_npy_header", "read_npy", "SIDE_FILE_LIMIT"]
 
 SIDE_FILE_LIMIT = 16 << 20  #: largest TOML config / grid file read (16 MiB; real ones are a few KiB)
 
@@ -154,3 +154,45 @@ def read_capped(path, limit: int, flag: str, hint: str = "") -> bytes:
         raise ValueError(f"{flag} {path} is {format_bytes(size)}, more than the {format_bytes(limit)} such a file "
                          f"can hold{hint}; check that this is the file you meant")
     return data
+
+
+def read_npy_header(fp) -> tuple[tuple[int, ...], bool, "np.dtype"]:
+    """(shape, fortran_order, dtype) of the ``.npy`` stream ``fp`` (format 1.0 or 2.0), left after the header."""
+    import numpy as np
+
+    version = np.lib.format.read_magic(fp)
+    if version == (1, 0):
+        return np.lib.format.read_array_header_1_0(fp)
+    if version == (2, 0):
+        return np.lib.format.read_array_header_2_0(fp)
+    raise ValueError(f"unsupported .npy format version {version}")
+
+
+def check_npy_header(shape, dtype, data_bytes: int, name: str) -> None:
+    """Refuse an ``.npy`` header whose shape (negative sizes) or dtype (object, empty) is invalid, or whose
+    size ``prod(shape) · itemsize`` differs from the ``data_bytes`` that follow the header (NEP 1 format)."""
+    if any(n < 0 for n in shape) or dtype.hasobject or dtype.itemsize == 0:
+        raise ValueError(f"{name} declares shape {tuple(shape)} of dtype {dtype}; expected non-negative sizes of "
+                         "a numeric dtype")
+    need = math.prod(shape) * dtype.itemsize
+    if need != data_bytes:
+        raise ValueError(f"{name} declares shape {tuple(shape)} of dtype {dtype} ({need} bytes) but holds "
+                         f"{data_bytes} bytes of data; the file is corrupt")
+
+
+def read_npy(path, limit: int, flag: str, hint: str = ""):
+    """A numeric ``.npy`` array from a regular file of at most ``limit`` bytes, its header checked against the
+    bytes that follow it before any array is made."""
+    import io
+
+    import numpy as np
+
+    data = read_capped(path, limit, flag, hint)
+    fp = io.BytesIO(data)
+    try:
+        shape, fortran, dtype = read_npy_header(fp)
+    except ValueError as exc:
+        raise ValueError(f"{flag} {path}: not a readable .npy file ({exc})") from None
+    check_npy_header(shape, dtype, len(data) - fp.tell(), f"{flag} {path}")
+    array = np.frombuffer(data, dtype=dtype, offset=fp.tell())
+    return array.reshape(shape, order="F" if fortran else "C").copy()  # writable, like np.load's

@@ -10,7 +10,6 @@ naming the file.
 
 from __future__ import annotations
 
-import math
 import zipfile
 import zlib
 from dataclasses import dataclass
@@ -20,7 +19,7 @@ from typing import Iterator
 import numpy as np
 import torch
 
-from ..resources import check_input_file
+from ..resources import check_input_file, check_npy_header, read_npy_header
 from ..validation import check_classifier, check_features, check_features_labels, check_scalar
 
 __all__ = ["FeatureSource", "open_features"]
@@ -62,7 +61,7 @@ class FeatureSource:
                 yield from self._checked(blocks, batch_size)
                 return
             with archive.zip.open("features.npy") as fp:
-                _read_header(fp)
+                read_npy_header(fp)
                 yield from self._checked(_blocks(fp, self.num_samples, self.dim, self._dtype, batch_size), batch_size)
 
     def _checked(self, blocks, batch_size):
@@ -75,15 +74,6 @@ class FeatureSource:
             yield x, None if self.labels is None else self.labels[start:start + len(x)]
 
 
-def _read_header(fp) -> tuple[tuple[int, ...], bool, np.dtype]:
-    version = np.lib.format.read_magic(fp)
-    if version == (1, 0):
-        return np.lib.format.read_array_header_1_0(fp)
-    if version == (2, 0):
-        return np.lib.format.read_array_header_2_0(fp)
-    raise ValueError(f"unsupported .npy format version {version}")
-
-
 _MEMBER_ERRORS = (zipfile.BadZipFile, zlib.error, EOFError, OSError)  # bad CRC, bad deflate block, truncation
 
 
@@ -93,19 +83,13 @@ def _check_members(zf: zipfile.ZipFile) -> None:
     for info in zf.infolist():
         try:
             with zf.open(info) as fp:
-                shape, _, dtype = _read_header(fp)
+                shape, _, dtype = read_npy_header(fp)
                 offset = fp.tell()
         except _MEMBER_ERRORS as exc:
             raise ValueError(f"member {info.filename!r} is corrupt ({exc}); write the file again") from None
         except ValueError as exc:
             raise ValueError(f"member {info.filename!r} has no readable .npy header ({exc})") from None
-        if any(n < 0 for n in shape) or dtype.hasobject or dtype.itemsize == 0:
-            raise ValueError(f"member {info.filename!r} declares shape {tuple(shape)} of dtype {dtype}; expected "
-                             "non-negative sizes of a numeric dtype")
-        need = math.prod(shape) * dtype.itemsize
-        if offset + need != info.file_size:
-            raise ValueError(f"member {info.filename!r} declares shape {tuple(shape)} of dtype {dtype} ({need} bytes) "
-                             f"but holds {info.file_size - offset} bytes of data; the file is corrupt")
+        check_npy_header(shape, dtype, info.file_size - offset, f"member {info.filename!r}")
     for info in zf.infolist():
         try:
             with zf.open(info) as fp:
@@ -174,7 +158,7 @@ def open_features(path, labels: bool = True) -> FeatureSource:
         try:
             _check_members(archive.zip)
             with archive.zip.open("features.npy") as fp:
-                shape, fortran, dtype = _read_header(fp)
+                shape, fortran, dtype = read_npy_header(fp)
             stand_in = _stand_in(tuple(shape), dtype)
             if not labels:
                 check_features(stand_in, finite=False)
