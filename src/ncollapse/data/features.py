@@ -44,6 +44,13 @@ class FeatureSource:
         top = int(self.labels.max()) + 1 if self.labels is not None and self.labels.numel() else 0
         return max(top, 0 if self.weight is None else self.weight.shape[0])
 
+    @property
+    def max_count(self) -> int | None:
+        """The largest class count (None for features-only files)."""
+        if self.labels is None:
+            return None
+        return int(torch.bincount(self.labels).max()) if self.labels.numel() else 0
+
     def batches(self, batch_size: int = 16384) -> Iterator[tuple[torch.Tensor, torch.Tensor | None]]:
         """(features, labels) blocks of ``batch_size`` rows in file order, each checked (NaN/Inf, overflow) with
         its rows numbered from the start of the file."""

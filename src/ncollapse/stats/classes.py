@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 import torch
 
+from ..resources import check_memory
 from ..validation import check_features_labels, check_scalar
 from .contract import PRECISIONS, _Accumulator, _default_dtype, _dist, _gemm_dtype
 from .kernels import add_upper_blocks, append_rare, class_scatter_of, keep_rare, mirror_blocks
@@ -66,6 +67,12 @@ class _Folded:
         obj.__dict__[self.slot] = value
 
 
+def state_bytes(num_classes: int, dim: int, dtype: torch.dtype, per_class_cov: bool = False, kept: int = 0) -> int:
+    """Memory of a ``ClassStats`` state: means K·d, scatter d², per-class scatters K·d², kept samples K·m·d."""
+    entries = num_classes * dim + dim * dim + (num_classes * dim * dim if per_class_cov else 0) + num_classes * kept * dim
+    return entries * dtype.itemsize
+
+
 class ClassStats(_Accumulator):
     """Per-class count, mean, squared deviation and centred scatter, updated batch by batch.
 
@@ -108,6 +115,10 @@ class ClassStats(_Accumulator):
             raise TypeError(f"dtype must be a floating dtype; got {self.dtype}")
         self.per_class_cov, self.check_finite, self.precision = per_class_cov, check_finite, precision
         k, d, acc, kept = num_classes, dim, self.dtype, rare_below - 1
+        check_memory(state_bytes(k, d, acc, per_class_cov, kept), f"ClassStats for K = {k} classes of width d = {d}"
+                     + (f" keeping {kept} samples per class" if kept else "") + (" with per-class scatters"
+                                                                                 if per_class_cov else ""),
+                     "lower min_count / rare_below, or leave out per_class_cov", device=self.device)
         self.rare_below = rare_below
         self._declare(
             {"num_classes": k, "dim": d, "per_class_cov": per_class_cov, "rare_below": rare_below},
