@@ -31,7 +31,8 @@ def format_bytes(nbytes: float) -> str:
     """``nbytes`` in binary units with three significant digits, e.g. ``"3.2 GiB"``."""
     for unit, shift in (("PiB", 50), ("TiB", 40), ("GiB", 30), ("MiB", 20), ("KiB", 10)):
         if nbytes >= 1 << shift:
-            return f"{nbytes / (1 << shift):.3g} {unit}"
+            value = nbytes / (1 << shift)
+            return f"{value:.3g} {unit}" if value < 1000 else f"{value:.0f} {unit}"
     return f"{int(nbytes)} B"
 
 
