@@ -5,8 +5,8 @@ refuses with one ``ValueError`` line naming the size asked for, the estimate and
 available memory is the smallest of: the kernel's ``MemAvailable`` (or the physical memory where there is no
 ``/proc``), the cgroup v2 limit less its current use, and the address-space / data limits
 (``ulimit -v``, ``RLIMIT_AS``, ``RLIMIT_DATA``) less what this process already maps. On a CUDA device the
-free device memory is used instead. Estimates are lower bounds of the real peak (the arrays that scale with
-the sizes given), so a refusal is never a false alarm.
+free device memory is used instead. Estimates count the arrays that grow with the sizes given (calibrated on
+measured peaks where the caller says so).
 
 Input files given on the command line (configs, grids, matrices, data files) go through ``check_input_file``:
 FIFOs, character and block devices and sockets are refused (``--grid /dev/zero`` would read forever), and
