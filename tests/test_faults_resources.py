@@ -199,3 +199,77 @@ def test_gram_samples_capped_and_checked_before_training():
     check_nc_memory(cfg, [50, 7, 3], 512, "cpu")  # 3 x 50 x 512 float64: fine
     with pytest.raises(ValueError, match=r"eval.gram_samples = 100000000 needs about .* of memory"):
         check_nc_memory(cfg, [10**7] * 1000, 4096, "cpu")
+
+
+# -- the estimates, tied to what they count ---------------------------------------------------------------------
+def test_classstats_estimate_is_its_state():
+    import torch
+
+    from ncollapse.stats import ClassStats
+    from ncollapse.stats.classes import state_bytes
+
+    stats = ClassStats(7, 5, per_class_cov=True, rare_below=4)
+    state = stats.state_dict()
+    held = sum(state[key].nbytes for key in ("means", "scatter", "class_scatter", "rare_samples"))
+    assert state_bytes(7, 5, torch.float64, per_class_cov=True, kept=3) == held
+
+
+def test_resnet_estimate_counts_the_stage_convolutions():
+    """9w²(11 + 21(2n − 1)) is every 3 × 3 convolution of the three stages; only the stem adds to it."""
+    from ncollapse.nn import build_model
+    from ncollapse.nn.build import _least_params
+
+    for name in ("resnet8", "resnet20"):
+        for width in (4, 8):
+            model = build_model(name, 3, width=width)
+            convs = [p.numel() for n, p in model.backbone.named_parameters() if p.dim() == 4 and "stem" not in n]
+            assert _least_params(name, 3, 32, {"width": width}) == (sum(convs), 4 * width)
+
+
+def test_mlp_estimate_counts_its_linear_layers():
+    from ncollapse.nn import build_model
+    from ncollapse.nn.build import _least_params
+
+    model = build_model("mlp", 3, in_channels=1, image_size=8, widths=(16, 8), batch_norm=False)
+    linear = sum(p.numel() for p in model.backbone.parameters())
+    assert _least_params("mlp", 1, 8, {"widths": (16, 8)}) == (linear, 8)
+
+
+def test_certificate_and_solver_estimates():
+    import torch
+
+    from ncollapse.ufm import UFMProblem
+    from ncollapse.ufm.certify import program_bytes
+    from ncollapse.ufm.solve import solve_bytes
+
+    assert program_bytes(300) == 200 * 300**4 > 1.4 * 2**40
+    problems = [UFMProblem(loss="ce", counts=(5, 3), dim=4), UFMProblem(loss="ce", counts=(6, 2), dim=4)]
+    assert solve_bytes(problems, torch.float64, "adam") == 8 * 8 * 2 * (8 + 2) * 4
+    assert solve_bytes(problems, torch.float32, "lbfgs", history_size=5) == (8 + 10) * 4 * 2 * (8 + 2) * 4
+
+
+def test_guard_reads_the_address_space_limit(address_cap, tmp_path):
+    code = ("import resource; from ncollapse.resources import available_memory, check_memory; "
+            "print(available_memory()[1]); check_memory(2 << 30, 'two GiB', 'fix it')")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=_env(), timeout=300,
+                         preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_AS, (address_cap, address_cap)))
+    assert out.stdout.strip() == "the RLIMIT_AS limit (ulimit)"
+    assert "two GiB needs about 2 GiB of memory, more than the" in out.stderr and "fix it" in out.stderr
+
+
+def test_input_file_kinds(tmp_path):
+    from ncollapse.resources import check_input_file, format_bytes, read_capped
+
+    os.mkfifo(tmp_path / "p")
+    with pytest.raises(ValueError, match=r"--x .*p is a FIFO \(named pipe\), not a regular file"):
+        check_input_file(tmp_path / "p", "--x")
+    with pytest.raises(IsADirectoryError, match="is a folder"):
+        check_input_file(tmp_path, "--x")
+    with pytest.raises(FileNotFoundError, match="no such file"):
+        check_input_file(tmp_path / "missing", "--x")
+    (tmp_path / "f").write_bytes(b"12345")
+    assert read_capped(tmp_path / "f", 5, "--x") == b"12345"
+    with pytest.raises(ValueError, match=r"--x .*f is 5 B, more than the 4 B such a file can hold"):
+        read_capped(tmp_path / "f", 4, "--x")
+    assert [format_bytes(n) for n in (512, 3 << 20, 1023 << 30, 3.2 * 2**30)] == ["512 B", "3 MiB", "1023 GiB",
+                                                                               "3.2 GiB"]

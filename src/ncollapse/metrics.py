@@ -339,7 +339,9 @@ def measure_stream(batches, num_classes: int, dim: int, W=None, b=None, progress
     samples at it (a ``min_count`` above every class count keeps each class whole, not min_count − 1 slots)."""
     min_count = kwargs.get("min_count", 1)
     check_scalar(min_count, "min_count", int, low=1)
-    rare_below = min_count if max_count is None else min(min_count, check_scalar(max_count, "max_count", int, low=0) + 1)
+    rare_below = min_count
+    if max_count is not None:
+        rare_below = min(min_count, check_scalar(max_count, "max_count", int, low=0) + 1)
     stats = stream_stats(_counted(batches(), progress, num_samples, "NC pass 1/2: statistics"), num_classes, dim,
                          rare_below=rare_below)
     ncc = NCCCounts.from_stats(stats, W=W, b=b)

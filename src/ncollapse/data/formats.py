@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..resources import check_input_file, check_memory, format_bytes
+from ..resources import check_input_file, check_memory
 from ..validation import check_labels
 
 __all__ = [
@@ -49,7 +49,7 @@ _GZIP_MAGIC = b"\x1f\x8b"
 _DEFLATE_MAX_RATIO = 1032  # deflate expands at most about 1032:1 (RFC 1951 length codes: 258 bytes per 2 bits)
 
 
-def _open_idx(path: Path, raw):
+def _open_idx(raw):
     """A stream over the IDX bytes of ``raw``: gunzipped in a stream when the file starts with the gzip magic."""
     gzipped = raw.read(2) == _GZIP_MAGIC
     raw.seek(0)
@@ -71,7 +71,7 @@ def read_idx(path) -> np.ndarray:
     path = check_input_file(path, "IDX file")
     on_disk = path.stat().st_size
     with path.open("rb") as raw:
-        stream, gzipped = _open_idx(path, raw)
+        stream, gzipped = _open_idx(raw)
         head = _read_exact(stream, 4, path)
         if len(head) < 4 or head[0] != 0 or head[1] != 0 or head[2] not in _IDX_DTYPES:
             raise ValueError(f"{path}: not an IDX file (bad magic number {head.hex() or 'empty'}); "

@@ -69,7 +69,8 @@ class _Folded:
 
 def state_bytes(num_classes: int, dim: int, dtype: torch.dtype, per_class_cov: bool = False, kept: int = 0) -> int:
     """Memory of a ``ClassStats`` state: means K·d, scatter d², per-class scatters K·d², kept samples K·m·d."""
-    entries = num_classes * dim + dim * dim + (num_classes * dim * dim if per_class_cov else 0) + num_classes * kept * dim
+    k, d = num_classes, dim
+    entries = k * d + d * d + (k * d * d if per_class_cov else 0) + k * kept * d
     return entries * dtype.itemsize
 
 
@@ -115,9 +116,10 @@ class ClassStats(_Accumulator):
             raise TypeError(f"dtype must be a floating dtype; got {self.dtype}")
         self.per_class_cov, self.check_finite, self.precision = per_class_cov, check_finite, precision
         k, d, acc, kept = num_classes, dim, self.dtype, rare_below - 1
-        check_memory(state_bytes(k, d, acc, per_class_cov, kept), f"ClassStats for K = {k} classes of width d = {d}"
-                     + (f" keeping {kept} samples per class" if kept else "") + (" with per-class scatters"
-                                                                                 if per_class_cov else ""),
+        what = f"ClassStats for K = {k} classes of width d = {d}"
+        what += f", keeping {kept} samples per class" if kept else ""
+        what += ", with per-class scatters" if per_class_cov else ""
+        check_memory(state_bytes(k, d, acc, per_class_cov, kept), what,
                      "lower min_count / rare_below, or leave out per_class_cov", device=self.device)
         self.rare_below = rare_below
         self._declare(
