@@ -117,8 +117,10 @@ def check_memory(nbytes: float, what: str, fix: str, device=None) -> None:
 
     ``what`` names the user-given size (e.g. "ufm --certify with K = 300 classes") and ``fix`` says how to
     lower it. Call it before allocating, from the sizes alone."""
-    if not math.isfinite(nbytes) or nbytes < 0:
+    if not math.isfinite(nbytes):
         raise ValueError(f"{what}: the memory estimate is not a finite size ({nbytes}); {fix}")
+    if nbytes <= 0:  # negative sizes: the caller's own validation names them
+        return
     room = available_memory(device)
     if room is not None and nbytes > room[0]:
         raise ValueError(f"{what} needs about {format_bytes(nbytes)} of memory, more than the "
@@ -152,8 +154,8 @@ def read_capped(path, limit: int, flag: str, hint: str = "") -> bytes:
             data = fh.read(limit + 1)
         size = max(size, len(data))
     if size > limit:
-        raise ValueError(f"{flag} {path} is {format_bytes(size)}, more than the {format_bytes(limit)} such a file "
-                         f"can hold{hint}; check that this is the file you meant")
+        raise ValueError(f"{flag} {path} holds {size} bytes, more than the {limit} ({format_bytes(limit)}) such a "
+                         f"file can hold{hint}; check that this is the file you meant")
     return data
 
 

@@ -96,9 +96,10 @@ def run_centers(args) -> int:
 
 
 def run_toy(args) -> int:
-    from ..experiments.ncmc_toy import toy_figure
+    from ..experiments.ncmc_toy import check_toy_memory, toy_figure
 
     out = check_out_dir(args.out)
+    check_toy_memory(_int_list(args.centers, "--centers"), args.samples)
     out.mkdir(parents=True, exist_ok=True)
     runs = toy_figure(out / "ncmc_toy.png", _int_list(args.centers, "--centers"), num_samples=args.samples,
                       theta=args.theta, seed=args.seed)
