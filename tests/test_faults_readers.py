@@ -162,8 +162,7 @@ def test_idx_float_labels_with_fractions_refused(mnist, tmp_path, capsys):
     labels = _labels(mnist).astype(np.float32)
     labels[7] += 0.5
     (mnist / LABELS).write_bytes(_float_labels(labels))
-    refused(info(mnist), tmp_path, capsys, "t10k-labels-idx1-ubyte.gz", "must be integers", "7.5" if labels[7] == 7.5
-            else str(float(labels[7])))
+    refused(info(mnist), tmp_path, capsys, "t10k-labels-idx1-ubyte.gz", "must be integers", f"such as {labels[7]}")
 
 
 def test_idx_integral_float_labels_read_exactly(mnist, tmp_path, capsys):
