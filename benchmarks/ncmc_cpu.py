@@ -36,7 +36,7 @@ sys.path.insert(0, str(ROOT / "src"))
 
 from ncollapse._io import atomic_write_text  # noqa: E402
 from ncollapse.report.compare import compare_values, mean_std, render_markdown  # noqa: E402
-from ncollapse.train.config import config_from_dict, dumps_toml, load_config  # noqa: E402
+from ncollapse.train.config import config_from_dict, dumps_toml  # noqa: E402
 
 CONFIGS = Path("configs/ncmc_cpu")
 JSONL = Path("docs/results/ncmc_cpu_runs.jsonl")

@@ -2,7 +2,6 @@
 method, every config is planned (the paired interval is tested in test_report_compare.py)."""
 
 import importlib.util
-import math
 from pathlib import Path
 
 import pytest

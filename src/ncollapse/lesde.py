@@ -41,6 +41,7 @@ import numpy as np
 import torch
 
 from .metrics import measure_features
+from .resources import check_memory
 from .validation import check_scalar
 
 __all__ = ["simulate", "LESDEResult", "etf_condition", "mode_rates", "le_drift", "mean_path", "separability",
@@ -101,8 +102,10 @@ def _noise_root(noise, num_classes: int, dim: int) -> torch.Tensor | None:
     if isinstance(noise, Real) and not isinstance(noise, bool):
         check_scalar(noise, "noise", Real, low=0.0)
         return None
-    cov = torch.as_tensor(np.asarray(noise, dtype=np.float64))
     size = num_classes * dim
+    check_memory(8 * 4 * size * size, f"a noise covariance for K = {num_classes} classes ({size} x {size})",
+                 "lower the number of classes")
+    cov = torch.as_tensor(np.asarray(noise, dtype=np.float64))
     if cov.shape != (size, size):
         raise ValueError(f"noise covariance has shape {tuple(cov.shape)}; expected (K·p, K·p) = ({size}, {size}) "
                          f"for K = {num_classes} classes of p = {dim} features")
@@ -172,7 +175,8 @@ def simulate(num_classes: int, alpha: float, beta: float, steps: int = 2000, dt:
     ``noise`` is σ (Σ = σ²I) or the (K² × K²) covariance Σ of a representative tuple (module docstring). Initial
     features are N(0, init_scale²) entries drawn from ``torch.Generator(seed)``; noise increments come from the
     same generator. Returns features at the end and NC metrics (``measure_features``) at ~``log_points``
-    log-spaced times.
+    log-spaced times. The memory (x, its drift, the noise draw and the update: 4·S·K·n·K float64) is checked
+    before anything is allocated (``resources.check_memory``).
     """
     check_scalar(num_classes, "num_classes", Integral, low=2)
     for name, value in (("alpha", alpha), ("beta", beta)):
@@ -183,6 +187,9 @@ def simulate(num_classes: int, alpha: float, beta: float, steps: int = 2000, dt:
     check_scalar(seeds, "seeds", Integral, low=1)
     check_scalar(per_class, "per_class", Integral, low=1)
     check_scalar(init_scale, "init_scale", Real, low=0.0, low_open=True)
+    k = num_classes
+    check_memory(8 * (4 * seeds * per_class * k * k + 8 * k * k), f"the LE-SDE with K = {k} classes, "
+                 f"{seeds} seeds and {per_class} per class", "lower --classes, --seeds or --per-class", device=device)
     g = torch.Generator().manual_seed(int(seed))
     shape = (seeds, num_classes, per_class, num_classes)
     x = (torch.randn(shape, generator=g, dtype=torch.float64) * init_scale).to(device or "cpu", dtype)
@@ -253,7 +260,8 @@ def separability(num_classes: int, alpha: float, beta: float, noise, times, path
     ``simulate``'s Euler–Maruyama step with the drift at the mean over paths, so the simulation never uses the
     closed form. At each of ``times`` the simulated probability is the fraction of paths with ⟨û, X_k − X_l⟩ > 0
     for the direction û = Ŝ⁻¹Δ̂ fitted to the paths. ``noise`` is σ or a (K² × K²) covariance whose pair
-    covariances S_kl must be positive definite.
+    covariances S_kl must be positive definite. The memory (Σ and the P = K(K−1)/2 pair covariances: 2·K⁴; the
+    pair differences over paths: 3·P·paths·K; the paths: 4·paths·K², all float64) is checked before allocating.
     """
     check_scalar(num_classes, "num_classes", Integral, low=2)
     for name, value in (("alpha", alpha), ("beta", beta)):
@@ -264,6 +272,9 @@ def separability(num_classes: int, alpha: float, beta: float, noise, times, path
     if not times or times != sorted(times):
         raise ValueError(f"times must be a non-empty increasing list of positive times; got {times}")
     k = num_classes
+    pairs = k * (k - 1) // 2
+    check_memory(8 * (2 * k ** 4 + 3 * pairs * paths * k + 4 * paths * k * k), f"separability for K = {k} classes "
+                 f"on {paths} paths", "lower --classes or --paths", device=device)
     root, pairs, _ = _noise_cov(noise, k)
     g = torch.Generator().manual_seed(int(seed))
     means0 = torch.randn(k, k, generator=g, dtype=torch.float64) if means0 is None else means0

@@ -442,12 +442,13 @@ def stream_stats(batches, num_classes: int, dim: int, **kwargs) -> ClassStats:
 
 
 def measure_stream(batches, num_classes: int, dim: int, W=None, b=None, progress: bool = False,
-                   num_samples: int | None = None, **kwargs) -> dict:
+                   num_samples: int | None = None, max_count: int | None = None, **kwargs) -> dict:
     """``measure`` over data read twice from ``batches()``, a callable returning an iterable of (features,
     labels) blocks (e.g. ``data.features.open_features(path).batches``, for files larger than memory): one pass
     for the statistics, one for NC4 (NCC). With ``min_count`` the statistics keep the rare classes' samples, so
     Σ_W leaves those classes out exactly. ``progress`` shows a tqdm bar per pass on stderr (in samples, out of
-    ``num_samples`` when given)."""
+    ``num_samples`` when given). ``max_count``, the largest class count when known beforehand, caps the kept
+    samples at it (a ``min_count`` above every class count keeps each class whole, not min_count − 1 slots)."""
     if not callable(batches):
         raise TypeError(f"batches must be a callable returning an iterable of (features, labels) blocks (it is called "
                         f"once per pass); got {type(batches).__name__}")
@@ -457,8 +458,11 @@ def measure_stream(batches, num_classes: int, dim: int, W=None, b=None, progress
         num_samples = check_size(num_samples, "num_samples", low=0)
     min_count = check_size(kwargs.get("min_count", 1), "min_count")
     W, b = check_classifier(W, b)
+    rare_below = min_count
+    if max_count is not None:
+        rare_below = min(min_count, check_size(max_count, "max_count", low=0) + 1)
     stats = stream_stats(_counted(batches(), progress, num_samples, "NC pass 1/2: statistics"), num_classes, dim,
-                         rare_below=min_count)
+                         rare_below=rare_below)
     ncc = NCCCounts.from_stats(stats, W=W, b=b)
     for x, y in _counted(batches(), progress, num_samples, "NC pass 2/2: nearest class centre"):
         ncc.update(x, y)
@@ -495,7 +499,8 @@ def measure_features(features, labels, W=None, b=None, num_classes: int | None =
         k = max(k, W.shape[0])
     batch_size = check_size(batch_size, "batch_size")
     blocks = lambda: ((x[i:i + batch_size], y[i:i + batch_size]) for i in range(0, len(y), batch_size))  # noqa: E731
-    return measure_stream(blocks, k, x.shape[1], W=W, b=b, **kwargs)
+    return measure_stream(blocks, k, x.shape[1], W=W, b=b, max_count=int(torch.bincount(y).max()) if len(y) else 0,
+                          **kwargs)
 
 
 def measure_ncmc(stats) -> dict:

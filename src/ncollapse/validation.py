@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import hashlib
 import math
-import os
 from numbers import Integral, Real
 
 import numpy as np
 import torch
+
+from .resources import check_memory
 
 __all__ = [
     "check_features",
@@ -119,8 +120,9 @@ def check_labels(labels, num_classes: int | None = None, name: str = "labels") -
     if y.dim() != 1:
         raise ValueError(f"{name} must be 1-D (n_samples,); got shape {tuple(y.shape)}")
     if y.is_floating_point():
-        if y.numel() and not bool(torch.all(y == torch.round(y))):
-            raise ValueError(f"{name} must be integers; got non-integer values such as {float(y[y != torch.round(y)][0])}")
+        integral = torch.isfinite(y) & (y == torch.round(y))
+        if y.numel() and not bool(torch.all(integral)):
+            raise ValueError(f"{name} must be integers; got non-integer values such as {float(y[~integral][0])}")
         y = y.to(torch.int64)
     elif y.dtype == torch.bool or y.is_complex():
         raise TypeError(f"{name} must be an integer array; got dtype {y.dtype}")
@@ -203,16 +205,19 @@ def check_counts(counts, name: str = "counts", allow_zero: bool = False) -> list
     return out
 
 
+def _real(x: torch.Tensor, name: str) -> torch.Tensor:
+    if x.is_complex():
+        raise TypeError(f"{name} must be real; got dtype {x.dtype} (pass {name}.real if the imaginary part is zero)")
+    return x
+
+
 def check_classifier(W, b=None, num_classes: int | None = None, dim: int | None = None):
     """Validate a classifier W (K, d) and optional bias b (K,); returns float64 CPU tensors."""
     if W is None:
         if b is not None:
             raise ValueError("b was given without W; pass the classifier weights W with its bias b")
         return None, None
-    W = _as_tensor(W, "W")
-    if W.is_complex():
-        raise TypeError(f"W must be real; got dtype {W.dtype} (pass W.real)")
-    W = W.to("cpu", torch.float64)
+    W = _real(_as_tensor(W, "W"), "W").detach().to("cpu", torch.float64)
     if W.dim() != 2:
         raise ValueError(f"W must be 2-D (num_classes, dim); got shape {tuple(W.shape)}")
     if (num_classes is not None and W.shape[0] != num_classes) or (dim is not None and W.shape[1] != dim):
@@ -222,25 +227,11 @@ def check_classifier(W, b=None, num_classes: int | None = None, dim: int | None 
                          "(K classes, d feature dimensions)")
     check_finite(W, "W")
     if b is not None:
-        b = _as_tensor(b, "b")
-        if b.is_complex():
-            raise TypeError(f"b must be real; got dtype {b.dtype} (pass b.real)")
-        b = b.to("cpu", torch.float64).reshape(-1)
+        b = _real(_as_tensor(b, "b"), "b").detach().to("cpu", torch.float64).reshape(-1)
         if b.shape[0] != W.shape[0]:
             raise ValueError(f"b has {b.shape[0]} entries; expected {W.shape[0]} (one per class)")
         check_finite(b, "b")
     return W, b
-
-
-def check_memory(nbytes: int, what: str, fix: str) -> None:
-    """Refuse to allocate more than this machine's physical memory; the message names what needs it and the fix."""
-    try:
-        total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    except (AttributeError, ValueError, OSError):  # no sysconf (Windows): let the allocator decide
-        return
-    if nbytes > total:
-        raise ValueError(f"{what} needs about {nbytes / 2**30:.3g} GiB, more than this machine's "
-                         f"{total / 2**30:.3g} GiB of memory; {fix}")
 
 
 def check_size(value, name: str, low: int = 1) -> int:

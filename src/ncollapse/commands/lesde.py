@@ -56,12 +56,22 @@ def _times(text: str) -> list[float]:
         raise argparse.ArgumentTypeError(f"expected comma-separated times such as 0.5,2,6; got {text!r}") from None
 
 
-def _read_matrix(path: str):
+def _read_matrix(path: str, classes: int):
+    """The (K² x K²) noise covariance from a .npy or text file, capped at the size K implies."""
+    import io
+
     import numpy as np
 
+    from ..resources import read_capped, read_npy
+
+    entries = classes ** 4
+    hint = f" for K = {classes} (a {classes * classes} x {classes * classes} matrix)"
+    if path.endswith(".npy"):
+        return read_npy(path, 8 * entries + 4096, "--noise-cov", hint)
+    text = read_capped(path, 64 * entries + 4096, "--noise-cov", hint)
     try:
-        return np.load(path) if path.endswith(".npy") else np.loadtxt(path, ndmin=2)
-    except (OSError, ValueError) as exc:
+        return np.loadtxt(io.BytesIO(text), ndmin=2)
+    except ValueError as exc:
         raise ValueError(f"cannot read the noise covariance {path}: {exc}") from None
 
 
@@ -70,7 +80,7 @@ def run(args) -> int:
     from ..validation import check_device
 
     check_device(args.device, "--device")
-    noise = args.noise if args.noise_cov is None else _read_matrix(args.noise_cov)
+    noise = args.noise if args.noise_cov is None else _read_matrix(args.noise_cov, args.classes)
     if args.separability is not None:
         return _report_separability(separability(args.classes, args.alpha, args.beta, noise, args.separability,
                                                  paths=args.paths, dt=args.dt, seed=args.seed,

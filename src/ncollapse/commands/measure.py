@@ -80,7 +80,8 @@ def run(args) -> int:
             ood = stream_stats(ood_source.batches(args.batch_size), 1, ood_source.dim)
         report = measure_stream(lambda: source.batches(args.batch_size), source.num_classes, source.dim,
                                 W=source.weight, b=source.bias, progress=show_progress(args),
-                                num_samples=source.num_samples, global_mean=args.global_mean, ddof=args.ddof,
+                                num_samples=source.num_samples, max_count=source.max_count,
+                                global_mean=args.global_mean, ddof=args.ddof,
                                 rtol=args.rtol, scale=args.scale, min_count=args.min_count, ood=ood,
                                 cdnv_exponent=args.cdnv_exponent, tile_size=args.tile_size,
                                 ood_centering=args.ood_centering)

@@ -97,10 +97,11 @@ def run_centers(args) -> int:
 
 
 def run_toy(args) -> int:
-    from ..experiments.ncmc_toy import toy_figure
+    from ..experiments.ncmc_toy import check_toy_memory, toy_figure
     from ..io_safe import Outputs
 
     centers = _int_list(args.centers, "--centers")
+    check_toy_memory(centers, args.samples)
     out = check_out_dir(args.out)
     with Outputs(force=args.force) as outputs:
         png = outputs.claim(out / "ncmc_toy.png", "ncmc toy figure")

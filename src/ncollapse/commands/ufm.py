@@ -42,11 +42,22 @@ def _values(text: str) -> list[float]:
             lo, hi, n = float(lo), float(hi), int(n)
             if lo <= 0 or hi <= 0 or n < 1:
                 raise ValueError
+            _check_count(n)
             return [lo * (hi / lo) ** (i / max(n - 1, 1)) for i in range(n)]
         return [float(v) for v in text.split(",")]
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected comma-separated numbers or LO:HI:N with LO, HI > 0, "
                                          f"got {text!r}") from None
+
+
+def _check_count(n: int) -> None:
+    """The memory guard for N values (a Python float in a list: 32 bytes), as an argparse error."""
+    from ..resources import check_memory
+
+    try:
+        check_memory(32 * n, f"LO:HI:N with N = {n}", "give a smaller N")
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _add_setting(parser, loss_default: str = "ce") -> None:
@@ -165,7 +176,7 @@ def run(args) -> int:
     from ..geometry import class_aware_centers
     from ..ufm import UFMProblem, solve
     from ..ufm.experiments import summarize
-    from ..validation import check_device, check_memory
+    from ..validation import check_device
 
     if args.counts is None and args.classes is None:
         raise ValueError("give the class sizes: --counts N1,N2,... or --classes K (with --per-class, default 10)")
@@ -181,9 +192,6 @@ def run(args) -> int:
                          constraint=args.constraint, energy_w=args.energy_w, energy_h=args.energy_h,
                          ncmc_frame=args.ncmc_frame)
     check_device(args.device, "--device")
-    if str(args.device) == "cpu":  # parameters, gradients and optimizer state: at least four float64 copies
-        size = sum(problem.counts) * problem.dim + len(problem.counts) * problem.dim
-        check_memory(32 * size, f"ufm with {sum(problem.counts)} x {problem.dim} features", "lower --dim or the counts")
     result = solve(problem, optimizer=args.optimizer, steps=args.steps, lr=args.lr, tol=args.tol,
                    record_metrics=False, device=args.device, progress=show_progress(args), certify=args.certify)
     summary = {"problem": problem.to_dict(), **summarize(result, 0)}

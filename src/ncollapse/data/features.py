@@ -1,6 +1,8 @@
 """Feature files: ``.npz`` with ``features`` (N, d), ``labels`` (N,), optional ``weight`` (K, d), ``bias`` (K,).
 
-``open_features`` reads the labels and the classifier (small) and only the header of ``features``; its
+``open_features`` first checks every member: its ``.npy`` header against its byte size, then its CRC-32 and deflate
+stream (read through once, in chunks), so a corrupt file fails with one line naming the member before any pass.
+It then reads the labels and the classifier (small) and only the header of ``features``; its
 ``batches`` then stream the features from the archive (stored or deflate-compressed) a block of rows at a time,
 so a file larger than memory can be measured (``metrics.measure_stream``). Every problem is a one-line error
 naming the file.
@@ -9,6 +11,7 @@ naming the file.
 from __future__ import annotations
 
 import zipfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
@@ -16,6 +19,7 @@ from typing import Iterator
 import numpy as np
 import torch
 
+from ..resources import check_input_file, check_npy_header, read_npy_header
 from ..validation import check_classifier, check_features, check_features_labels, check_scalar
 
 __all__ = ["FeatureSource", "open_features"]
@@ -40,10 +44,23 @@ class FeatureSource:
         top = int(self.labels.max()) + 1 if self.labels is not None and self.labels.numel() else 0
         return max(top, 0 if self.weight is None else self.weight.shape[0])
 
+    @property
+    def max_count(self) -> int | None:
+        """The largest class count (None for features-only files)."""
+        if self.labels is None:
+            return None
+        return int(torch.bincount(self.labels).max()) if self.labels.numel() else 0
+
     def batches(self, batch_size: int = 16384) -> Iterator[tuple[torch.Tensor, torch.Tensor | None]]:
         """(features, labels) blocks of ``batch_size`` rows in file order, each checked (NaN/Inf, overflow) with
         its rows numbered from the start of the file."""
         check_scalar(batch_size, "batch_size", int, low=1)
+        try:
+            yield from self._read(batch_size)
+        except _MEMBER_ERRORS as exc:  # the file changed after open_features checked it
+            raise ValueError(f"{self.path}: member 'features.npy' is corrupt ({exc}); write the file again") from None
+
+    def _read(self, batch_size: int):
         with np.load(self.path, allow_pickle=False) as archive:
             if self._fortran:  # column-major rows are not contiguous on disk: read the array whole
                 whole = archive["features"]
@@ -51,7 +68,7 @@ class FeatureSource:
                 yield from self._checked(blocks, batch_size)
                 return
             with archive.zip.open("features.npy") as fp:
-                _read_header(fp)
+                read_npy_header(fp)
                 yield from self._checked(_blocks(fp, self.num_samples, self.dim, self._dtype, batch_size), batch_size)
 
     def _checked(self, blocks, batch_size):
@@ -64,13 +81,29 @@ class FeatureSource:
             yield x, None if self.labels is None else self.labels[start:start + len(x)]
 
 
-def _read_header(fp) -> tuple[tuple[int, ...], bool, np.dtype]:
-    version = np.lib.format.read_magic(fp)
-    if version == (1, 0):
-        return np.lib.format.read_array_header_1_0(fp)
-    if version == (2, 0):
-        return np.lib.format.read_array_header_2_0(fp)
-    raise ValueError(f"unsupported .npy format version {version}")
+_MEMBER_ERRORS = (zipfile.BadZipFile, zlib.error, EOFError, OSError)  # bad CRC, bad deflate block, truncation
+
+
+def _check_members(zf: zipfile.ZipFile) -> None:
+    """Every ``.npy`` member's header against the member's byte size (shape, dtype), then every member's
+    CRC-32 and deflate stream, read through once in 1 MiB chunks, before any array is loaded or measured."""
+    for info in zf.infolist():
+        try:
+            with zf.open(info) as fp:
+                shape, _, dtype = read_npy_header(fp)
+                offset = fp.tell()
+        except _MEMBER_ERRORS as exc:
+            raise ValueError(f"member {info.filename!r} is corrupt ({exc}); write the file again") from None
+        except ValueError as exc:
+            raise ValueError(f"member {info.filename!r} has no readable .npy header ({exc})") from None
+        check_npy_header(shape, dtype, info.file_size - offset, f"member {info.filename!r}")
+    for info in zf.infolist():
+        try:
+            with zf.open(info) as fp:
+                while fp.read(1 << 20):
+                    pass
+        except _MEMBER_ERRORS as exc:
+            raise ValueError(f"member {info.filename!r} is corrupt ({exc}); write the file again") from None
 
 
 def _blocks(fp, rows: int, dim: int, dtype: np.dtype, batch_size: int) -> Iterator[np.ndarray]:
@@ -92,16 +125,19 @@ def _archive(path: Path, required: tuple[str, ...]) -> np.lib.npyio.NpzFile:
         raise FileNotFoundError(f"{path}: no such file")
     if path.is_dir():
         raise ValueError(f"{path}: is a directory; expected an .npz file with arrays {wanted}")
+    check_input_file(path, "feature file")
     if path.stat().st_size == 0:
         raise ValueError(f"{path}: empty file (0 bytes); save one with "
+                         f"numpy.savez(path, {', '.join(f'{k}=...' for k in required)})")
+    if not zipfile.is_zipfile(path):  # never load a bare .npy whole: its header could ask for any size
+        raise ValueError(f"{path}: not a readable .npz file (no zip directory: a single .npy array or another "
+                         f"format); save one with "
                          f"numpy.savez(path, {', '.join(f'{k}=...' for k in required)})")
     try:
         archive = np.load(path, allow_pickle=False)
     except (zipfile.BadZipFile, OSError, ValueError, EOFError) as exc:
         raise ValueError(f"{path}: not a readable .npz file ({exc.__class__.__name__}); "
                          f"save one with numpy.savez(path, {', '.join(f'{k}=...' for k in required)})") from None
-    if not isinstance(archive, np.lib.npyio.NpzFile):
-        raise ValueError(f"{path}: holds a single array, not an .npz archive with {wanted}")
     missing = [key for key in required if key not in archive.files]
     if missing:
         archive.close()
@@ -127,8 +163,9 @@ def open_features(path, labels: bool = True) -> FeatureSource:
     path = Path(path)
     with _archive(path, ("features", "labels") if labels else ("features",)) as archive:
         try:
+            _check_members(archive.zip)
             with archive.zip.open("features.npy") as fp:
-                shape, fortran, dtype = _read_header(fp)
+                shape, fortran, dtype = read_npy_header(fp)
             stand_in = _stand_in(tuple(shape), dtype)
             if not labels:
                 check_features(stand_in, finite=False)

@@ -20,11 +20,14 @@ Formats
 from __future__ import annotations
 
 import gzip
+import math
 import pickle
+import zlib
 from pathlib import Path
 
 import numpy as np
 
+from ..resources import check_input_file, check_memory
 from ..validation import check_labels
 
 __all__ = [
@@ -42,34 +45,56 @@ _IDX_DTYPES = {0x08: np.dtype(np.uint8), 0x09: np.dtype(np.int8), 0x0B: np.dtype
 _IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".ppm", ".pgm", ".webp"}
 
 
-def _read_bytes(path: Path) -> bytes:
-    """File contents, transparently gunzipped when the file starts with the gzip magic."""
-    raw = path.read_bytes()
-    if raw[:2] != b"\x1f\x8b":
-        return raw
+_GZIP_MAGIC = b"\x1f\x8b"
+_DEFLATE_MAX_RATIO = 1032  # deflate expands at most about 1032:1 (RFC 1951 length codes: 258 bytes per 2 bits)
+
+
+def _open_idx(raw):
+    """A stream over the IDX bytes of ``raw``: gunzipped in a stream when the file starts with the gzip magic."""
+    gzipped = raw.read(2) == _GZIP_MAGIC
+    raw.seek(0)
+    return (gzip.GzipFile(fileobj=raw, mode="rb") if gzipped else raw), gzipped
+
+
+def _read_exact(stream, count: int, path: Path) -> bytes:
     try:
-        return gzip.decompress(raw)
-    except (EOFError, OSError, gzip.BadGzipFile) as exc:
+        return stream.read(count)
+    except (EOFError, OSError, zlib.error) as exc:  # gzip.BadGzipFile is an OSError
         raise ValueError(f"{path}: corrupt or truncated gzip data ({exc}); delete it and fetch it again") from None
 
 
 def read_idx(path) -> np.ndarray:
-    """One IDX array (gzip or not), e.g. MNIST images (N, 28, 28) or labels (N,)."""
-    path = Path(path)
-    data = _read_bytes(path)
-    if len(data) < 4 or data[0] != 0 or data[1] != 0 or data[2] not in _IDX_DTYPES:
-        raise ValueError(f"{path}: not an IDX file (bad magic number {data[:4].hex() or 'empty'}); "
-                         "expected 0000 08 01 for labels or 0000 08 03 for images")
-    dtype, ndim = _IDX_DTYPES[data[2]], data[3]
-    header = 4 + 4 * ndim
-    if len(data) < header:
-        raise ValueError(f"{path}: truncated IDX header ({len(data)} bytes, need {header})")
-    shape = tuple(int(s) for s in np.frombuffer(data, dtype=">u4", count=ndim, offset=4))
-    need = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
-    if len(data) - header != need:
+    """One IDX array (gzip or not), e.g. MNIST images (N, 28, 28) or labels (N,).
+
+    The header is read first; the data is then read (gzip: decompressed in a stream) up to exactly the size
+    the header implies, after a memory check, so a file that expands beyond it is refused without reading on."""
+    path = check_input_file(path, "IDX file")
+    on_disk = path.stat().st_size
+    with path.open("rb") as raw:
+        stream, gzipped = _open_idx(raw)
+        head = _read_exact(stream, 4, path)
+        if len(head) < 4 or head[0] != 0 or head[1] != 0 or head[2] not in _IDX_DTYPES:
+            raise ValueError(f"{path}: not an IDX file (bad magic number {head.hex() or 'empty'}); "
+                             "expected 0000 08 01 for labels or 0000 08 03 for images")
+        dtype, ndim = _IDX_DTYPES[head[2]], head[3]
+        sizes = _read_exact(stream, 4 * ndim, path)
+        if len(sizes) < 4 * ndim:
+            raise ValueError(f"{path}: truncated IDX header ({4 + len(sizes)} bytes, need {4 + 4 * ndim})")
+        shape = tuple(int(s) for s in np.frombuffer(sizes, dtype=">u4"))
+        need = math.prod(shape) * dtype.itemsize
+        held = _DEFLATE_MAX_RATIO * on_disk if gzipped else on_disk - 4 - 4 * ndim
+        if need > held or (not gzipped and need != held):
+            bound = "at most " if gzipped else ""
+            raise ValueError(f"{path}: IDX header promises shape {shape} ({need} bytes) but the file holds "
+                             f"{bound}{held} bytes of data; the file is truncated or corrupt")
+        check_memory(need, f"{path}: IDX array of shape {shape}", "free memory or check the file")
+        data = _read_exact(stream, need, path)
+        extra = _read_exact(stream, 1, path) if gzipped else b""
+    if len(data) != need or extra:
+        got = f"{len(data)} bytes" if len(data) != need else "more bytes"
         raise ValueError(f"{path}: IDX header promises shape {shape} ({need} bytes) but the file holds "
-                         f"{len(data) - header} bytes of data; the file is truncated or corrupt")
-    return np.frombuffer(data, dtype=dtype, offset=header).reshape(shape).astype(dtype.newbyteorder("="))
+                         f"{got} of data; the file is truncated or corrupt")
+    return np.frombuffer(data, dtype=dtype).reshape(shape).astype(dtype.newbyteorder("="))
 
 
 def read_idx_pair(images_path, labels_path, num_classes: int = 10):
@@ -81,7 +106,7 @@ def read_idx_pair(images_path, labels_path, num_classes: int = 10):
         raise ValueError(f"{labels_path}: expected labels of shape (N,); got {labels.shape}")
     if len(labels) != len(images):
         raise ValueError(f"{labels_path} holds {len(labels)} labels but {images_path} holds {len(images)} images")
-    labels = _check_label_range(labels.astype(np.int64), num_classes, labels_path)
+    labels = check_labels(labels, num_classes, name=f"{labels_path}: labels").numpy()
     return images[:, None], labels
 
 

@@ -23,9 +23,10 @@ import torch
 from ..geometry import check_theta, multicenter_frame, orthonormal_basis
 from ..nn.heads import gcr_scores
 from ..report.figures import figure, write_png
+from ..resources import check_memory
 from ..validation import check_counts, check_scalar
 
-__all__ = ["simulate_rcr_gcr", "toy_figure"]
+__all__ = ["simulate_rcr_gcr", "toy_figure", "toy_bytes", "check_toy_memory"]
 
 
 def _probabilities(hard_probs, num_classes: int) -> torch.Tensor:
@@ -33,6 +34,21 @@ def _probabilities(hard_probs, num_classes: int) -> torch.Tensor:
     if p.shape[0] != num_classes or bool((p < 0).any()) or float(p.sum()) <= 0:
         raise ValueError(f"hard_probs must be {num_classes} non-negative numbers with a positive sum; got {hard_probs}")
     return p / p.sum()
+
+
+def toy_bytes(num_classes: int, total_centers: int, dim: int, num_samples: int) -> int:
+    """Float64 memory of one simulation: the frames and their orthonormalisation (3·d·(F + K)), the noise and
+    the shifted features (2·S·d), the scores (S·(F + K))."""
+    return 8 * (3 * dim * (total_centers + num_classes) + 2 * num_samples * dim
+                + num_samples * (total_centers + num_classes))
+
+
+def check_toy_memory(centers_per_class, num_samples: int, dim: int | None = None) -> None:
+    """The memory guard of one simulation (``toy_bytes``; width d = F + K unless given)."""
+    k, total = len(centers_per_class), sum(centers_per_class)
+    dim = total + k if dim is None else dim
+    check_memory(toy_bytes(k, total, dim, num_samples), f"the RCR/GCR toy with F = {total} centers for "
+                 f"K = {k} classes (width {dim}) and {num_samples} samples", "give fewer centers or samples")
 
 
 def simulate_rcr_gcr(centers_per_class, hard_probs, *, noise: float = 0.05, num_samples: int = 20000,
@@ -53,6 +69,7 @@ def simulate_rcr_gcr(centers_per_class, hard_probs, *, noise: float = 0.05, num_
         raise ValueError(f"frame == {frame!r}, must be 'independent' (Prop. 3.1) or 'ncmc' (Prop. C.1)")
     dim = total + k if dim is None else dim
     check_scalar(dim, "dim", Integral, low=total + k)
+    check_toy_memory(f, num_samples, dim)
     gen = torch.Generator().manual_seed(seed)
     labels = torch.multinomial(probs, num_samples, replacement=True, generator=gen)
     noise_draw = math.sqrt(noise) * torch.randn(num_samples, dim, generator=gen, dtype=torch.float64)

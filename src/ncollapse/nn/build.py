@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..geometry import FIXED_FRAMES, check_theta
+from ..resources import check_memory
 from ..validation import check_counts, check_scalar
 from .densenet import DenseNet
 from .heads import FixedHead, LinearHead, MultiCenterHead, NormedHead
@@ -93,6 +94,37 @@ def _centers(centers_per_class, num_classes: int) -> list[int]:
     return f
 
 
+def _least_params(name: str, in_channels: int, image_size: int, options: dict) -> tuple[int, int]:
+    """(least parameter count, feature width) of a backbone from its user-given widths, before building it: the
+    linear layers of the MLP (exact), the 3 × 3 convolutions of the CIFAR ResNets' three stages (He et al. 2016,
+    §4.2: n = (depth − 2)/6 blocks of two convolutions per stage at widths w, 2w, 4w, each stage's first one from
+    the previous width: 9w²(11 + 21(2n − 1))), the 3 × 3 convolutions of
+    DenseNet's layers (g input channels at least, 9·g² each: Huang et al. 2017, §3). Fixed architectures: (0, 0)."""
+    if name == "mlp":
+        widths = [in_channels * image_size * image_size, *options.get("widths", (512, 512, 512))]
+        return sum((a + 1) * b for a, b in zip(widths, widths[1:])), widths[-1]
+    if name.startswith("resnet") and name[6:] in ("8", "20", "32", "56"):
+        n, w = (int(name[6:]) - 2) // 6, options.get("width", 16)
+        return 9 * w * w * (11 + 21 * (2 * n - 1)), 4 * w
+    if name == "densenet":
+        layers, g = max(options.get("depth", 150) - 4, 0) // 3, options.get("growth_rate", 12)
+        return 9 * layers * g * g, g
+    return 0, 0
+
+
+def _check_size(name, num_classes, in_channels, image_size, feature_dim, centers, options) -> None:
+    """The memory guard for the widths, before any layer is built: the backbone's least parameter count, the
+    extra layer and the head (K + F rows), at 16 bytes per parameter for training (float32 weight, gradient and
+    two Adam moments)."""
+    count, out_dim = _least_params(name, in_channels, image_size, options)
+    dim = out_dim if feature_dim is None else feature_dim
+    if feature_dim is not None:
+        count += (out_dim + 1) * feature_dim
+    count += (num_classes + sum(centers or ())) * (dim + 1)
+    check_memory(16 * count, f"model {name!r} with at least {count:,} parameters (feature width {dim})",
+                 "lower the widths (model.options, model.feature_dim)")
+
+
 def build_model(name: str, num_classes: int, *, in_channels: int = 3, image_size: int = 32, feature_dim=None,
                 head: str = "linear", bias: bool = True, centers_per_class=None, theta: float = 0.2,
                 normalize_features: bool = False, seed: int = 0, **arch_options) -> NCModel:
@@ -119,6 +151,7 @@ def build_model(name: str, num_classes: int, *, in_channels: int = 3, image_size
     f = _centers(centers_per_class, num_classes) if head == "multicenter" else None
     if head == "multicenter":
         theta = check_theta(theta)
+    _check_size(name, num_classes, in_channels, image_size, feature_dim, f, arch_options)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         backbone = MODELS[name](in_channels, image_size, **arch_options)

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 import torch
 
+from ..resources import check_memory
 from ..validation import check_device, check_features_labels, check_size
 from .contract import PRECISIONS, _Accumulator, _default_dtype, _dist, _gemm_dtype, coarsest
 from .state_check import _state_feature_dtype, _state_size, check_state
@@ -71,6 +72,13 @@ class _Folded:
         obj.__dict__[self.slot] = value
 
 
+def state_bytes(num_classes: int, dim: int, dtype: torch.dtype, per_class_cov: bool = False, kept: int = 0) -> int:
+    """Memory of a ``ClassStats`` state: means K·d, scatter d², per-class scatters K·d², kept samples K·m·d."""
+    k, d = num_classes, dim
+    entries = k * d + d * d + (k * d * d if per_class_cov else 0) + k * kept * d
+    return entries * dtype.itemsize
+
+
 class ClassStats(_Accumulator):
     """Per-class count, mean, squared deviation and centred scatter, updated batch by batch.
 
@@ -120,6 +128,11 @@ class ClassStats(_Accumulator):
         self.feature_dtype: torch.dtype | None = None
         self.per_class_cov, self.check_finite, self.precision = per_class_cov, check_finite, precision
         k, d, acc, kept = num_classes, dim, self.dtype, rare_below - 1
+        what = f"ClassStats for K = {k} classes of width d = {d}"
+        what += f", keeping {kept} samples per class" if kept else ""
+        what += ", with per-class scatters" if per_class_cov else ""
+        check_memory(state_bytes(k, d, acc, per_class_cov, kept), what,
+                     "lower min_count / rare_below, or leave out per_class_cov", device=self.device)
         self.rare_below = rare_below
         self._declare(
             {"num_classes": k, "dim": d, "per_class_cov": per_class_cov, "rare_below": rare_below},

@@ -21,6 +21,7 @@ from ..losses import build_loss, posthoc_logit_adjust
 from ..metrics import class_groups
 from ..nn import build_model
 from ..nn.heads import gcr_scores
+from ..resources import check_memory
 from .config import Config
 from .dist import DistContext
 
@@ -156,6 +157,20 @@ class Run:
         return torch.autocast(self.ctx.device.type, dtype=self.amp_dtype) if self.amp_dtype else nullcontext()
 
 
+def gram_slots(cfg: Config, counts) -> int:
+    """Features kept per class for ``eval.gram_samples``: the setting capped at the largest class count."""
+    return min(cfg.eval.gram_samples, max(counts, default=0))
+
+
+def check_nc_memory(cfg: Config, counts, dim: int, device) -> None:
+    """The memory guard of an NC pass, before training: the pass keeps its N × d float32 features and, for
+    ``eval.gram_samples``, K × m × d float64 kept samples (m = ``gram_slots``)."""
+    kept = len(counts) * gram_slots(cfg, counts) * dim
+    check_memory(4 * sum(counts) * dim + 8 * kept, f"an NC pass over {sum(counts)} samples of width {dim} with "
+                 f"eval.gram_samples = {cfg.eval.gram_samples}", "lower eval.gram_samples or the feature width",
+                 device=device)
+
+
 def build_run(cfg: Config, ctx: DistContext, data=None) -> Run:
     """Data (``data`` = (train set, test set) replaces ``build_data``), loaders, model, loss, optimiser, precision."""
     device, seed = ctx.device, cfg.train.seed
@@ -164,7 +179,9 @@ def build_run(cfg: Config, ctx: DistContext, data=None) -> Run:
     train_loader = make_loader(train_set, cfg.train.batch_size // ctx.world_size, ctx, train=True, cfg=cfg, seed=seed)
     test_loader = make_loader(test_set, cfg.eval.batch_size, ctx, train=False, cfg=cfg)
     nc_loader = make_loader(train_set, cfg.eval.batch_size, ctx, train=False, cfg=cfg)
-    model = build_model_for(cfg, train_set).to(device)
+    model = build_model_for(cfg, train_set)
+    check_nc_memory(cfg, counts, model.head.weight.shape[1], device)
+    model = model.to(device)
     if cfg.model.channels_last:
         model = model.to(memory_format=torch.channels_last)
     loss_fn = build_loss_for(cfg, model, counts)

@@ -24,6 +24,7 @@ from ..data.datasets import DATASETS
 from ..data.loader import AUGMENTATIONS
 from ..losses import LOSSES
 from ..nn.build import HEADS, MODELS
+from ..resources import SIDE_FILE_LIMIT, read_capped
 
 __all__ = ["Config", "DataConfig", "ModelConfig", "LossConfig", "OptimConfig", "ScheduleConfig",
            "TrainConfig", "EvalConfig", "load_config", "read_toml", "config_from_dict", "parse_override", "dumps_toml"]
@@ -218,11 +219,12 @@ def read_toml(path) -> tuple[dict, str]:
     path = Path(path)
     if path.is_dir():
         raise IsADirectoryError(f"config file {path} is a folder; give a TOML file")
-    if not path.is_file():
+    if not path.exists():
         raise FileNotFoundError(f"config file {path} does not exist")
+    text = read_capped(path, SIDE_FILE_LIMIT, "config file")  # refuses FIFOs and devices
     try:
-        return tomllib.loads(path.read_text(encoding="utf-8")), str(path)
-    except tomllib.TOMLDecodeError as exc:
+        return tomllib.loads(text.decode("utf-8")), str(path)
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise ValueError(f"{path} is not valid TOML: {exc}") from None
 
 

@@ -32,7 +32,7 @@ from ..report.logging import RunLogger
 from ..serialize import to_jsonable
 from .._io import atomic_write_json
 from . import dist as distlib
-from .build import Run, build_run
+from .build import Run, build_run, gram_slots
 from .checkpoint import (RunLock, RunLockedError, TrainState, open_run_dir, read_metrics, restore, save_checkpoint,
                          save_torch, write_run_files)
 from .config import Config
@@ -262,7 +262,7 @@ def _evaluate(run: Run, state: TrainState, epoch: int, out: Path, progress: bool
     if nc_due:
         nc = run_pass(run.model, run.nc_loader, run.num_classes, ctx, nc=True, scores=run.scores,
                       channels_last=cfg.model.channels_last, progress=progress, desc=f"epoch {epoch + 1}: NC pass",
-                      keep_samples=cfg.eval.gram_samples)
+                      keep_samples=gram_slots(cfg, run.counts))
         record.update(accuracy_report(nc, run.groups, prefix="train_eval_"))
         record.update(nc_report(nc, run.model, run.counts, cfg.eval.group_thresholds))
         if cfg.eval.gram_samples:

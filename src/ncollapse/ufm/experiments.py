@@ -20,6 +20,7 @@
 from __future__ import annotations
 
 import itertools
+import math
 import tomllib
 from dataclasses import fields
 from pathlib import Path
@@ -31,6 +32,7 @@ from .._extras import MissingExtraError
 from .._io import atomic_write_json
 from ..config_check import check_choice, check_keys
 from ..report.figures import figure, write_png
+from ..resources import SIDE_FILE_LIMIT, check_memory, read_capped
 from ..serialize import to_jsonable
 from . import theory
 from .certify import certify
@@ -318,14 +320,18 @@ def _problem_from(values: dict, where: str) -> UFMProblem:
         raise type(exc)(f"{where}: {exc}") from None
 
 
+_POINT_BYTES = 16384  # memory per grid point: its dict, UFMProblem and summary (measured 20.5 KiB for 2-class CE)
+
+
 def load_grid(path) -> dict:
-    """Read a sweep grid from TOML: tables [problem] (base fields), [grid] (lists: Cartesian product), [solver]."""
+    """Read a sweep grid from TOML: tables [problem] (base fields), [grid] (lists: Cartesian product), [solver].
+    The file must be a regular file of at most ``resources.SIDE_FILE_LIMIT`` bytes."""
     path = Path(path)
-    with path.open("rb") as fh:
-        try:
-            config = tomllib.load(fh)
-        except tomllib.TOMLDecodeError as exc:
-            raise ValueError(f"{path}: not valid TOML ({exc})") from None
+    text = read_capped(path, SIDE_FILE_LIMIT, "--grid")
+    try:
+        config = tomllib.loads(text.decode("utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ValueError(f"{path}: not valid TOML ({exc})") from None
     config["source"] = str(path)
     return config
 
@@ -346,6 +352,9 @@ def sweep(config: dict, progress: bool = False) -> dict:
         if not isinstance(values, list) or not values:
             raise ValueError(f"{where}: [grid] {key} must be a non-empty list of values")
     check_choice(solver.get("optimizer", "lbfgs"), OPTIMIZERS, f"{where}: [solver] optimizer")
+    shape = " x ".join(str(len(values)) for values in grid.values()) or "1"
+    check_memory(math.prod(len(values) for values in grid.values()) * _POINT_BYTES,
+                 f"{where}: a grid of {shape} points", "give fewer values per [grid] key")
     points = [dict(zip(grid, combo)) for combo in itertools.product(*grid.values())] or [{}]
     problems = [_problem_from({**base, **point}, f"{where}: grid point {point}") for point in points]
     solver.setdefault("optimizer", "lbfgs")

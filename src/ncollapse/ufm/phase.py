@@ -32,6 +32,7 @@ from .._io import atomic_write_json
 from ..report.figures import figure_row, write_png
 from ..serialize import to_jsonable
 from ..validation import check_scalar
+from ..resources import check_memory
 from .certify import ConvexUFM, certify
 from .problem import UFMProblem
 from .solve import solve
@@ -141,6 +142,9 @@ def write_threshold(out_dir, data: dict) -> dict:
     return data
 
 
+_CELL_BYTES = 512  # least memory per cell: its UFMProblem (measured 376 B), (R, λ) tuple and result entries
+
+
 def phase_diagram(k_majority: int, k_minority: int, dim: int, ratios, lambdas, loss: str = "ce",
                   n_majority: int = 100, steps: int = 3000, chunk: int = 64, progress: bool = False) -> dict:
     """Minority cosine and certificate gap on the grid ``ratios`` × ``lambdas`` (module docstring).
@@ -149,6 +153,8 @@ def phase_diagram(k_majority: int, k_minority: int, dim: int, ratios, lambdas, l
     one stacked L-BFGS problem and each is certified."""
     check_grid(ratios, lambdas)
     _check_setting(k_majority, k_minority, min(lambdas), n_majority, loss)
+    check_memory(len(ratios) * len(lambdas) * _CELL_BYTES,
+                 f"a phase diagram of {len(ratios)} ratios x {len(lambdas)} lambdas", "give fewer ratios or lambdas")
     start = time.perf_counter()
     cells = [(r, lam) for lam in lambdas for r in ratios]
     k = k_majority + k_minority
