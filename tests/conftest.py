@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
 from pathlib import Path
 
@@ -54,6 +55,16 @@ def longtailed():
 
 
 def file_contents(root) -> dict[str, bytes]:
-    """Every file under ``root`` (recursively, e.g. a run's tensorboard/ folder) by relative path: before/after checks."""
+    """Every file under ``root``, recursively (a run holds a tensorboard/ folder), by relative path."""
     root = Path(root)
     return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+@pytest.fixture(scope="module")
+def bench():
+    """benchmarks/ncmc_cpu.py imported as a module (the NCMC page's protocol and assembly)."""
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "ncmc_cpu.py"
+    spec = importlib.util.spec_from_file_location("ncmc_cpu", script)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

@@ -1,22 +1,12 @@
 """The NCMC CPU protocol (benchmarks/ncmc_cpu.py): committed configs match the generator, one budget for every
 method, every config is planned (the paired interval is tested in test_report_compare.py)."""
 
-import importlib.util
 from pathlib import Path
 
-import pytest
 
 from ncollapse.train import config_from_dict, dumps_toml, load_config
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture(scope="module")
-def bench():
-    spec = importlib.util.spec_from_file_location("ncmc_cpu", ROOT / "benchmarks" / "ncmc_cpu.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def test_committed_configs_are_the_generated_ones(bench):

@@ -3,7 +3,6 @@ and worked examples, on synthetic run directories, and re-rendering the NCMC pag
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
 import statistics
@@ -282,14 +281,6 @@ def test_cli_help_has_examples_under_runs(capsys):
 
 
 # ------------------------------------------------------------------------------------------ the NCMC page
-
-@pytest.fixture(scope="module")
-def bench():
-    spec = importlib.util.spec_from_file_location("ncmc_cpu", ROOT / "benchmarks" / "ncmc_cpu.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
 
 def test_ncmc_page_cells_rerender_from_the_committed_jsonl(bench, monkeypatch):
     """docs/results/ncmc_cpu_runs.jsonl keeps each run's last-epoch test_acc and test_acc_tail: the page's

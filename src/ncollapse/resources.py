@@ -36,9 +36,10 @@ def format_bytes(nbytes: float) -> str:
     return f"{int(nbytes)} B"
 
 
-def _meminfo(key: str) -> int | None:
+def _proc_kib(path: str, key: str) -> int | None:
+    """Bytes of the ``key: N kB`` line of a /proc file (``/proc/meminfo``, ``/proc/self/status``); None if absent."""
     try:
-        with open("/proc/meminfo", encoding="ascii") as fh:
+        with open(path, encoding="ascii") as fh:
             for line in fh:
                 if line.startswith(key + ":"):
                     return int(line.split()[1]) * 1024
@@ -49,7 +50,7 @@ def _meminfo(key: str) -> int | None:
 
 def _host_memory() -> tuple[int, str] | None:
     """(bytes, what) of the host memory free for use: MemAvailable, else the physical memory."""
-    free = _meminfo("MemAvailable")
+    free = _proc_kib("/proc/meminfo", "MemAvailable")
     if free is not None:
         return free, "available memory"
     try:
@@ -80,20 +81,9 @@ def _rlimit_memory() -> list[tuple[int, str]]:
         soft = resource.getrlimit(getattr(resource, name))[0]
         if soft == resource.RLIM_INFINITY:
             continue
-        used = _status(status_key) or 0
+        used = _proc_kib("/proc/self/status", status_key) or 0
         found.append((max(soft - used, 0), f"the {name} limit (ulimit)"))
     return found
-
-
-def _status(key: str) -> int | None:
-    try:
-        with open("/proc/self/status", encoding="ascii") as fh:
-            for line in fh:
-                if line.startswith(key + ":"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return None
 
 
 def available_memory(device=None) -> tuple[int, str] | None:

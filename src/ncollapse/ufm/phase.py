@@ -67,8 +67,13 @@ def check_grid(ratios, lambdas) -> None:
     for name, values in (("ratios", ratios), ("lambdas", lambdas)):
         if not len(values):
             raise ValueError(f"{name} is empty; give at least one value")
-        for v in values:
-            check_scalar(v, f"{name} value", Real, low=0.0, low_open=True, high=math.inf, high_open=True)
+        try:  # one vectorised test, then the first offender (or every value, if some are not numbers) named
+            grid = np.asarray(values, dtype=np.float64)
+            suspects = np.flatnonzero(~(np.isfinite(grid) & (grid > 0)))
+        except (TypeError, ValueError):
+            suspects = range(len(values))
+        for i in suspects:
+            check_scalar(values[i], f"{name} value", Real, low=0.0, low_open=True, high=math.inf, high_open=True)
 
 
 def closed_form_threshold(k_majority: int, k_minority: int, lam: float, n_majority: int,
