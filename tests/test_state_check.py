@@ -91,3 +91,14 @@ def test_report_turns_a_tampered_state_into_a_note(tmp_path):
     assert main(["report", "--run", str(run_dir), "--out", str(out)]) == 0
     page = out.read_text()
     assert "sq_dev" in page and "is negative for class 0" in page
+
+
+def test_check_state_directly_names_the_entry(state):
+    """stats.state_check.check_state on its own: a valid state passes, a missing key or a non-dict is named."""
+    from ncollapse.stats.state_check import check_state
+
+    check_state(state, torch.float64)
+    with pytest.raises(ValueError, match=r"missing keys: \['scatter'\]"):
+        check_state({k: v for k, v in state.items() if k != "scatter"}, torch.float64)
+    with pytest.raises(TypeError, match="state must be a dict"):
+        check_state([state], torch.float64)

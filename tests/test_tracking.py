@@ -329,3 +329,23 @@ def test_hf_report_to_all_means_the_installed_loggers():
     assert _report_to(SimpleNamespace(report_to=None)) == set()
     everything = _report_to(SimpleNamespace(report_to="all"))
     assert ("tensorboard" in everything) == (importlib.util.find_spec("tensorboard") is not None)
+
+
+def test_tracker_files_write_the_same_rows_to_jsonl_and_csv(tmp_path):
+    """_tracking_files.TrackerFiles: metrics.csv holds metrics.jsonl's scalar columns row for row."""
+    from ncollapse._tracking_files import TrackerFiles
+
+    x, y = _data()
+    model = _model()
+    tracker = NCTracker(model, K, loader=_loader(x, y), every_n_epochs=1, run_dir=tmp_path / "run", ncc=False)
+    for _ in range(2):
+        _train_epoch(model, _loader(x, y), tracker)
+        tracker.epoch_end()
+    tracker.close()
+    rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    with open(tmp_path / "run" / "metrics.csv", newline="") as fh:
+        table = list(csv.DictReader(fh))
+    assert len(rows) == len(table) == 2
+    for row, line in zip(rows, table):
+        assert float(line["nc/nc1"]) == pytest.approx(row["nc/nc1"], rel=1e-12)
+    assert isinstance(tracker.files, TrackerFiles)

@@ -1,4 +1,4 @@
-"""Small shared I/O helpers: atomic writes and JSON output."""
+"""Small shared I/O helpers: atomic writes, JSON output, and the OS errors the CLI turns into one line."""
 
 from __future__ import annotations
 
@@ -11,6 +11,28 @@ from pathlib import Path
 
 class DiskFullError(OSError):
     """A write ran out of space; the file it was replacing is unchanged."""
+
+
+OS_ERRORS = {errno.EROFS: "the file system is read-only; choose a path on a writable one",
+             errno.ENOSPC: "no space left on the device; free space or choose another place, then run again",
+             errno.EDQUOT: "the disk quota is exceeded; free space or choose another place, then run again",
+             errno.ENAMETOOLONG: "the name is too long for the file system; choose a shorter one",
+             errno.EACCES: "permission denied; choose a path you can write to (or read, for an input)",
+             errno.EPERM: "operation not permitted; choose another path",
+             errno.EISDIR: "it is a folder, not a file; give a file path",
+             errno.ENOTDIR: "a part of the path is a file, not a folder; fix the path",
+             errno.EEXIST: "it already exists as something else; choose another path",
+             errno.ENOENT: "no such file or folder (or it cannot be created there); check the path",
+             errno.ELOOP: "too many symbolic links; fix the path",
+             errno.EMLINK: "too many links; choose another folder"}
+
+
+def describe_os_error(exc: OSError, where: str = "standard output") -> str:
+    """One line for an OS error: the path (``where`` when the error names none), what happened, how to fix it."""
+    paths = [p for p in (exc.filename, exc.filename2) if p is not None]
+    path = " -> ".join(map(str, paths)) if paths else where
+    code = errno.errorcode.get(exc.errno, str(exc.errno))
+    return f"{path}: {OS_ERRORS[exc.errno]} ({code})"
 
 
 def atomic_write_bytes(path, data: bytes) -> Path:

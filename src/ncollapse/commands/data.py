@@ -54,7 +54,7 @@ def register(sub) -> None:
 
 
 def run_fetch(args) -> int:
-    from ..cli import OS_ERRORS
+    from .._io import OS_ERRORS
 
     bar = None
     if show_progress(args):
