@@ -7,6 +7,11 @@ zero keeps its precision. A Frobenius error ‖X/‖X‖_F − T‖_F comes from
 (d × d products and K-vectors) when its square is ≥ 1e-4, and is otherwise summed entry by entry over the
 tiles, so errors near zero (a collapsed network) keep their precision too. Normalisers come from the d × d
 closed form ‖A Bᵀ‖_F² = Σ (AᵀA) ⊙ (BᵀB) (``gram_norm``).
+
+Scale safety: every pass first divides its vectors by a power of two (``unit_scale``), so their largest entry
+lies in [1/2, 1). That only shifts exponents (IEEE 754), so the scale-invariant results are bit-identical to the
+unscaled computation wherever that one neither overflows nor underflows, and no Gram or norm can overflow at any
+scale the inputs can hold (features or W of 1e±150 in float64).
 """
 
 from __future__ import annotations
@@ -15,7 +20,25 @@ import math
 
 import torch
 
-__all__ = ["Moments", "gram_norm", "vector_pairs", "duality_pass"]
+__all__ = ["Moments", "gram_norm", "vector_pairs", "duality_pass", "binary_exponent", "unit_scale"]
+
+
+def binary_exponent(*tensors: torch.Tensor) -> int:
+    """e with 2^(e−1) ≤ max |x| < 2^e over the entries of ``tensors`` (``math.frexp``); 0 for all-zero or non-finite."""
+    top = max((float(t.abs().max()) for t in tensors if t.numel()), default=0.0)
+    return math.frexp(top)[1] if 0.0 < top < math.inf else 0
+
+
+def _times_power_of_two(x: torch.Tensor, e: int) -> torch.Tensor:
+    """x·2^e, exact (a change of exponent); in two factors so that 2^e itself never overflows a float."""
+    half = e // 2
+    return x * 2.0 ** half * 2.0 ** (e - half) if e else x
+
+
+def unit_scale(x: torch.Tensor) -> torch.Tensor:
+    """x·2^−e, e = ``binary_exponent(x)``: the largest entry in [1/2, 1), exactly, so no square overflows or
+    underflows and every scale-invariant quantity of x is unchanged (IEEE 754 scaling by a power of two)."""
+    return _times_power_of_two(x, -binary_exponent(x))
 
 
 class Moments:
@@ -114,6 +137,12 @@ def vector_pairs(rows: torch.Tensor, tile: int, *, variances: torch.Tensor | Non
     uniformity, Liu et al. 2023, GNC2; the Riesz mean is summed in log space so it never overflows midway).
     """
     k, d = rows.shape
+    e = binary_exponent(rows) if offset is None else binary_exponent(rows, offset)
+    rows = _times_power_of_two(rows, -e)  # exact; the CDNV gets its factor 2^(e(2−p)) back at the end
+    if offset is not None:
+        offset = _times_power_of_two(offset, -e)
+    if variances is not None:
+        variances = _times_power_of_two(variances, -2 * e)
     norms = rows.norm(dim=1)
     inv = 1.0 / norms
     sq = norms.square()
@@ -189,7 +218,7 @@ def vector_pairs(rows: torch.Tensor, tile: int, *, variances: torch.Tensor | Non
         out["orth_error"] = math.sqrt(orth_closed if orth_closed >= CLOSED_FORM_MIN else orth_sum) \
             if orth_fro > 0 else float("nan")
     if variances is not None:
-        out["cdnv"] = cdnv_sum / cdnv_count if cdnv_count else float("nan")
+        out["cdnv"] = _rescale(cdnv_sum / cdnv_count, e * (2.0 - cdnv_exponent)) if cdnv_count else float("nan")
     if gnc2:
         mean, std = log_dist2.result()  # of log(1 − c) = log ‖u_k − u_l‖² − log 2
         log_riesz = riesz.value - math.log(pairs) - (d - 2) / 2.0 * math.log(2.0)
@@ -199,9 +228,18 @@ def vector_pairs(rows: torch.Tensor, tile: int, *, variances: torch.Tensor | Non
     return out
 
 
+def _rescale(value: float, exponent: float) -> float:
+    """value·2^exponent for value ≥ 0 (or NaN), through log2 so that neither factor overflows on its own."""
+    if exponent == 0 or not 0.0 < value < math.inf:
+        return value
+    return float(torch.exp2(torch.tensor(math.log2(value) + exponent, dtype=torch.float64)))
+
+
 def duality_pass(weights: torch.Tensor, means: torch.Tensor, tile: int) -> float:
     """Self-duality ‖W M_cᵀ/‖W M_cᵀ‖_F − (I − 11ᵀ/K)/√(K−1)‖_F (Zhu et al. 2021, NC3): the closed form
-    2 − 2(tr W M_cᵀ − (Σw)·(Σμ)/K)/(√(K−1)‖W M_cᵀ‖_F) when it is ≥ CLOSED_FORM_MIN, else summed over tiles."""
+    2 − 2(tr W M_cᵀ − (Σw)·(Σμ)/K)/(√(K−1)‖W M_cᵀ‖_F) when it is ≥ CLOSED_FORM_MIN, else summed over tiles.
+    W and M_c are each brought to unit scale first (``unit_scale``): the error does not depend on their scales."""
+    weights, means = unit_scale(weights), unit_scale(means)
     k = weights.shape[0]
     fro = gram_norm(weights, means)
     if fro == 0:

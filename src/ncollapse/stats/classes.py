@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ..validation import check_features_labels, check_scalar
+from ..validation import check_features_labels, check_magnitude, check_scalar
 from .contract import PRECISIONS, _Accumulator, _default_dtype, _dist, _gemm_dtype
 from .kernels import add_upper_blocks, append_rare, class_scatter_of, keep_rare, mirror_blocks
 
@@ -152,6 +152,8 @@ class ClassStats(_Accumulator):
         if x.shape[0] == 0:
             return
         p = _gemm_dtype(x.dtype, self.dtype, self.precision, self.device)
+        if self.check_finite and x.dtype == torch.float64 and p == torch.float32:  # float64 into float32 GEMMs
+            check_magnitude(x, "features", work=p)
         if self._window_dtype not in (None, p):
             self._flush()  # a shift is exact only in the dtype it was rounded to
         x, y = x.to(self.device, p), y.to(self.device)
