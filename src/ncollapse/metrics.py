@@ -124,7 +124,7 @@ def _ood_mean(ood, dim: int) -> torch.Tensor:
 def measure(stats, W=None, b=None, global_mean: str = "uniform", ddof: int = 0, rtol: float = 1e-10,
             scale: str = "per_class", ncc: NCCCounts | None = None, group_counts=None,
             group_thresholds=(100, 20), minority=None, min_count: int = 1, ood=None,
-            cdnv_exponent: float = 2.0, tile_size: int = 512) -> dict:
+            cdnv_exponent: float = 2.0, tile_size: int = 2048) -> dict:
     """Compute the NC metrics of design.md §3 from class statistics (and optionally W, b and an NCC pass).
 
     Returns a dict of Python floats/ints and numpy arrays; key names are a contract (see README and
