@@ -169,9 +169,12 @@ def vector_pairs(rows: torch.Tensor, tile: int, *, variances: torch.Tensor | Non
     if fro > 0:  # ⟨G, I − 11ᵀ/K⟩ = Σ‖v_k‖² − ‖Σ v_k‖²/K
         etf_closed = _closed_form_sq((float(sq.sum()) - float(rows.sum(0).square().sum()) / k) / math.sqrt(k - 1), fro)
     if orth:
-        offset = torch.zeros(d, dtype=rows.dtype) if offset is None else offset
+        if offset is None:  # H = G
+            offset = torch.zeros(d, dtype=rows.dtype)
+            orth_fro = fro if frobenius else gram_norm(rows)
+        else:
+            orth_fro = gram_norm(rows + offset)
         along = rows @ offset + float(offset @ offset) / 2  # H_kl = G_kl + along_k + along_l
-        orth_fro = gram_norm(rows + offset)
         if orth_fro > 0:  # ⟨H, I⟩ = Σ‖v_k + μ‖²
             orth_closed = _closed_form_sq(float((rows + offset).square().sum()) / math.sqrt(k), orth_fro)
     etf_tiles = frobenius and fro > 0 and etf_closed < CLOSED_FORM_MIN
