@@ -181,6 +181,7 @@ def part_b(args):
                 loop.wait()
         out[name] = {"busy_loops": busy, "loadavg_1min_at_start": round(load, 2),
                      **json.loads(result.strip().splitlines()[-1])}
+        print(f"(b, {name}) {json.dumps(out[name])}", file=sys.stderr)
     return out
 
 
