@@ -286,7 +286,8 @@ class _PairSums:
             self.cdnv_sum += 0.5 * float(torch.dot(left(self.variances) + right(self.variances), ratio))
             self.cdnv_count += ratio.numel()
         else:  # Σ_k V_k Σ_l R_kl + Σ_k Σ_l R_kl V_l
-            self.cdnv_sum += 0.5 * float(self.variances[rows] @ ratio.sum(1) + torch.mv(ratio, self.variances[cols]).sum())
+            row_part = self.variances[rows] @ ratio.sum(1)
+            self.cdnv_sum += 0.5 * float(row_part + torch.mv(ratio, self.variances[cols]).sum())
             self.cdnv_count += ratio.numel()
 
     def _add_gnc2(self, t: torch.Tensor) -> None:

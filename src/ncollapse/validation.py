@@ -66,7 +66,8 @@ def check_magnitude(x: torch.Tensor, name: str, first_row: int = 0, work: torch.
     Second moments are GEMMs in float32 for float32 and narrower input and in float64 for float64
     (design.md §3), so max |x| must stay below sqrt(finfo.max / numel): e.g. about 1e153 for a float64
     (40, 5) batch, where features scaled by 1e200 would otherwise overflow into an eigensolver failure;
-    ``work`` names another GEMM dtype (float64 features into a float32 state). At the other end (``underflow_limit``), products of the largest entries must stay well above the smallest
+    ``work`` names another GEMM dtype (float64 features into a float32 state). At the other end
+    (``underflow_limit``), products of the largest entries must stay well above the smallest
     normal number, or the scatter collapses to 0 (float32 features × 1e-25 gave NC1 = 0 and a negative CDNV).
     """
     if x.numel() == 0:
