@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from ncollapse.geometry import simplex_etf
-from ncollapse.pairwise import CLOSED_FORM_MIN, Moments, duality_pass, vector_pairs
+from ncollapse.pairwise import CLOSED_FORM_MIN, Moments, duality_pass, unit_scale, vector_pairs
 
 
 def _fro_err(mat, target):
@@ -81,3 +81,43 @@ def test_riesz_mean_in_high_dimension_uses_log_space():
     assert 0 < want < 1e-280 and got["gnc2_riesz_mean"] == pytest.approx(want, rel=1e-9)
     v[1] = v[0] + 1e-3
     assert vector_pairs(torch.from_numpy(v), 4, gnc2=True)["gnc2_riesz_mean"] == float("inf")
+
+
+@pytest.mark.parametrize("chunk", [1, 50, 700])
+def test_chunked_pairs_equal_one_chunk_and_direct(monkeypatch, chunk):
+    """Per-pair work cut into chunks (1-row chunks, small gathered squares on diagonal tiles) gives the same
+    sums as one chunk per tile and as direct numpy; NaN variances leave their pairs out of the CDNV."""
+    import ncollapse.pairwise as pairwise
+
+    rng = np.random.default_rng(11)
+    k, d = 45, 6
+    v = rng.normal(size=(k, d))
+    var = rng.uniform(0.1, 1.0, size=k)
+    var[[3, 17]] = np.nan
+    args = dict(variances=torch.from_numpy(var), offset=torch.from_numpy(rng.normal(size=d)), orth=True, gnc2=True)
+    whole = vector_pairs(torch.from_numpy(v), 16, **args)
+    monkeypatch.setattr(pairwise, "CHUNK", chunk)
+    got = vector_pairs(torch.from_numpy(v), 16, **args)
+    for key, value in whole.items():
+        assert got[key] == pytest.approx(value, rel=1e-12), key
+    iu = np.triu_indices(k, 1)
+    n = np.linalg.norm(v, axis=1)
+    cos = (v @ v.T / np.outer(n, n))[iu]
+    dist2 = ((v[:, None, :] - v[None, :, :]) ** 2).sum(-1)[iu]
+    ratio = (var[iu[0]] + var[iu[1]]) / (2 * dist2)
+    assert got["cdnv"] == pytest.approx(np.nanmean(ratio), rel=1e-10)
+    assert got["max_angle"] == pytest.approx(np.abs(cos + 1 / (k - 1)).mean(), rel=1e-10)
+    assert got["gnc2_log_mean"] == pytest.approx(np.mean(-0.5 * np.log(2 - 2 * cos)), rel=1e-10)
+    assert got["gnc2_riesz_mean"] == pytest.approx(np.mean((2 - 2 * cos) ** (-(d - 2) / 2)), rel=1e-10)
+
+
+def test_unit_scale_of_subnormal_and_huge_inputs():
+    """Exponents beyond ±1000 are applied in two factors (2^1029 alone is no float): still exact."""
+    from ncollapse.pairwise import binary_exponent
+
+    tiny = torch.tensor([3.0, -1.5], dtype=torch.float64) * 2.0 ** -1030  # subnormal, exactly representable
+    assert binary_exponent(tiny) == -1028
+    assert unit_scale(tiny).tolist() == [0.75, -0.375]
+    huge = torch.tensor([3.0, -1.5], dtype=torch.float64) * 2.0 ** 1020
+    assert unit_scale(huge).tolist() == [0.75, -0.375]
+    assert unit_scale(torch.zeros(3, dtype=torch.float64)).tolist() == [0.0, 0.0, 0.0]

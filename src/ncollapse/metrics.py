@@ -47,7 +47,7 @@ from numbers import Integral, Real
 import torch
 from tqdm import tqdm
 
-from .pairwise import duality_pass, vector_pairs
+from .pairwise import duality_pass, unit_scale, vector_pairs
 from .rank import closest_pairs, factorisation_noise, means_noise
 from .serialize import brief_list
 from .stats import ClassStats, FinalStats, NCCCounts, NCMCStats
@@ -70,6 +70,12 @@ def etf_error(gram: torch.Tensor) -> float:
     if norm == 0:
         return float("nan")
     return float(torch.linalg.matrix_norm(gram / norm - target))
+
+
+def _equinorm(rows: torch.Tensor) -> float:
+    """Coefficient of variation std(ddof=1)/mean of the row norms (Papyan et al. 2020, equinorm), from the rows
+    at unit scale (``pairwise.unit_scale``) so that no norm overflows or underflows."""
+    return _cov(unit_scale(rows).norm(dim=1))
 
 
 def _cov(values: torch.Tensor) -> float:
@@ -179,7 +185,7 @@ def _ood_mean(ood, dim: int) -> torch.Tensor:
 def measure(stats, W=None, b=None, global_mean: str = "uniform", ddof: int = 0, rtol: float | None = None,
             scale: str = "per_class", ncc: NCCCounts | None = None, group_counts=None,
             group_thresholds=(100, 20), minority=None, min_count: int = 1, ood=None,
-            cdnv_exponent: float = 2.0, tile_size: int = 512, ood_centering: str = "none") -> dict:
+            cdnv_exponent: float = 2.0, tile_size: int = 2048, ood_centering: str = "none") -> dict:
     """Compute the NC metrics of design.md §3 from class statistics (and optionally W, b and an NCC pass).
 
     Returns a dict of Python floats/ints and numpy arrays; key names are a contract (see README and
@@ -292,7 +298,7 @@ def measure(stats, W=None, b=None, global_mean: str = "uniform", ddof: int = 0, 
     geo = vector_pairs(centred, tile_size, variances=variances, cdnv_exponent=cdnv_exponent, offset=mu_g, orth=True,
                        gnc2=True)
     out["cdnv"] = geo["cdnv"]
-    out["equinorm_means"] = _cov(centred.norm(dim=1))
+    out["equinorm_means"] = _equinorm(centred)
     out["equiangularity_means"], out["max_angle_means"] = geo["cos_std"], geo["max_angle"]
     out["etf_error_means"], out["orth_error_means"] = geo["etf_error"], geo["orth_error"]
     for key in ("gnc2_log_mean", "gnc2_log_var", "gnc2_riesz_mean"):
@@ -381,7 +387,9 @@ def _within_scatter(s: FinalStats, measured: torch.Tensor, below: torch.Tensor):
 
 def _classifier_metrics(out: dict, w: torch.Tensor, centred: torch.Tensor, tile_size: int) -> None:
     """NC2 of the classifier rows, NC3 duality (Papyan et al. 2020; Zhu et al. 2021), per-class duality
-    cos(w_k, μ_k − μ_G), UNC3 = std(ddof=1)/mean of ⟨w_k, μ_k − μ_G⟩ (Wu & Papyan 2024, uniform duality)."""
+    cos(w_k, μ_k − μ_G), UNC3 = std(ddof=1)/mean of ⟨w_k, μ_k − μ_G⟩ (Wu & Papyan 2024, uniform duality).
+    Each is invariant to the scales of W and of the means, so both are brought to unit scale first."""
+    w, centred = unit_scale(w), unit_scale(centred)
     out["equinorm_weights"] = _cov(w.norm(dim=1))
     geo = vector_pairs(w, tile_size, orth=True)
     out["equiangularity_weights"], out["max_angle_weights"] = geo["cos_std"], geo["max_angle"]

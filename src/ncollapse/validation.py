@@ -22,6 +22,7 @@ __all__ = [
     "check_features_labels",
     "check_finite",
     "check_magnitude",
+    "underflow_limit",
     "infer_num_classes",
     "check_scalar",
     "check_counts",
@@ -70,13 +71,16 @@ def _raise_if_not_finite(x: torch.Tensor, name: str, first_row: int = 0) -> None
     raise ValueError(f"{name} contains {kind} ({count} of {x.numel()} entries, first in row {first_row + first})")
 
 
-def check_magnitude(x: torch.Tensor, name: str, first_row: int = 0) -> None:
+def check_magnitude(x: torch.Tensor, name: str, first_row: int = 0, work: torch.dtype | None = None) -> None:
     """Raise if ``x`` holds NaN or Inf (rows numbered from ``first_row``), or if a sum of squares of ``x`` could
-    overflow the precision it is accumulated in (one min/max pass over ``x``).
+    overflow or underflow the precision it is accumulated in (one min/max pass over ``x``).
 
     Second moments are GEMMs in float32 for float32 and narrower input and in float64 for float64
     (design.md §3), so max |x| must stay below sqrt(finfo.max / numel): e.g. about 1e153 for a float64
-    (40, 5) batch, where features scaled by 1e200 would otherwise overflow into an eigensolver failure.
+    (40, 5) batch, where features scaled by 1e200 would otherwise overflow into an eigensolver failure;
+    ``work`` names another GEMM dtype (float64 features into a float32 state). At the other end
+    (``underflow_limit``), products of the largest entries must stay well above the smallest
+    normal number, or the scatter collapses to 0 (float32 features × 1e-25 gave NC1 = 0 and a negative CDNV).
     """
     if x.numel() == 0:
         return
@@ -84,12 +88,26 @@ def check_magnitude(x: torch.Tensor, name: str, first_row: int = 0) -> None:
     if not (math.isfinite(lo) and math.isfinite(hi)):  # min and max propagate NaN and reach ±Inf
         _raise_if_not_finite(x, name, first_row)
     largest = max(-lo, hi)
-    work = torch.float64 if x.dtype == torch.float64 else torch.float32
+    if work is None:
+        work = torch.float64 if x.dtype == torch.float64 else torch.float32
     limit = math.sqrt(torch.finfo(work).max / x.numel())
     if largest > limit:
         raise ValueError(f"{name} has entries up to {largest:.3g} in magnitude; their squares overflow "
                          f"{str(work).replace('torch.', '')} (limit about {limit:.1g} for shape {tuple(x.shape)}); "
                          f"rescale the features, e.g. divide them by their largest norm")
+    floor = underflow_limit(work)
+    if 0 < largest < floor:
+        raise ValueError(f"{name} has entries of at most {largest:.3g} in magnitude; their squares underflow "
+                         f"{str(work).replace('torch.', '')} (need at least about {floor:.1g}); rescale the "
+                         f"features, e.g. divide them by their largest entry")
+
+
+def underflow_limit(work: torch.dtype) -> float:
+    """Smallest max |x| whose second moments ``work`` holds: 2^10·sqrt(tiny) (tiny = the smallest normal number,
+    IEEE 754), about 1e-16 for float32 and 1.5e-151 for float64. Products of entries down to 2^-10 (0.1 %) of
+    max |x| (the within-class deviations that the scatter GEMM squares) are then normal numbers with full
+    relative precision; below that they round to subnormals and then to zero."""
+    return math.sqrt(torch.finfo(work).tiny) * 2.0 ** 10
 
 
 def check_features(features, name: str = "features", finite: bool = True, first_row: int = 0) -> torch.Tensor:

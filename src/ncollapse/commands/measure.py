@@ -58,7 +58,7 @@ def register(sub) -> None:
     p.add_argument("--ood", metavar="OOD.npz", help="out-of-distribution features ('features' only) for nc5_ood")
     p.add_argument("--cdnv-exponent", type=float, default=2.0, metavar="P",
                    help="CDNV denominator 2 ||mu_k - mu_l||^P (default 2, Galanti et al.)")
-    p.add_argument("--tile-size", type=int, default=512, metavar="T",
+    p.add_argument("--tile-size", type=int, default=2048, metavar="T",
                    help="classes per tile of the pairwise pass (memory ~ T^2; results do not depend on it)")
     p.add_argument("--batch-size", type=int, default=16384, metavar="B",
                    help="feature rows read from the file at a time (memory ~ B x dim; results do not depend on it)")

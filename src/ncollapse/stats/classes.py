@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import torch
 
 from ..resources import check_memory
-from ..validation import check_device, check_features_labels, check_size
+from ..validation import check_device, check_features_labels, check_magnitude, check_size
 from .contract import PRECISIONS, _Accumulator, _default_dtype, _dist, _gemm_dtype, coarsest
 from .state_check import _state_feature_dtype, _state_size, check_state
 from .kernels import add_upper_blocks, append_rare, class_scatter_of, keep_rare, mirror_blocks
@@ -178,6 +178,8 @@ class ClassStats(_Accumulator):
             return
         p = _gemm_dtype(x.dtype, self.dtype, self.precision, self.device)
         self.feature_dtype = coarsest(self.feature_dtype, x.dtype, p)
+        if self.check_finite and x.dtype == torch.float64 and p == torch.float32:  # float64 into float32 GEMMs
+            check_magnitude(x, "features", work=p)
         if self._window_dtype not in (None, p):
             self._flush()  # a shift is exact only in the dtype it was rounded to
         x, y = x.to(self.device, p), y.to(self.device)
