@@ -192,6 +192,15 @@ def test_experiment_outputs_are_claimed_before_training(capsys, monkeypatch, tmp
     assert not (out / "metrics.jsonl").exists()
 
 
+def test_experiment_into_a_finished_experiment_is_refused_before_training(capsys, monkeypatch, tmp_path):
+    monkeypatch.setattr("ncollapse.experiments._common.train", _no_training)
+    out = tmp_path / "exp"
+    out.mkdir()
+    (out / "metrics.jsonl").write_text('{"epoch": 1}\n')
+    refused(capsys, tmp_path, ["experiment", "cdnv-gap", "--out", out],
+            f"--out {out} already holds a run (metrics.jsonl)")
+
+
 def test_experiment_claims_are_released_and_nothing_is_left(tmp_path):
     from ncollapse.experiments import cdnv_gap
     from ncollapse.train.config import config_from_dict

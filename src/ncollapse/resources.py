@@ -10,8 +10,8 @@ measured peaks where the caller says so).
 
 Input files given on the command line (configs, grids, matrices, data files) go through ``check_input_file``:
 FIFOs, character and block devices and sockets are refused (``--grid /dev/zero`` would read forever), and
-``read_capped`` reads at most a stated number of bytes (``JSON_FILE_LIMIT`` for a run's JSON files, ``read_lines_capped``
-streams a JSON-lines file with the same cap per line). Compressed data is decompressed in a stream and
+``read_capped`` reads at most a stated number of bytes (``JSON_FILE_LIMIT`` for a run's JSON files;
+``read_lines_capped`` streams a JSON-lines file with the same cap per line). Compressed data is decompressed in a stream and
 capped at the size its header implies (``data.formats``).
 """
 

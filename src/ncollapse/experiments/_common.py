@@ -105,6 +105,9 @@ def claim_outputs(outputs: Outputs, out_dir, figures) -> None:
     """Claim an experiment's outputs in ``out_dir``: results.json, report.html with its figure folder and one
     ``<stem>.png`` per figure stem, so that a clash is refused (exit 2) before anything is computed."""
     out = Path(out_dir)
+    held = next((name for name in ("checkpoint.pt", "metrics.jsonl") if (out / name).exists()), None)
+    if held is not None:  # the trainer would refuse it too, but only after these claims named results.json
+        raise ValueError(f"--out {out} already holds a run ({held}); choose another --out for a new experiment")
     outputs.claim(out / "results.json", "experiment results")
     claim_page(outputs, out / "report.html")
     for stem in figures:

@@ -70,5 +70,6 @@ def random_labels(cfg, out_dir, params: dict | None = None, device: str = "auto"
     write_comparison([d for d, _ in runs.values()], out / "report.html", labels=list(runs),
                      extra_sections=[("NC with true vs random labels (Zhu et al. 2021, fig. 4)",
                                       figures["random_labels_nc"]),
-                                     (f"Final values ({agree:.1%} of the shuffled labels equal the true ones)", table)], outputs=outputs)
+                                     (f"Final values ({agree:.1%} of the shuffled labels equal the true ones)", table)],
+                     outputs=outputs)
     return write_results(out, "random-labels", result, figures, outputs)
