@@ -249,6 +249,20 @@ def test_compare_out_refuses_a_users_file_and_replaces_its_own(capsys, tmp_path)
                                tmp_path / "runs" / "a0" / "summary.json"], "run directory's own files")
 
 
+def test_library_figure_writers_write_through_the_commands_outputs(tmp_path):
+    from ncollapse.experiments.ncmc_toy import toy_figure
+
+    png = tmp_path / "toy.png"
+    with Outputs() as outputs:
+        with pytest.raises(RuntimeError, match="without being claimed"):
+            toy_figure(png, (1, 2), exponents=(0.0,), num_samples=50, outputs=outputs)
+        assert not png.exists()
+        outputs.claim(png, "ncmc toy figure")
+        toy_figure(png, (1, 2), exponents=(0.0,), num_samples=50, outputs=outputs)
+    entry = json.loads((tmp_path / REGISTRY).read_text())["toy.png"]
+    assert entry == {"kind": "ncmc toy figure", "sha256": io_safe._digest(png)}
+
+
 def test_outputs_remove_only_the_folders_they_made_when_unused(tmp_path):
     (tmp_path / "kept").mkdir()
     with Outputs() as outputs:

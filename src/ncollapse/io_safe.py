@@ -217,13 +217,6 @@ class Outputs:
     def write_json(self, path, obj) -> Path:
         return self.write_text(path, json.dumps(obj, indent=2, allow_nan=False) + "\n")
 
-    def record(self, path) -> Path:
-        """Record a claimed file that a library function wrote (atomically) while the claim was held."""
-        path = Path(path)
-        kind = self._claimed_kind(path)
-        self._record(path, kind, None if path.is_dir() else _digest(path))
-        return path
-
     def write_set(self, folder, files: dict[str, bytes], page: tuple[Path, bytes] | None = None) -> list[Path]:
         """Write ``files`` ({name: bytes}) as the claimed folder ``folder``, replacing its previous set as a whole.
 
