@@ -1,7 +1,8 @@
 """The one writer of command outputs: checks before the work, a lock while writing, a record of what it wrote.
 
-Every command that writes files (``report``, ``table``, ``ufm sweep / threshold / experiment``, ``ncmc toy``,
-``experiment``) opens an ``Outputs`` and ``claim``s each output before computing anything. A claim:
+Every command that writes files (``report``, ``table``, ``compare``, ``ufm sweep / threshold / experiment``,
+``ncmc toy``, ``experiment``, ``demo``) opens an ``Outputs``, ``claim``s each output before computing anything (an
+experiment's before it trains) and writes each through it (library writers take the ``outputs`` to use). A claim:
 
 - refuses a path that is one of the command's own inputs (``os.path.samefile``), or one of a run directory's own
   files (``RUN_FILES`` in a folder holding ``metrics.jsonl``, ``checkpoint.pt`` or ``run.json``), even with ``--force``;
