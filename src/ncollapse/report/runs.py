@@ -127,17 +127,17 @@ def parse_metrics(path: Path) -> tuple[list[dict], list[str]]:
         try:
             record = json.loads(line)
         except json.JSONDecodeError:
-            bad_json.append(len(skipped))
-            skipped.append(number)
+            bad_json.append((len(skipped), number))
+            skipped.append("")  # worded below, once the last line is known
             continue
         epoch = record.get("epoch") if isinstance(record, dict) else None
         if not isinstance(epoch, int) or isinstance(epoch, bool):
             skipped.append(f"{path}:{number}: skipped a line without an integer 'epoch'")
             continue
         by_epoch[epoch] = record
-    for i in bad_json:  # only now is the last line known: a bad last line is a half-written one
-        what = "half-written last line (killed run?)" if skipped[i] == last_number else "line that is not JSON"
-        skipped[i] = f"{path}:{skipped[i]}: skipped a {what}"
+    for i, number in bad_json:  # a bad last line is a half-written one
+        what = "half-written last line (killed run?)" if number == last_number else "line that is not JSON"
+        skipped[i] = f"{path}:{number}: skipped a {what}"
     if not by_epoch:
         detail = f" ({len(skipped)} unreadable line(s) skipped)" if skipped else ""
         raise ValueError(f"{path} has no usable metrics line{detail}; the run has not finished an epoch yet")
@@ -204,7 +204,7 @@ def load_run(run_dir) -> Run:
     run.info = _read_json(path / "run.json", run.notes) or {}
     summary_path = path / "summary.json"
     run.summary = _read_json(summary_path, run.notes) if summary_path.exists() else None
-    if run.summary is None and not summary_path.exists():
+    if not summary_path.exists():
         run.notes.append("summary.json not found: the run has not finished (or was killed)")
     config = path / "config.toml"
     if config.exists():
