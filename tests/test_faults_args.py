@@ -195,3 +195,22 @@ def test_json_summary_of_a_real_table(capsys, tmp_path):
     rc, out, warnings, _ = _table(capsys, tmp_path)
     assert rc == 0 and "| CE | **60.0 ± 14.1** |" in out and not warnings
     assert json.loads((tmp_path / "a" / "summary.json").read_text())["best_test_acc"] == 0.5
+
+
+@pytest.mark.parametrize("args, words", [(["--theta", "5"], "theta == 5.0"), (["--theta", "nan"], "theta is NaN"),
+                                         (["--centers", "0,2"], "centers_per_class[0] == 0"),
+                                         (["--samples", "0"], "num_samples == 0")])
+def test_ncmc_toy_refusal_leaves_no_folder(capsys, tmp_path, args, words):
+    out = tmp_path / "toy" / "out"
+    refused(capsys, tmp_path, ["ncmc", "toy", "--out", out, "--samples", "50", *args], words)
+    assert not (tmp_path / "toy").exists()
+
+
+def test_ufm_experiment_refusal_leaves_no_folder(capsys, tmp_path, monkeypatch):
+    def refuse(*args, **kwargs):
+        raise ValueError("refused after the claims")
+
+    monkeypatch.setattr("ncollapse.ufm.experiments.run_experiment", refuse)
+    out = tmp_path / "ufm" / "out"
+    refused(capsys, tmp_path, ["ufm", "experiment", "nc_dynamics", "--out", out], "refused after the claims")
+    assert not (tmp_path / "ufm").exists()

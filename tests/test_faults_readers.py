@@ -22,10 +22,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from faults_cli_common import table_run
 
 from ncollapse.cli import main
 from ncollapse.data import formats
-from ncollapse.resources import SIDE_FILE_LIMIT
+from ncollapse.report import runs as report_runs
+from ncollapse.report import tables
+from ncollapse.resources import JSON_FILE_LIMIT, SIDE_FILE_LIMIT
+from ncollapse.train.config import config_from_dict, dumps_toml
 
 from conftest import DATA
 
@@ -366,3 +370,144 @@ def test_config_oversized(tmp_path, capsys):
     config = _sparse(tmp_path / "c.toml", SIDE_FILE_LIMIT + 1)
     refused(["train", "--config", config, "--out", tmp_path / "run"], tmp_path, capsys, "c.toml", "16 MiB")
     assert not (tmp_path / "run").exists()
+
+
+# -- CIFAR / SVHN / STL-10 / image folders: every reader entry refuses a FIFO before opening it -----------------
+CIFAR10 = DATA / "cifar-10-subset" / "cifar-10-batches-py"
+needs_cifar = pytest.mark.skipif(not CIFAR10.is_dir(), reason=f"real CIFAR-10 subset not found at {CIFAR10}")
+
+
+@needs_cifar
+def test_cifar_batch_fifo_refused(fifo):
+    with pytest.raises(ValueError, match=r"CIFAR file .*pipe is a FIFO \(named pipe\), not a regular file"):
+        formats.read_cifar([fifo], CIFAR10 / "batches.meta")
+
+
+def test_cifar_meta_fifo_refused(fifo):
+    with pytest.raises(ValueError, match=r"CIFAR file .*pipe is a FIFO"):
+        formats.read_cifar([], fifo)
+
+
+def test_svhn_fifo_refused(fifo):
+    with pytest.raises(ValueError, match=r"SVHN file .*pipe is a FIFO"):
+        formats.read_svhn_mat(fifo)
+
+
+def _stl_files(tmp_path: Path, n: int = 3, size: int = 4) -> tuple[Path, Path]:
+    x = np.arange(n * 3 * size * size, dtype=np.uint64).astype(np.uint8)
+    x.tofile(tmp_path / "x.bin")
+    np.array([1, 5, 10][:n], dtype=np.uint8).tofile(tmp_path / "y.bin")
+    return tmp_path / "x.bin", tmp_path / "y.bin"
+
+
+@pytest.mark.parametrize("which", ["images", "labels", "class names"])
+def test_stl10_fifo_refused(tmp_path, fifo, which):
+    x, y = _stl_files(tmp_path)
+    paths = {"images": (fifo, y, None), "labels": (x, fifo, None), "class names": (x, y, fifo)}[which]
+    with pytest.raises(ValueError, match=rf"STL-10 {which} file .*pipe is a FIFO"):
+        formats.read_stl10(*paths, size=4)
+
+
+def test_stl10_small_files_read(tmp_path):
+    x, y = _stl_files(tmp_path)
+    (tmp_path / "names.txt").write_text("\n".join(f"c{k}" for k in range(10)) + "\n")
+    images, labels, classes = formats.read_stl10(x, y, tmp_path / "names.txt", size=4)
+    raw = np.fromfile(x, dtype=np.uint8).reshape(3, 3, 4, 4)
+    assert images.shape == (3, 3, 4, 4) and np.array_equal(images, raw.transpose(0, 1, 3, 2))
+    assert labels.tolist() == [0, 4, 9] and classes == [f"c{k}" for k in range(10)]
+
+
+def test_image_folder_fifo_refused(tmp_path):
+    if not hasattr(os, "mkfifo"):
+        pytest.skip("no named pipes on this system")
+    (tmp_path / "cat").mkdir()
+    os.mkfifo(tmp_path / "cat" / "a.png")
+    with pytest.raises(ValueError, match=r"image file .*a.png is a FIFO"):
+        formats.read_image_folder(tmp_path)
+
+
+# -- the run readers of report / table / compare: bounded JSON, FIFOs named ------------------------------------
+def _fifo_at(path: Path) -> Path:
+    if not hasattr(os, "mkfifo"):
+        pytest.skip("no named pipes on this system")
+    path.unlink()
+    os.mkfifo(path)
+    return path
+
+
+@pytest.mark.parametrize("name", ["run.json", "summary.json", "metrics.jsonl", "config.toml"])
+def test_table_skips_a_run_with_a_fifo(tmp_path, capsys, name):
+    table_run(tmp_path / "runs", "a", 0.5, seed=0)
+    bad = table_run(tmp_path / "runs", "b", 0.7, seed=1)
+    _fifo_at(bad / name)
+    status, lines, out = cli(["table", "--runs", tmp_path / "runs"], tmp_path, capsys)
+    assert status == 0
+    skipped = [line for line in lines if "unreadable run" in line]
+    assert len(skipped) == 1 and f"{bad / name} is a FIFO" in skipped[0], lines
+    assert "| CE | **50.0** |" in out  # run a alone: run b skipped, not averaged in
+
+
+def test_table_skips_an_oversized_summary(tmp_path, capsys):
+    table_run(tmp_path / "runs", "a", 0.5, seed=0)
+    bad = table_run(tmp_path / "runs", "b", 0.7, seed=1)
+    with open(bad / "summary.json", "r+b") as fh:  # sparse: no disk used, never read
+        fh.truncate(JSON_FILE_LIMIT + 1)
+    status, lines, out = cli(["table", "--runs", tmp_path / "runs"], tmp_path, capsys)
+    skipped = [line for line in lines if "unreadable run" in line]
+    assert status == 0 and len(skipped) == 1, lines
+    assert f"{bad / 'summary.json'} holds {JSON_FILE_LIMIT + 1} bytes, more than the {JSON_FILE_LIMIT}" in skipped[0]
+
+
+def test_compare_skips_a_run_with_a_fifo(tmp_path, capsys):
+    for seed in (0, 1):
+        table_run(tmp_path / "runs", f"ce{seed}", 0.5 + seed / 10, seed=seed)
+        bs = table_run(tmp_path / "runs", f"bs{seed}", 0.6 + seed / 10, seed=seed)
+        cfg = config_from_dict({"data": {"name": "mnist", "imbalance": 0.01}, "model": {"name": "lenet"},
+                                "train": {"seed": seed}, "loss": {"name": "balanced_softmax"}})
+        (bs / "config.toml").write_text(dumps_toml(cfg))
+    _fifo_at(bs / "summary.json")
+    status, lines, out = cli(["compare", "--runs", tmp_path / "runs", "--method", "BS"], tmp_path, capsys)
+    assert status == 0 and "| CE | +10.0 (1 seed) |" in out  # seed 0 alone: BS 60 % − CE 50 %
+    assert [line for line in lines if f"{bs / 'summary.json'} is a FIFO" in line and "skipped" in line], lines
+
+
+def test_report_refuses_a_fifo_metrics_file(tmp_path, capsys):
+    run = table_run(tmp_path, "a", 0.5)
+    _fifo_at(run / "metrics.jsonl")
+    refused(["report", "--run", run, "--out", tmp_path / "r.html"], tmp_path, capsys, "metrics.jsonl is a FIFO")
+    assert not (tmp_path / "r.html").exists()
+
+
+@pytest.mark.parametrize("name", ["run.json", "summary.json", "config.toml"])
+def test_report_notes_a_fifo_side_file(tmp_path, name):
+    run = table_run(tmp_path, "a", 0.5)
+    _fifo_at(run / name)
+    loaded = report_runs.load_run(run)
+    assert [n for n in loaded.notes if f"{run / name} is a FIFO" in n], loaded.notes
+    assert loaded.last["test_acc"] == 0.5  # the metrics are still read
+
+
+def test_metrics_line_over_the_cap_is_skipped(tmp_path, monkeypatch):
+    monkeypatch.setattr(report_runs, "JSON_FILE_LIMIT", 64)
+    path = tmp_path / "metrics.jsonl"
+    long = json.dumps({"epoch": 2, "pad": "x" * 200})
+    path.write_text(json.dumps({"epoch": 1, "a": 1}) + "\n" + long + "\n" + json.dumps({"epoch": 3, "a": 3}) + "\n")
+    records, skipped = report_runs.parse_metrics(path)
+    assert [r["epoch"] for r in records] == [1, 3]
+    assert skipped == [f"{path}:2: skipped a line longer than 64 B"]
+
+
+def test_metrics_half_written_last_line_still_named(tmp_path):
+    path = tmp_path / "metrics.jsonl"
+    path.write_text('{"epoch": 1}\n{"epoch": 2,\n{"epoch": 3}\n{"epo')
+    records, skipped = report_runs.parse_metrics(path)
+    assert [r["epoch"] for r in records] == [1, 3]
+    assert skipped == [f"{path}:2: skipped a line that is not JSON",
+                       f"{path}:4: skipped a half-written last line (killed run?)"]
+
+
+def test_tables_json_object_is_capped(tmp_path, monkeypatch):
+    monkeypatch.setattr(tables, "JSON_FILE_LIMIT", 8)
+    (tmp_path / "s.json").write_text('{"best_test_acc": 0.5}')
+    with pytest.raises(ValueError, match=r"s.json holds 22 bytes, more than the 8"):
+        tables._json_object(tmp_path / "s.json")

@@ -168,6 +168,113 @@ def test_experiment_figures_refuse_a_users_png(tmp_path):
     assert not (tmp_path / "a.png").exists() and not (tmp_path / "results.json").exists()  # claimed before writing
 
 
+def _no_training(*args, **kwargs):
+    raise AssertionError("training started although an output was refused")
+
+
+def _failed_training(*args, **kwargs):
+    raise ValueError("boom")
+
+
+@pytest.mark.parametrize("name, blocker", [("cdnv-gap", "cdnv_gap.png"), ("test-collapse", "cdnv_train_test.png"),
+                                           ("lesde-fit", "report.html"), ("random-labels", "results.json"),
+                                           ("fixed-classifiers", "report_files")])
+def test_experiment_outputs_are_claimed_before_training(capsys, monkeypatch, tmp_path, name, blocker):
+    monkeypatch.setattr("ncollapse.experiments._common.train", _no_training)
+    out = tmp_path / "exp"
+    out.mkdir()
+    if blocker.endswith("_files"):
+        (out / blocker).mkdir()  # a user's folder where the report's figure set goes
+        (out / blocker / "mine.txt").write_text("mine")
+    else:
+        (out / blocker).write_bytes(b"a user's file, not ncollapse's")
+    refused(capsys, tmp_path, ["experiment", name, "--out", out, "--quiet"], f"{out / blocker} exists")
+    assert not (out / "metrics.jsonl").exists()
+
+
+def test_experiment_into_a_finished_experiment_is_refused_before_training(capsys, monkeypatch, tmp_path):
+    monkeypatch.setattr("ncollapse.experiments._common.train", _no_training)
+    out = tmp_path / "exp"
+    out.mkdir()
+    (out / "metrics.jsonl").write_text('{"epoch": 1}\n')
+    refused(capsys, tmp_path, ["experiment", "cdnv-gap", "--out", out],
+            f"--out {out} already holds a run (metrics.jsonl)")
+
+
+def test_experiment_claims_are_released_and_nothing_is_left(tmp_path):
+    from ncollapse.experiments import cdnv_gap
+    from ncollapse.train.config import config_from_dict
+
+    out = tmp_path / "new" / "exp"
+    with pytest.MonkeyPatch.context() as mp, pytest.raises(ValueError, match="boom"):  # fails after the claims
+        mp.setattr("ncollapse.experiments._common.train", _failed_training)
+        cdnv_gap(config_from_dict({"data": {"name": "digits"}}), out)
+    assert not (tmp_path / "new").exists()  # the folders the claims made are gone again
+    with Outputs() as outputs:  # and the locks were released
+        outputs.claim(out / "cdnv_gap.png", "experiment figure")
+
+
+def test_demo_outputs_are_claimed_before_training(monkeypatch, tmp_path):
+    from ncollapse import demo
+
+    monkeypatch.setattr(demo, "train", _no_training)
+    (tmp_path / "report.html").mkdir()
+    before = snapshot(tmp_path)
+    with pytest.raises(io_safe.OutputExistsError, match="report.html is a folder"):
+        demo.run_demo(tmp_path, epochs=1, force=True)
+    assert_unchanged(before, tmp_path)
+    assert not (tmp_path / "ce").exists()
+
+
+def test_demo_json_written_through_outputs(monkeypatch, tmp_path):
+    from ncollapse import demo
+
+    info = {"report": str(tmp_path / "report.html"), "wall_s": 1.0}
+    monkeypatch.setattr(demo, "_run", lambda out, *a: info)
+    assert demo.run_demo(tmp_path, epochs=1) == info
+    registry = json.loads((tmp_path / REGISTRY).read_text())
+    assert json.loads((tmp_path / "demo.json").read_text()) == info
+    assert registry["demo.json"]["kind"] == "demo json"
+
+
+def test_compare_out_refuses_a_users_file_and_replaces_its_own(capsys, tmp_path):
+    for seed in (0, 1):
+        table_run(tmp_path / "runs", f"a{seed}", 0.5, seed=seed)
+    out = tmp_path / "cmp.md"
+    out.write_text("my notes")
+    refused(capsys, tmp_path, ["compare", "--runs", tmp_path / "runs", "--method", "CE", "--out", out],
+            "cmp.md exists and was not written by ncollapse", "--force")
+    assert out.read_text() == "my notes"
+    refused(capsys, tmp_path, ["compare", "--runs", tmp_path / "runs", "--method", "CE", "--out",
+                               tmp_path / "runs" / "a0" / "summary.json"], "run directory's own files")
+
+
+def test_library_figure_writers_write_through_the_commands_outputs(tmp_path):
+    from ncollapse.experiments.ncmc_toy import toy_figure
+
+    png = tmp_path / "toy.png"
+    with Outputs() as outputs:
+        with pytest.raises(RuntimeError, match="without being claimed"):
+            toy_figure(png, (1, 2), exponents=(0.0,), num_samples=50, outputs=outputs)
+        assert not png.exists()
+        outputs.claim(png, "ncmc toy figure")
+        toy_figure(png, (1, 2), exponents=(0.0,), num_samples=50, outputs=outputs)
+    entry = json.loads((tmp_path / REGISTRY).read_text())["toy.png"]
+    assert entry == {"kind": "ncmc toy figure", "sha256": io_safe._digest(png)}
+
+
+def test_outputs_remove_only_the_folders_they_made_when_unused(tmp_path):
+    (tmp_path / "kept").mkdir()
+    with Outputs() as outputs:
+        outputs.claim(tmp_path / "a" / "b" / "x.json", "json")
+        outputs.claim(tmp_path / "kept" / "y.json", "json")
+        outputs.claim(tmp_path / "c" / "z.json", "json")
+        outputs.write_json(tmp_path / "c" / "z.json", {"z": 1})
+    assert not (tmp_path / "a").exists()  # made and left unused: removed
+    assert (tmp_path / "kept").is_dir()  # there before: kept
+    assert json.loads((tmp_path / "c" / "z.json").read_text()) == {"z": 1}
+
+
 # ------------------------------------------------------------------ figure sets
 
 def test_two_reports_into_one_folder_keep_their_own_figures(capsys, tmp_path, report_run):
@@ -277,6 +384,14 @@ def test_data_fetch_root_is_a_file(capsys, tmp_path):
     root = tmp_path / "afile"
     root.write_text("keep")
     refused(capsys, tmp_path, ["data", "fetch", "mnist", "--root", root], "--root", "existing file")
+
+
+def test_data_fetch_that_fails_leaves_no_empty_folder(capsys, tmp_path):
+    root = tmp_path / "new" / "data"
+    rc, _, err = cli(capsys, "data", "fetch", "mnist", "--root", root, "--base-url", (tmp_path / "mirror").as_uri(),
+                     "--quiet")
+    assert rc == 1 and len(err) == 1 and "could not download" in err[0], (rc, err)
+    assert not (tmp_path / "new").exists()
 
 
 # ------------------------------------------------------------------ real tmpfs mounts (root)

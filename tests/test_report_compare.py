@@ -15,6 +15,7 @@ import pytest
 from scipy import stats
 
 from ncollapse.cli import main
+from ncollapse.io_safe import LOCK, REGISTRY
 from ncollapse.report.compare import (Interval, compare_runs, compare_values, interval_text, mean_std, paired,
                                       render_markdown, t_interval, to_json)
 from ncollapse.train.config import config_from_dict, dumps_toml
@@ -253,7 +254,9 @@ def test_cli_compare(runs, tmp_path, capsys):
     assert main(["compare", "--runs", str(runs), "--method", "CAL", "--json", "--out", str(target)]) == 0
     data = json.loads(target.read_text())
     assert data["method"] == "CAL" and {x["against"] for x in data["differences"]} == {"AL", "CE"}
-    assert [p.name for p in target.parent.iterdir()] == ["compare.json"]  # atomic: no temp file left
+    written = [p.name for p in target.parent.iterdir() if p.name not in (REGISTRY, LOCK)]  # the writer's own files
+    assert written == ["compare.json"]  # atomic: no temp file left
+    assert json.loads((target.parent / REGISTRY).read_text())["compare.json"]["kind"] == "comparison"
     assert capsys.readouterr().err == f"wrote {target}\n"
     for argv, message in ((["--method", "SETF"], "'SETF' is not among the runs"),
                           (["--method", "CAL", "--level", "2"], "level == 2.0, must be < 1"),

@@ -23,13 +23,12 @@ import time
 import warnings
 from pathlib import Path
 
-from ._io import atomic_write_json
 from .data import longtail_counts
 from .geometry import class_aware_centers
 from .io_safe import Outputs
 from .metrics import measure_features
 from .report.figures import figure_row
-from .report.html import html_table, write_comparison
+from .report.html import claim_page, html_table, write_comparison
 from .report.notes import PREFIX, collected
 from .report.runs import read_metrics
 from .serialize import to_jsonable
@@ -197,6 +196,16 @@ def run_demo(out_dir="runs/demo", epochs: int = 30, seed: int = 0, progress: boo
     if earlier and not force:
         raise ValueError(f"{out} holds an earlier demo ({', '.join(earlier)}); pass --force to replace it or "
                          "--out a new folder")
+    with Outputs(force=force) as outputs:  # claimed before training; --force also replaces an edited report
+        claim_page(outputs, out / "report.html")
+        outputs.claim(out / "demo.json", "demo json")
+        info = _run(out, epochs, seed, progress, say, force, outputs)
+        outputs.write_json(out / "demo.json", to_jsonable(info))
+    return info
+
+
+def _run(out: Path, epochs: int, seed: int, progress: bool, say, force: bool, outputs: Outputs) -> dict:
+    """The demo's work (``run_demo`` holds the claims): two trainings, the UFM sweep and the comparison page."""
     start = time.perf_counter()
     runs = {}
     for i, (key, cfg) in enumerate(demo_configs(epochs, seed).items(), start=1):
@@ -218,11 +227,10 @@ def run_demo(out_dir="runs/demo", epochs: int = 30, seed: int = 0, progress: boo
         report = write_comparison([out / k for k in RUNS], out / "report.html", labels=list(RUNS.values()),
                                   extra_sections=[("UFM sweep: minority collapse under imbalance", _sweep_figure(rows)),
                                                   ("UFM sweep: values", SWEEP_NOTE + _sweep_table(rows))],
-                                  outputs=Outputs(force=force))  # --force also replaces an edited report
+                                  outputs=outputs)
     for note in dict.fromkeys(notes):
         say(f"{PREFIX}{note}")
     info = {"report": str(report), "class_counts": counts, "runs": runs, "ufm": rows,
             "wall_s": time.perf_counter() - start}
     info["summary"] = summary_lines(info)
-    atomic_write_json(out / "demo.json", to_jsonable(info))
     return info

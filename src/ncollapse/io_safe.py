@@ -1,7 +1,8 @@
 """The one writer of command outputs: checks before the work, a lock while writing, a record of what it wrote.
 
-Every command that writes files (``report``, ``table``, ``ufm sweep / threshold / experiment``, ``ncmc toy``,
-``experiment``) opens an ``Outputs`` and ``claim``s each output before computing anything. A claim:
+Every command that writes files (``report``, ``table``, ``compare``, ``ufm sweep / threshold / experiment``,
+``ncmc toy``, ``experiment``, ``demo``) opens an ``Outputs``, ``claim``s each output before computing anything (an
+experiment's before it trains) and writes each through it (library writers take the ``outputs`` to use). A claim:
 
 - refuses a path that is one of the command's own inputs (``os.path.samefile``), or one of a run directory's own
   files (``RUN_FILES`` in a folder holding ``metrics.jsonl``, ``checkpoint.pt`` or ``run.json``), even with ``--force``;
@@ -17,7 +18,9 @@ the record existed are replaced without ``--force``. The locks are POSIX byte-ra
 output name in ``.ncollapse.lock`` beside it, so one small file serves every output of the folder and a name of any
 length the OS accepts can be locked. Writes are ``_io.atomic_write_bytes`` (a short temp name in the same folder,
 then ``os.replace``). A set of figures is written into a temp folder that is renamed into place as a whole, after
-the previous set was moved aside; the previous set is removed only after the new one is in place.
+the previous set was moved aside; the previous set is removed only after the new one is in place. A folder
+that a claim created is removed again when the ``Outputs`` closes with nothing written into it (a refusal or a
+failure after the claims leaves no empty output folder behind), unless another process holds a lock there.
 """
 
 from __future__ import annotations
@@ -98,6 +101,7 @@ class Outputs:
     def __init__(self, *, force: bool = False, inputs=()):
         self._locks: dict[Path, int] = {}
         self._claimed: dict[Path, str] = {}
+        self._made: list[Path] = []  # folders claim() created, outermost first
         self.force = bool(force)
         self.inputs = [Path(p) for p in inputs if p is not None]
 
@@ -112,10 +116,26 @@ class Outputs:
         self.close()
 
     def close(self) -> None:
-        """Release every lock (closing the lock file's one descriptor drops this process's byte locks)."""
+        """Remove the folders claim() created that hold nothing but the lock file, then release every lock
+        (closing the lock file's one descriptor drops this process's byte locks)."""
+        for folder in reversed(self._made):
+            self._remove_if_unused(folder)
+        self._made.clear()
         for fd in self._locks.values():
             os.close(fd)
         self._locks.clear()
+
+    def _remove_if_unused(self, folder: Path) -> None:
+        try:
+            if {p.name for p in folder.iterdir()} - {LOCK}:
+                return
+            fd = self._locks.get(folder.resolve())
+            if fd is not None:
+                fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB, 0, 0)  # fails while another process locks here
+                os.unlink(folder / LOCK)
+            folder.rmdir()
+        except OSError:  # in use by another process, or not ours to remove: leave it
+            return
 
     # ------------------------------------------------------------------ checks
 
@@ -132,7 +152,9 @@ class Outputs:
                                     "elsewhere (e.g. a new name beside it)")
         if path.parent.exists() and not path.parent.is_dir():
             raise NotADirectoryError(f"{flag} {path}: {path.parent} is a file, not a folder")
+        missing = [p for p in (path.parent, *path.parent.parents) if not p.exists()]
         path.parent.mkdir(parents=True, exist_ok=True)
+        self._made += [p for p in reversed(missing) if p not in self._made]
         self._lock(path, flag)
         if path.exists() or path.is_symlink():
             self._check_replace(path, kind, flag)
@@ -195,13 +217,6 @@ class Outputs:
 
     def write_json(self, path, obj) -> Path:
         return self.write_text(path, json.dumps(obj, indent=2, allow_nan=False) + "\n")
-
-    def record(self, path) -> Path:
-        """Record a claimed file that a library function wrote (atomically) while the claim was held."""
-        path = Path(path)
-        kind = self._claimed_kind(path)
-        self._record(path, kind, None if path.is_dir() else _digest(path))
-        return path
 
     def write_set(self, folder, files: dict[str, bytes], page: tuple[Path, bytes] | None = None) -> list[Path]:
         """Write ``files`` ({name: bytes}) as the claimed folder ``folder``, replacing its previous set as a whole.

@@ -10,7 +10,8 @@ measured peaks where the caller says so).
 
 Input files given on the command line (configs, grids, matrices, data files) go through ``check_input_file``:
 FIFOs, character and block devices and sockets are refused (``--grid /dev/zero`` would read forever), and
-``read_capped`` reads at most a stated number of bytes. Compressed data is decompressed in a stream and
+``read_capped`` reads at most a stated number of bytes (``JSON_FILE_LIMIT`` for a run's JSON files;
+``read_lines_capped`` streams a JSON-lines file with the same cap per line). Compressed data is decompressed in a stream and
 capped at the size its header implies (``data.formats``).
 """
 
@@ -22,9 +23,10 @@ import stat
 from pathlib import Path
 
 __all__ = ["available_memory", "check_memory", "format_bytes", "check_input_file", "read_capped",
-           "read_npy_header", "check_npy_header", "read_npy", "SIDE_FILE_LIMIT"]
+           "read_lines_capped", "read_npy_header", "check_npy_header", "read_npy", "SIDE_FILE_LIMIT", "JSON_FILE_LIMIT"]
 
 SIDE_FILE_LIMIT = 16 << 20  #: largest TOML config / grid file read (16 MiB; real ones are a few KiB)
+JSON_FILE_LIMIT = 64 << 20  #: largest run.json / summary.json / results.json, or metrics.jsonl line, read (64 MiB)
 
 
 def format_bytes(nbytes: float) -> str:
@@ -117,20 +119,24 @@ def check_memory(nbytes: float, what: str, fix: str, device=None) -> None:
                          f"{format_bytes(room[0])} of {room[1]}; {fix}")
 
 
+def _named(flag: str, path: Path) -> str:
+    return f"{flag} {path}" if flag else str(path)
+
+
 def check_input_file(path, flag: str) -> Path:
     """``path`` as a Path when it names an existing regular file; a folder, a FIFO, a device or a socket is
-    refused naming ``flag`` (the option or role it came from)."""
+    refused naming ``flag`` (the option or role it came from; empty: the path alone names it)."""
     path = Path(path)
     try:
         mode = path.stat().st_mode
     except FileNotFoundError:
-        raise FileNotFoundError(f"{flag} {path}: no such file") from None
+        raise FileNotFoundError(f"{_named(flag, path)}: no such file") from None
     if stat.S_ISDIR(mode):
-        raise IsADirectoryError(f"{flag} {path} is a folder; give a file")
+        raise IsADirectoryError(f"{_named(flag, path)} is a folder; give a file")
     if not stat.S_ISREG(mode):
         kind = ("a FIFO (named pipe)" if stat.S_ISFIFO(mode) else "a character device" if stat.S_ISCHR(mode)
                 else "a block device" if stat.S_ISBLK(mode) else "a socket" if stat.S_ISSOCK(mode) else "not a file")
-        raise ValueError(f"{flag} {path} is {kind}, not a regular file; save the data to a file and pass that")
+        raise ValueError(f"{_named(flag, path)} is {kind}, not a regular file; save the data to a file and pass that")
     return path
 
 
@@ -144,9 +150,29 @@ def read_capped(path, limit: int, flag: str, hint: str = "") -> bytes:
             data = fh.read(limit + 1)
         size = max(size, len(data))
     if size > limit:
-        raise ValueError(f"{flag} {path} holds {size} bytes, more than the {limit} ({format_bytes(limit)}) such a "
-                         f"file can hold{hint}; check that this is the file you meant")
+        raise ValueError(f"{_named(flag, path)} holds {size} bytes, more than the {limit} ({format_bytes(limit)}) "
+                         f"such a file can hold{hint}; check that this is the file you meant")
     return data
+
+
+def read_lines_capped(path, limit: int, flag: str = ""):
+    """An iterator of (line number, text or None) over the lines of the regular file ``path`` (checked now, read
+    as it is consumed); a line longer than ``limit`` bytes is read past in blocks and given as None (the caller
+    skips it), never held whole."""
+    return _capped_lines(check_input_file(path, flag), limit)
+
+
+def _capped_lines(path: Path, limit: int):
+    with path.open("rb") as fh:
+        number = 0
+        while line := fh.readline(limit + 1):
+            number += 1
+            if len(line) > limit and not line.endswith(b"\n"):
+                while (rest := fh.readline(1 << 20)) and not rest.endswith(b"\n"):
+                    pass
+                yield number, None
+            else:
+                yield number, line.decode("utf-8", errors="replace")
 
 
 def read_npy_header(fp) -> tuple[tuple[int, ...], bool, object]:

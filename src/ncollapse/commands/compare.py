@@ -7,8 +7,6 @@ import json
 import sys
 import warnings
 
-from .._io import atomic_write_text
-
 DESCRIPTION = """\
 METHOD − each other method, per setting and metric, paired by seed: the mean of the same-seed differences
 and its Student-t interval over seeds (n − 1 degrees of freedom). ▲ / ▼: the interval lies above / below 0
@@ -45,22 +43,27 @@ def register(sub) -> None:
     p.add_argument("--level", type=float, default=0.95, help="confidence level of the intervals (default 0.95)")
     p.add_argument("--json", action="store_true", help="one JSON object instead of Markdown")
     p.add_argument("--out", metavar="FILE", help="write to FILE instead of stdout")
+    p.add_argument("--force", action="store_true", help="replace an --out that ncollapse did not write as a comparison")
     p.set_defaults(func=run)
 
 
 def run(args) -> int:
+    from ..io_safe import Outputs
     from ..report.compare import caption, compare_runs, render_markdown, to_json
 
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        result = compare_runs(args.runs, args.method, args.against, args.metric, args.level)
-    for w in caught:
-        print(f"ncollapse compare: warning: {w.message}", file=sys.stderr)
-    text = (json.dumps(to_json(result), allow_nan=False) + "\n" if args.json
-            else f"{caption(result)}\n\n{render_markdown(result)}")
-    if args.out:
-        atomic_write_text(args.out, text)
-        print(f"wrote {args.out}", file=sys.stderr)
-    else:
-        sys.stdout.write(text)
+    with Outputs(force=args.force, inputs=args.runs) as outputs:
+        if args.out:
+            outputs.claim(args.out, "comparison")  # refused before any run is read
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            result = compare_runs(args.runs, args.method, args.against, args.metric, args.level)
+        for w in caught:
+            print(f"ncollapse compare: warning: {w.message}", file=sys.stderr)
+        text = (json.dumps(to_json(result), allow_nan=False) + "\n" if args.json
+                else f"{caption(result)}\n\n{render_markdown(result)}")
+        if args.out:
+            outputs.write_text(args.out, text)
+            print(f"wrote {args.out}", file=sys.stderr)
+        else:
+            sys.stdout.write(text)
     return 0

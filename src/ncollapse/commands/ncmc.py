@@ -106,8 +106,7 @@ def run_toy(args) -> int:
     with Outputs(force=args.force) as outputs:
         png = outputs.claim(out / "ncmc_toy.png", "ncmc toy figure")
         outputs.claim(out / "ncmc_toy.json", "ncmc toy json")
-        runs = toy_figure(png, centers, num_samples=args.samples, theta=args.theta, seed=args.seed)
-        outputs.record(png)
+        runs = toy_figure(png, centers, num_samples=args.samples, theta=args.theta, seed=args.seed, outputs=outputs)
         outputs.write_json(out / "ncmc_toy.json", to_jsonable(runs))
     independent = [r for r in runs if r["frame"] == "independent"]
     skewed = independent[-1]

@@ -230,13 +230,11 @@ def run_phase(args) -> int:
         raise ValueError(f"--{exc}") from None
     out = check_out_dir(args.out)
     with Outputs(force=args.force) as outputs:
-        files = [outputs.claim(out / name, kind) for name, kind in (("phase.json", "ufm phase json"),
-                                                                    ("phase.png", "ufm phase figure"))]
+        for name, kind in (("phase.json", "ufm phase json"), ("phase.png", "ufm phase figure")):
+            outputs.claim(out / name, kind)
         data = phase_diagram(args.majority, args.minority, args.dim, args.ratios, args.lambdas, loss=args.loss,
                              n_majority=args.n_majority, steps=args.steps, progress=show_progress(args))
-        data = write_phase_diagram(out, data)
-        for path in files:
-            outputs.record(path)
+        data = write_phase_diagram(out, data, outputs)
     if args.json:
         print(dumps_line(data))
         return 0
@@ -252,17 +250,14 @@ def run_threshold(args) -> int:
     from ..ufm.phase import collapse_threshold, write_threshold
 
     with Outputs(force=args.force) as outputs:
-        files = []
         if args.out:
             out = check_out_dir(args.out)
-            files = [outputs.claim(out / name, kind) for name, kind in (("threshold.json", "ufm threshold json"),
-                                                                        ("threshold.png", "ufm threshold figure"))]
+            for name, kind in (("threshold.json", "ufm threshold json"), ("threshold.png", "ufm threshold figure")):
+                outputs.claim(out / name, kind)
         data = collapse_threshold(args.majority, args.minority, args.lam, loss=args.loss,
                                   n_majority=args.n_majority, eps=args.eps, r_max=args.r_max)
         if args.out:
-            data = write_threshold(args.out, data)
-        for path in files:
-            outputs.record(path)
+            data = write_threshold(out, data, outputs)
     if args.json:
         print(dumps_line(to_jsonable(data)))
         return 0
@@ -304,11 +299,10 @@ def run_experiment(args) -> int:
 
     out = check_out_dir(args.out)
     with Outputs(force=args.force) as outputs:
-        files = [outputs.claim(out / f"{args.name}{ext}", f"ufm experiment {kind}")
-                 for ext, kind in ((".json", "json"), (".png", "figure"))]
-        data = run_named(args.name, out, size=args.size, seed=args.seed, progress=show_progress(args))
-        for path in files:
-            outputs.record(path)
+        for ext, kind in ((".json", "json"), (".png", "figure")):
+            outputs.claim(out / f"{args.name}{ext}", f"ufm experiment {kind}")
+        data = run_named(args.name, out, size=args.size, seed=args.seed, progress=show_progress(args),
+                         outputs=outputs)
     if args.json:
         print(dumps_line(data))
     else:

@@ -192,21 +192,7 @@ def extract_tar(archive, root, top: str) -> Path:
     return target
 
 
-def fetch(name: str, root, *, base_url: str | None = None, progress: Progress | None = None,
-          timeout: float = 60.0) -> Path:
-    """Download (and unpack) data set ``name`` under ``root``; returns the folder ``load_dataset`` reads.
-
-    ``base_url`` replaces the official mirrors (a file's address is ``base_url/filename``). Files already in
-    place and matching their digests are not downloaded again.
-    """
-    if name not in SOURCES:
-        raise ValueError(f"cannot fetch {name!r}; choose one of {', '.join(SOURCES)}")
-    source = SOURCES[name]
-    folder = Path(root).expanduser() / source.subdir
-    if source.archive_dir and (folder / source.archive_dir).is_dir():
-        log.info("%s already unpacked in %s", name, folder / source.archive_dir)
-        return (folder / source.archive_dir).resolve()
-    mirrors = (base_url.rstrip("/") + "/",) if base_url else source.mirrors
+def _fetch_files(source, folder: Path, mirrors, progress, timeout: float) -> None:
     for resource in source.files:
         dest = folder / resource.filename
         if dest.is_file() and _mismatch(dest, resource) is None:
@@ -224,4 +210,31 @@ def fetch(name: str, root, *, base_url: str | None = None, progress: Progress | 
         if source.archive_dir:
             extract_tar(dest, folder, source.archive_dir)
             dest.unlink()
+
+
+def fetch(name: str, root, *, base_url: str | None = None, progress: Progress | None = None,
+          timeout: float = 60.0) -> Path:
+    """Download (and unpack) data set ``name`` under ``root``; returns the folder ``load_dataset`` reads.
+
+    ``base_url`` replaces the official mirrors (a file's address is ``base_url/filename``). Files already in
+    place and matching their digests are not downloaded again.
+    """
+    if name not in SOURCES:
+        raise ValueError(f"cannot fetch {name!r}; choose one of {', '.join(SOURCES)}")
+    source = SOURCES[name]
+    folder = Path(root).expanduser() / source.subdir
+    if source.archive_dir and (folder / source.archive_dir).is_dir():
+        log.info("%s already unpacked in %s", name, folder / source.archive_dir)
+        return (folder / source.archive_dir).resolve()
+    mirrors = (base_url.rstrip("/") + "/",) if base_url else source.mirrors
+    made = [p for p in (folder, *folder.parents) if not p.exists()]  # innermost first
+    try:
+        _fetch_files(source, folder, mirrors, progress, timeout)
+    except BaseException:  # no empty folder left behind (a partial .part file keeps its folder, to resume)
+        for path in made:
+            try:
+                path.rmdir()
+            except OSError:
+                break
+        raise
     return (folder / source.archive_dir if source.archive_dir else folder).resolve()

@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..resources import check_input_file, check_memory
+from ..resources import SIDE_FILE_LIMIT, check_input_file, check_memory, read_capped
 from ..validation import check_labels
 
 __all__ = [
@@ -134,6 +134,7 @@ class _NumpyOnlyUnpickler(pickle.Unpickler):
 
 
 def _load_pickle(path: Path) -> dict:
+    path = check_input_file(path, "CIFAR file")
     try:
         with path.open("rb") as fh:
             obj = _NumpyOnlyUnpickler(fh, encoding="bytes").load()
@@ -177,7 +178,7 @@ def read_svhn_mat(path):
     """SVHN ``{train,test,extra}_32x32.mat``; the label 10 (digit 0) becomes 0."""
     import scipy.io
 
-    path = Path(path)
+    path = check_input_file(path, "SVHN file")
     try:
         mat = scipy.io.loadmat(path, variable_names=["X", "y"])
     except Exception as exc:  # scipy raises a zoo of types (ValueError, TypeError, OSError, ...) on bad files
@@ -198,7 +199,8 @@ def read_svhn_mat(path):
 
 def read_stl10(x_path, y_path, names_path=None, size: int = 96):
     """STL-10 ``*_X.bin`` / ``*_y.bin`` (labels 1..10 become 0..9) and optional ``class_names.txt``."""
-    x_path, y_path = Path(x_path), Path(y_path)
+    x_path, y_path = check_input_file(x_path, "STL-10 images file"), check_input_file(y_path, "STL-10 labels file")
+    check_memory(2 * x_path.stat().st_size, f"STL-10 images file {x_path}", "check that this is the STL-10 file")
     raw = np.fromfile(x_path, dtype=np.uint8)
     per_image = 3 * size * size
     if raw.size == 0 or raw.size % per_image:
@@ -211,8 +213,9 @@ def read_stl10(x_path, y_path, names_path=None, size: int = 96):
     if y.size and (y.min() < 1 or y.max() > 10):
         raise ValueError(f"{y_path}: labels outside 1..10: min={int(y.min())}, max={int(y.max())}")
     classes = [str(k) for k in range(10)]
-    if names_path is not None and Path(names_path).is_file():
-        names = [n.strip() for n in Path(names_path).read_text().splitlines() if n.strip()]
+    if names_path is not None and (Path(names_path).exists() or Path(names_path).is_symlink()):
+        text = read_capped(names_path, SIDE_FILE_LIMIT, "STL-10 class names file").decode("utf-8", errors="replace")
+        names = [n.strip() for n in text.splitlines() if n.strip()]
         if len(names) != 10:
             raise ValueError(f"{names_path}: expected 10 class names, one per line; got {len(names)}")
         classes = names
@@ -236,6 +239,7 @@ def read_image_folder(root):
         labels += [k] * len(found)
     arrays = []
     for f in files:
+        check_input_file(f, "image file")
         try:
             with Image.open(f) as im:
                 arrays.append(np.asarray(im.convert("L" if im.mode in ("1", "L", "I;16", "I") else "RGB")))

@@ -11,17 +11,18 @@ Training is always ``ncollapse.train.train`` (``train_run``): its ``data`` hook 
 
 from __future__ import annotations
 
+import functools
 import sys
 from pathlib import Path
 
 import torch
 
-from .._io import atomic_write_json
 from ..config_check import check_keys, check_type, kind_of
 from ..data import Dataset
 from ..io_safe import Outputs
 from ..nn.modes import eval_mode
 from ..report.figures import png_bytes
+from ..report.html import claim_page
 from ..serialize import to_jsonable
 from ..train import train
 from ..train.build import build_data, build_model_for, make_loader
@@ -30,7 +31,7 @@ from ..train.config import Config, config_from_dict, parse_override, read_toml
 from ..train.dist import DistContext, resolve_device
 
 __all__ = ["load_experiment_config", "train_run", "features_of", "eval_loader", "shuffled_labels", "relabeled",
-           "class_subset", "write_results"]
+           "class_subset", "write_results", "claim_outputs", "claims_outputs"]
 
 # ------------------------------------------------------------------------------------------ config files
 
@@ -100,19 +101,52 @@ def shuffled_labels(labels: torch.Tensor, seed: int) -> torch.Tensor:
 
 # ------------------------------------------------------------------------------------------ output
 
-def write_results(out_dir, name: str, result: dict, figures: dict) -> dict:
+def claim_outputs(outputs: Outputs, out_dir, figures) -> None:
+    """Claim an experiment's outputs in ``out_dir``: results.json, report.html with its figure folder and one
+    ``<stem>.png`` per figure stem, so that a clash is refused (exit 2) before anything is computed."""
+    out = Path(out_dir)
+    held = next((name for name in ("checkpoint.pt", "metrics.jsonl") if (out / name).exists()), None)
+    if held is not None:  # the trainer would refuse it too, but only after these claims named results.json
+        raise ValueError(f"--out {out} already holds a run ({held}); choose another --out for a new experiment")
+    outputs.claim(out / "results.json", "experiment results")
+    claim_page(outputs, out / "report.html")
+    for stem in figures:
+        outputs.claim(out / f"{stem}.png", "experiment figure")
+
+
+def claims_outputs(*figures: str):
+    """Decorator of an experiment ``f(cfg, out_dir, params, device, progress, *, outputs)``: its outputs (the PNG
+    ``figures`` stems, results.json, report.html) are claimed in ``out_dir`` before it trains, and ``outputs``
+    (``io_safe.Outputs``) writes them afterwards; ``f.figures`` lists the stems."""
+    def wrap(func):
+        @functools.wraps(func)
+        def run(cfg, out_dir, params: dict | None = None, device: str = "auto", progress: bool = False) -> dict:
+            with Outputs() as outputs:
+                claim_outputs(outputs, out_dir, figures)
+                return func(cfg, out_dir, params, device, progress, outputs=outputs)
+        run.figures = figures
+        return run
+    return wrap
+
+
+def write_results(out_dir, name: str, result: dict, figures: dict, outputs: Outputs | None = None) -> dict:
     """Write ``results.json`` and one PNG per figure ({file stem: Figure}) into ``out_dir``; returns ``result``.
 
-    The PNGs go through ``io_safe.Outputs``: all are claimed before the first is written, so a file of the same
+    Everything goes through ``io_safe.Outputs``: ``outputs`` holds the claims made before training
+    (``claims_outputs``); without it all files are claimed here before the first is written, so a file of the same
     name that ncollapse did not write there is refused (exit 2) instead of replaced."""
     out = Path(out_dir)
-    with Outputs() as outputs:
-        paths = {stem: outputs.claim(out / f"{stem}.png", "experiment figure", "--out") for stem in figures}
+    with Outputs() as own:
+        if outputs is None:
+            outputs = own
+            outputs.claim(out / "results.json", "experiment results")
+            for stem in figures:
+                outputs.claim(out / f"{stem}.png", "experiment figure")
         for stem, fig in figures.items():
-            outputs.write_bytes(paths[stem], png_bytes(fig))
-    result = {"experiment": name, **result, "figures": [f"{stem}.png" for stem in figures],
-              "report": str(out / "report.html")}
-    atomic_write_json(out / "results.json", to_jsonable(result))
+            outputs.write_bytes(out / f"{stem}.png", png_bytes(fig))
+        result = {"experiment": name, **result, "figures": [f"{stem}.png" for stem in figures],
+                  "report": str(out / "report.html")}
+        outputs.write_json(out / "results.json", to_jsonable(result))
     return result
 
 

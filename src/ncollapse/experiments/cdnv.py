@@ -16,7 +16,7 @@ import numpy as np
 
 from ..report.figures import figure_row
 from ..report.html import html_table, write_report
-from ._common import write_results
+from ._common import claims_outputs, write_results
 from .split_collapse import probed_training
 
 __all__ = ["cdnv_gap", "spearman", "DEFAULTS"]
@@ -61,7 +61,9 @@ def _figures(rows: list[dict]) -> dict:
     return {"cdnv_gap": fig}
 
 
-def cdnv_gap(cfg, out_dir, params: dict | None = None, device: str = "auto", progress: bool = False) -> dict:
+@claims_outputs("cdnv_gap")
+def cdnv_gap(cfg, out_dir, params: dict | None = None, device: str = "auto", progress: bool = False, *,
+             outputs=None) -> dict:
     """Train ``cfg`` into ``out_dir`` tracking train/test CDNV and the gap; writes results.json, PNGs, report.html."""
     params = {**DEFAULTS, **(params or {})}
     out, train_set, test_set, summary, rows = probed_training(cfg, out_dir, params, device, progress)
@@ -84,5 +86,5 @@ def cdnv_gap(cfg, out_dir, params: dict | None = None, device: str = "auto", pro
         ["Spearman(test CDNV, gap) over probes", result["spearman_test_cdnv_gap"]],
         ["Spearman(test CDNV, test error) over probes", result["spearman_test_cdnv_test_error"]]])
     write_report(out, extra_sections=[("CDNV train vs test and the generalisation gap", figures["cdnv_gap"]),
-                                      ("Summary of the CDNV experiment", table)])
-    return write_results(out, "cdnv-gap", result, figures)
+                                      ("Summary of the CDNV experiment", table)], outputs=outputs)
+    return write_results(out, "cdnv-gap", result, figures, outputs)

@@ -30,7 +30,7 @@ from ..report.runs import read_metrics
 from ..train.build import build_data
 from ..train.dist import resolve_device
 from ..validation import check_scalar
-from ._common import class_subset, eval_loader, features_of, train_run, write_results
+from ._common import claims_outputs, class_subset, eval_loader, features_of, train_run, write_results
 from .cdnv import spearman
 
 __all__ = ["transfer", "few_shot_episodes", "ncc_scores", "ridge_scores", "DEFAULTS"]
@@ -150,7 +150,9 @@ def _figure(rows: list[dict], shots: list[int]):
     return fig
 
 
-def transfer(cfg, out_dir, params: dict | None = None, device: str = "auto", progress: bool = False) -> dict:
+@claims_outputs("transfer")
+def transfer(cfg, out_dir, params: dict | None = None, device: str = "auto", progress: bool = False, *,
+             outputs=None) -> dict:
     """Train on the source classes into ``out_dir``, probing few-shot transfer; writes results.json, PNGs, report."""
     params = {**DEFAULTS, **(params or {})}
     src, tgt = params["source_classes"], params["target_classes"]
@@ -183,5 +185,5 @@ def transfer(cfg, out_dir, params: dict | None = None, device: str = "auto", pro
     write_report(out, extra_sections=[("Transfer to unseen classes", figures["transfer"]),
                                       (f"Final epoch: {len(tgt)}-way few-shot accuracy over {params['episodes']} "
                                        f"episodes (source CDNV {last['source/cdnv']:.3g}, target CDNV "
-                                       f"{last['target/cdnv']:.3g})", table)])
-    return write_results(out, "transfer", result, figures)
+                                       f"{last['target/cdnv']:.3g})", table)], outputs=outputs)
+    return write_results(out, "transfer", result, figures, outputs)

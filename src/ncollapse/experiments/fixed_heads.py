@@ -22,7 +22,7 @@ from ..report.figures import figure_row
 from ..report.html import html_table, write_comparison
 from ..report.runs import read_metrics
 from ..train.build import build_data
-from ._common import train_run, write_results
+from ._common import claims_outputs, train_run, write_results
 
 __all__ = ["fixed_classifiers", "native_dim", "DEFAULTS"]
 
@@ -55,8 +55,9 @@ def _figure(final: dict):
     return fig
 
 
+@claims_outputs("fixed_classifiers")
 def fixed_classifiers(cfg, out_dir, params: dict | None = None, device: str = "auto",
-                      progress: bool = False) -> dict:
+                      progress: bool = False, *, outputs=None) -> dict:
     """One run per head into ``out_dir``/<head>; writes results.json, PNGs and the comparison report."""
     params = {**DEFAULTS, **(params or {})}
     out = Path(out_dir)
@@ -87,5 +88,5 @@ def fixed_classifiers(cfg, out_dir, params: dict | None = None, device: str = "a
                          *[f[key] for key in NC_KEYS]] for h, f in final.items()])
     write_comparison([out / h for h in final], out / "report.html", labels=list(final),
                      extra_sections=[("Fixed classifiers: accuracy and collapse", figures["fixed_classifiers"]),
-                                     ("Per-head values", table)])
-    return write_results(out, "fixed-classifiers", {"num_classes": k, "heads": final}, figures)
+                                     ("Per-head values", table)], outputs=outputs)
+    return write_results(out, "fixed-classifiers", {"num_classes": k, "heads": final}, figures, outputs)

@@ -20,7 +20,7 @@ from ..report.figures import figure_row
 from ..report.html import html_table, write_report
 from ..train.build import build_data
 from ..train.dist import resolve_device
-from ._common import eval_loader, relabeled, shuffled_labels, train_run, write_results
+from ._common import claims_outputs, eval_loader, relabeled, shuffled_labels, train_run, write_results
 
 __all__ = ["layerwise_depth", "probe_layers", "DEFAULTS"]
 
@@ -65,7 +65,9 @@ def _figure(rows: list[dict], depths: dict):
     return fig
 
 
-def layerwise_depth(cfg, out_dir, params: dict | None = None, device: str = "auto", progress: bool = False) -> dict:
+@claims_outputs("layerwise_ncc")
+def layerwise_depth(cfg, out_dir, params: dict | None = None, device: str = "auto", progress: bool = False, *,
+                    outputs=None) -> dict:
     """Train ``cfg`` into ``out_dir``, probe every block; writes results.json, PNGs and report.html."""
     params = {**DEFAULTS, **(params or {})}
     out = Path(out_dir)
@@ -87,5 +89,5 @@ def layerwise_depth(cfg, out_dir, params: dict | None = None, device: str = "aut
     eff = html_table(["ε", f"ε-effective depth (of {len(rows)} blocks)"],
                      [[eps, "not reached" if d is None else d] for eps, d in depths.items()])
     write_report(out, extra_sections=[("Layer-wise NCC accuracy and collapse", figures["layerwise_ncc"]),
-                                      ("Per-block values", table), ("ε-effective depth", eff)])
-    return write_results(out, "layerwise-ncc", result, figures)
+                                      ("Per-block values", table), ("ε-effective depth", eff)], outputs=outputs)
+    return write_results(out, "layerwise-ncc", result, figures, outputs)

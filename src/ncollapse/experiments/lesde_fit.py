@@ -21,7 +21,7 @@ from ..report.figures import figure_row
 from ..report.html import html_table, write_report
 from ..train.build import build_data
 from ..train.dist import resolve_device
-from ._common import eval_loader, features_of, train_run, write_results
+from ._common import claims_outputs, eval_loader, features_of, train_run, write_results
 
 __all__ = ["lesde_fit", "class_mean_logits", "DEFAULTS"]
 
@@ -63,7 +63,9 @@ def _figure(epochs, observed: np.ndarray, predicted: np.ndarray, fit: dict, loca
     return fig
 
 
-def lesde_fit(cfg, out_dir, params: dict | None = None, device: str = "auto", progress: bool = False) -> dict:
+@claims_outputs("lesde_fit")
+def lesde_fit(cfg, out_dir, params: dict | None = None, device: str = "auto", progress: bool = False, *,
+              outputs=None) -> dict:
     """Train ``cfg`` into ``out_dir`` recording class-mean logits; fit the LE-ODE; writes results.json, PNG, report."""
     params = {**DEFAULTS, **(params or {})}
     every, epochs_total = params["record_every"], cfg.train.epochs
@@ -110,5 +112,5 @@ def lesde_fit(cfg, out_dir, params: dict | None = None, device: str = "auto", pr
         ["recorded epochs", fit["points"]],
         ["steps whose local fit satisfies the ETF condition", result["local_etf_fraction"]]])
     write_report(out_dir, extra_sections=[("LE-ODE fit to the class-mean logits", figures["lesde_fit"]),
-                                          ("Fitted LE-ODE (Zhang et al. 2021b)", table)])
-    return write_results(out_dir, "lesde-fit", result, figures)
+                                          ("Fitted LE-ODE (Zhang et al. 2021b)", table)], outputs=outputs)
+    return write_results(out_dir, "lesde-fit", result, figures, outputs)

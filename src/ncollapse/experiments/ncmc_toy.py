@@ -100,7 +100,7 @@ def simulate_rcr_gcr(centers_per_class, hard_probs, *, noise: float = 0.05, num_
 
 
 def toy_figure(path, centers_per_class=(1, 2, 3, 4, 5), *, exponents=(0.0, 0.5, 1.0, 2.0, 3.0), noise: float = 0.05,
-               num_samples: int = 20000, theta: float = 0.2, seed: int = 0) -> list[dict]:
+               num_samples: int = 20000, theta: float = 0.2, seed: int = 0, outputs=None) -> list[dict]:
     """Write a two-panel PNG and return the simulations behind it.
 
     Left: accuracy on hard features against the skew of P{E_k} ∝ k^γ (γ in ``exponents``), RCR vs GCR, Monte
@@ -136,5 +136,5 @@ def toy_figure(path, centers_per_class=(1, 2, 3, 4, 5), *, exponents=(0.0, 0.5, 
     right.set_ylabel("share of hard features assigned")
     right.legend(fontsize=7)
     fig.tight_layout()
-    write_png(path, fig)
+    write_png(path, fig, outputs=outputs)
     return runs + ncmc_runs

@@ -15,7 +15,7 @@ from ..report.figures import figure_row
 from ..report.html import html_table, write_comparison
 from ..report.runs import read_metrics
 from ..train.build import build_data
-from ._common import relabeled, shuffled_labels, train_run, write_results
+from ._common import claims_outputs, relabeled, shuffled_labels, train_run, write_results
 
 __all__ = ["random_labels", "DEFAULTS", "PANELS"]
 
@@ -42,7 +42,9 @@ def _figure(rows: dict):
     return fig
 
 
-def random_labels(cfg, out_dir, params: dict | None = None, device: str = "auto", progress: bool = False) -> dict:
+@claims_outputs("random_labels_nc")
+def random_labels(cfg, out_dir, params: dict | None = None, device: str = "auto", progress: bool = False, *,
+                  outputs=None) -> dict:
     """Train on true and on shuffled labels into ``out_dir``/{true_labels,random_labels}; writes the comparison."""
     params = {**DEFAULTS, **(params or {})}
     out = Path(out_dir)
@@ -68,5 +70,6 @@ def random_labels(cfg, out_dir, params: dict | None = None, device: str = "auto"
     write_comparison([d for d, _ in runs.values()], out / "report.html", labels=list(runs),
                      extra_sections=[("NC with true vs random labels (Zhu et al. 2021, fig. 4)",
                                       figures["random_labels_nc"]),
-                                     (f"Final values ({agree:.1%} of the shuffled labels equal the true ones)", table)])
-    return write_results(out, "random-labels", result, figures)
+                                     (f"Final values ({agree:.1%} of the shuffled labels equal the true ones)", table)],
+                     outputs=outputs)
+    return write_results(out, "random-labels", result, figures, outputs)

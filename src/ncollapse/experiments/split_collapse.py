@@ -28,7 +28,7 @@ from ..stats import ClassStats, NCCCounts
 from ..train.build import build_data
 from ..train.dist import resolve_device
 from ..train.evaluate import classifier_of
-from ._common import eval_loader, features_of, train_run, write_results
+from ._common import claims_outputs, eval_loader, features_of, train_run, write_results
 
 __all__ = ["train_test_collapse", "collapse_on_splits", "DEFAULTS"]
 
@@ -104,7 +104,9 @@ def _curves(rows: list[dict], metric: str, title: str):
     return fig
 
 
-def train_test_collapse(cfg, out_dir, params: dict | None = None, device: str = "auto", progress: bool = False) -> dict:
+@claims_outputs("nc1_train_test", "cdnv_train_test")
+def train_test_collapse(cfg, out_dir, params: dict | None = None, device: str = "auto", progress: bool = False, *,
+                        outputs=None) -> dict:
     """Train ``cfg`` into ``out_dir`` probing train and test collapse; writes results.json, PNGs and report.html."""
     params = {**DEFAULTS, **(params or {})}
     out, train_set, test_set, summary, rows = probed_training(cfg, out_dir, params, device, progress)
@@ -123,5 +125,5 @@ def train_test_collapse(cfg, out_dir, params: dict | None = None, device: str = 
                           ["NCC accuracy (train means)", None, last["test/ncc_acc"], None]])
     write_report(out, extra_sections=[("Test collapse: NC1 on train and test features", figures["nc1_train_test"]),
                                       ("Test collapse: CDNV on train and test features", figures["cdnv_train_test"]),
-                                      (f"Final epoch ({last['epoch']})", table)])
-    return write_results(out, "test-collapse", result, figures)
+                                      (f"Final epoch ({last['epoch']})", table)], outputs=outputs)
+    return write_results(out, "test-collapse", result, figures, outputs)

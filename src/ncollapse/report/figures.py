@@ -38,6 +38,9 @@ def png_bytes(fig: Figure, dpi: int = DPI) -> bytes:
     return buf.getvalue()
 
 
-def write_png(path, fig: Figure, dpi: int = DPI):
-    """Write ``fig`` as a PNG to ``path`` atomically; returns the path."""
+def write_png(path, fig: Figure, dpi: int = DPI, outputs=None):
+    """Write ``fig`` as a PNG to ``path`` atomically; returns the path. ``outputs``: the command's
+    ``io_safe.Outputs`` that claimed ``path`` (it writes and records the file)."""
+    if outputs is not None:
+        return outputs.write_bytes(path, png_bytes(fig, dpi))
     return atomic_write_bytes(path, png_bytes(fig, dpi))

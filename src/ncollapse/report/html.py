@@ -98,16 +98,24 @@ def _set_name(out: Path) -> str:
     return f"{keep}~{digest}_files"
 
 
+def claim_page(outputs: Outputs, out) -> Path:
+    """Claim the report page ``out`` and its figure folder ``<stem>_files`` with ``outputs`` (checked and locked
+    before anything is drawn); returns the folder."""
+    out = Path(out)
+    outputs.claim(out, "report")
+    folder = out.parent / _set_name(out)
+    outputs.claim(folder, "report figures/")
+    return folder
+
+
 class _Page:
     """Collects HTML parts and figures; figures go to disk as PNG and into the page as data URIs."""
 
     def __init__(self, out: Path, outputs: Outputs | None, inputs=()):
         self.out = out
-        self.folder = out.parent / _set_name(out)
         self.outputs = outputs if outputs is not None else Outputs(inputs=inputs)
         self.owned = outputs is None
-        self.outputs.claim(out, "report")  # checked and locked before anything is drawn
-        self.outputs.claim(self.folder, "report figures/")
+        self.folder = claim_page(self.outputs, out)
         self.parts: list[str] = []
         self.notes: list[str] = []
         self.pngs: dict[str, bytes] = {}

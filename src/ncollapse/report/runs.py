@@ -24,6 +24,7 @@ import numpy as np
 import torch
 
 from ..metrics import GROUPS, class_groups
+from ..resources import JSON_FILE_LIMIT, SIDE_FILE_LIMIT, format_bytes, read_capped, read_lines_capped
 from ..stats import ClassStats
 
 __all__ = ["Run", "load_run", "read_metrics", "load_nc_state"]
@@ -111,27 +112,32 @@ def read_metrics(path) -> list[dict]:
 
 def parse_metrics(path: Path) -> tuple[list[dict], list[str]]:
     """(records sorted by epoch, messages about skipped lines), without warning; ``ValueError`` when no line is usable."""
-    if not path.is_file():
+    if not path.exists():
         raise ValueError(f"{path} not found: a run directory needs the metrics.jsonl the trainer writes; "
                          "check the path or wait for the first epoch to finish")
-    lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
     by_epoch: dict[int, dict] = {}
-    skipped = []
-    last_number = max((i for i, line in enumerate(lines, 1) if line.strip()), default=0)
-    for number, line in enumerate(lines, 1):
+    skipped, last_number, bad_json = [], 0, []
+    for number, line in read_lines_capped(path, JSON_FILE_LIMIT):
+        if line is None:
+            skipped.append(f"{path}:{number}: skipped a line longer than {format_bytes(JSON_FILE_LIMIT)}")
+            continue
         if not line.strip():
             continue
+        last_number = number
         try:
             record = json.loads(line)
         except json.JSONDecodeError:
-            what = "half-written last line (killed run?)" if number == last_number else "line that is not JSON"
-            skipped.append(f"{path}:{number}: skipped a {what}")
+            bad_json.append((len(skipped), number))
+            skipped.append("")  # worded below, once the last line is known
             continue
         epoch = record.get("epoch") if isinstance(record, dict) else None
         if not isinstance(epoch, int) or isinstance(epoch, bool):
             skipped.append(f"{path}:{number}: skipped a line without an integer 'epoch'")
             continue
         by_epoch[epoch] = record
+    for i, number in bad_json:  # a bad last line is a half-written one
+        what = "half-written last line (killed run?)" if number == last_number else "line that is not JSON"
+        skipped[i] = f"{path}:{number}: skipped a {what}"
     if not by_epoch:
         detail = f" ({len(skipped)} unreadable line(s) skipped)" if skipped else ""
         raise ValueError(f"{path} has no usable metrics line{detail}; the run has not finished an epoch yet")
@@ -167,11 +173,17 @@ def load_nc_state(path) -> dict:
 
 
 def _read_json(path: Path, notes: list[str]) -> dict | None:
-    if not path.is_file():
+    """The JSON object of ``path`` (at most ``JSON_FILE_LIMIT`` bytes, a regular file); None with a note otherwise."""
+    if not path.exists():
         notes.append(f"{path.name} not found")
         return None
     try:
-        value = json.loads(path.read_text(encoding="utf-8"))
+        data = read_capped(path, JSON_FILE_LIMIT, "")
+    except (OSError, ValueError) as exc:  # a FIFO, a device, a folder, too large, unreadable
+        notes.append(f"{exc}; its sections are left out")
+        return None
+    try:
+        value = json.loads(data.decode("utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         notes.append(f"{path.name} is not valid JSON ({exc}); its sections are left out")
         return None
@@ -191,16 +203,18 @@ def load_run(run_dir) -> Run:
     run = Run(path=path, metrics=metrics, notes=skipped)
     run.info = _read_json(path / "run.json", run.notes) or {}
     summary_path = path / "summary.json"
-    run.summary = _read_json(summary_path, []) if summary_path.is_file() else None
-    if run.summary is None:
+    run.summary = _read_json(summary_path, run.notes) if summary_path.exists() else None
+    if not summary_path.exists():
         run.notes.append("summary.json not found: the run has not finished (or was killed)")
     config = path / "config.toml"
-    if config.is_file():
-        run.config_text = config.read_text(encoding="utf-8", errors="replace")
+    if config.exists():
         try:
+            run.config_text = read_capped(config, SIDE_FILE_LIMIT, "").decode("utf-8", errors="replace")
             tomllib.loads(run.config_text)
         except tomllib.TOMLDecodeError as exc:
             run.notes.append(f"config.toml does not parse ({exc}); shown as written")
+        except (OSError, ValueError) as exc:  # a FIFO, a device, a folder, too large, unreadable
+            run.notes.append(f"{exc}; the config is left out")
     else:
         run.notes.append("config.toml not found")
     state = path / "nc_state.pt"

@@ -24,6 +24,7 @@ import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..resources import JSON_FILE_LIMIT, SIDE_FILE_LIMIT, check_input_file, read_capped
 from .runs import parse_metrics
 
 __all__ = ["Layout", "Row", "Column", "Cell", "Table", "TableRun", "cell_text", "LAYOUTS", "METRICS",
@@ -114,7 +115,10 @@ def _run_dirs(paths) -> list[Path]:
 
 
 def _last_values(path: Path) -> dict:
-    """The latest non-null value of every key of ``metrics.jsonl`` (unreadable lines skipped silently)."""
+    """The latest non-null value of every key of ``metrics.jsonl`` (unreadable lines skipped silently); a FIFO or
+    a device there is a ``ValueError`` (an unreadable run), not a run without metrics."""
+    if path.exists() or path.is_symlink():
+        check_input_file(path, "")
     try:
         records, _ = parse_metrics(path)
     except ValueError:  # missing file or no usable line
@@ -131,8 +135,8 @@ def load_runs(paths) -> list[TableRun]:
     runs = []
     for d in _run_dirs(paths):
         try:
-            cfg = tomllib.loads((d / "config.toml").read_text(encoding="utf-8"))
-            info = _json_object(d / "run.json") if (d / "run.json").is_file() else {}
+            cfg = tomllib.loads(read_capped(d / "config.toml", SIDE_FILE_LIMIT, "").decode("utf-8"))
+            info = _json_object(d / "run.json") if (d / "run.json").exists() else {}
             summary = _json_object(d / "summary.json")
             last = _last_values(d / "metrics.jsonl")
             _check_values(d / "summary.json", summary, "summary")
@@ -143,7 +147,7 @@ def load_runs(paths) -> list[TableRun]:
         except FileNotFoundError:
             warnings.warn(f"{d}: no summary.json (unfinished run); skipped", stacklevel=2)
             continue
-        except (ValueError, TypeError, AttributeError, tomllib.TOMLDecodeError) as exc:
+        except (OSError, ValueError, TypeError, AttributeError, tomllib.TOMLDecodeError) as exc:
             warnings.warn(f"{d}: unreadable run ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__}); "
                           "skipped", stacklevel=2)
             continue
@@ -152,9 +156,11 @@ def load_runs(paths) -> list[TableRun]:
 
 
 def _json_object(path: Path) -> dict:
-    """A JSON file that must hold one object; anything else is a ``ValueError`` naming the file."""
+    """A JSON file (a regular file of at most ``JSON_FILE_LIMIT`` bytes) that must hold one object; anything else
+    is a ``ValueError`` naming the file."""
+    raw = read_capped(path, JSON_FILE_LIMIT, "")
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        data = json.loads(raw.decode("utf-8"))
     except ValueError as exc:
         raise ValueError(f"{path} is not valid JSON: {exc}") from None
     if not isinstance(data, dict):

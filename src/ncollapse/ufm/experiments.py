@@ -65,13 +65,15 @@ def summarize(result, i: int) -> dict:
     })
 
 
-def _save(out_dir, name: str, data: dict, draw) -> dict:
+def _save(out_dir, name: str, data: dict, draw, outputs=None) -> dict:
+    """``name.json`` and ``name.png`` in ``out_dir``, through ``outputs`` (the command's ``io_safe.Outputs`` that
+    claimed them) when given."""
     out = Path(out_dir)
     data = to_jsonable(data)
-    atomic_write_json(out / f"{name}.json", data)
+    (atomic_write_json if outputs is None else outputs.write_json)(out / f"{name}.json", data)
     fig = figure(10, 4)
     draw(fig)
-    write_png(out / f"{name}.png", fig, dpi=110)
+    write_png(out / f"{name}.png", fig, dpi=110, outputs=outputs)
     return data
 
 
@@ -79,7 +81,7 @@ def _mean_over(trajectory: list[dict], members: list[int], key: str) -> list[flo
     return [float(np.nanmean([entry["metrics"][b].get(key, np.nan) for b in members])) for entry in trajectory]
 
 
-def nc_dynamics(out_dir, size: str = "full", seed: int = 0, progress: bool = False) -> dict:
+def nc_dynamics(out_dir, size: str = "full", seed: int = 0, progress: bool = False, outputs=None) -> dict:
     """NC metrics vs GD step for CE/MSE × bias none/free (Zhu et al. 2021, fig. 2); seeds averaged."""
     k, n, d, steps, seeds = (10, 10, 32, 2000, 3) if size == "full" else (3, 4, 4, 60, 2)
     runs = {}
@@ -102,7 +104,7 @@ def nc_dynamics(out_dir, size: str = "full", seed: int = 0, progress: bool = Fal
         axes[0].legend(fontsize=7)
 
     return _save(out_dir, "nc_dynamics", {"experiment": "nc_dynamics", "size": size, "classes": k, "per_class": n,
-                                          "dim": d, "optimizer": "gd", "lr": 1.0, "runs": runs}, draw)
+                                          "dim": d, "optimizer": "gd", "lr": 1.0, "runs": runs}, draw, outputs)
 
 
 def _pairwise_cos_mean(w: torch.Tensor) -> float:
@@ -112,7 +114,7 @@ def _pairwise_cos_mean(w: torch.Tensor) -> float:
     return float(cos[iu[0], iu[1]].mean())
 
 
-def minority_collapse(out_dir, size: str = "full", seed: int = 0, progress: bool = False) -> dict:
+def minority_collapse(out_dir, size: str = "full", seed: int = 0, progress: bool = False, outputs=None) -> dict:
     """Mean cosine among minority classifiers vs imbalance ratio R (Fang et al. 2021, fig. 5), CE UFM optimum;
     with the ``theory`` extra each solve is certified against the convex program (d ≥ K: the bound is tight)."""
     if size == "full":
@@ -144,7 +146,7 @@ def minority_collapse(out_dir, size: str = "full", seed: int = 0, progress: bool
             "minority_counts": [p.counts[-1] for p in problems], "minority_cos_weights_mean": cos_min,
             "majority_cos_weights_mean": cos_maj, "objective": result.objective.tolist(),
             "converged": result.converged.tolist(), "steps": result.steps, **_certificate(problems, result.objective)}
-    return _save(out_dir, "minority_collapse", data, draw)
+    return _save(out_dir, "minority_collapse", data, draw, outputs)
 
 
 def _certificate(problems, achieved) -> dict:
@@ -157,7 +159,7 @@ def _certificate(problems, achieved) -> dict:
     return {"relative_gap": [c["relative_gap"] for c in certs], "certificate_solver": certs[0].get("solver")}
 
 
-def small_init(out_dir, size: str = "full", seed: int = 0, progress: bool = False) -> dict:
+def small_init(out_dir, size: str = "full", seed: int = 0, progress: bool = False, outputs=None) -> dict:
     """Unregularised MSE gradient flow with a free bias from initial scale σ (Mixon et al. 2020): NC and SNC vs σ."""
     if size == "full":
         k, n, d, steps, dt, seeds, scales = 4, 10, 8, 1500, 0.5, 3, np.logspace(-3, 0.5, 8).tolist()
@@ -185,10 +187,10 @@ def small_init(out_dir, size: str = "full", seed: int = 0, progress: bool = Fals
 
     data = {"experiment": "small_init", "size": size, "classes": k, "per_class": n, "dim": d, "dt": dt,
             "steps": steps, "seeds": seeds, "init_scales": scales, "loss": result.objective.tolist(), **table}
-    return _save(out_dir, "small_init", data, draw)
+    return _save(out_dir, "small_init", data, draw, outputs)
 
 
-def extended(out_dir, size: str = "full", seed: int = 0, progress: bool = False) -> dict:
+def extended(out_dir, size: str = "full", seed: int = 0, progress: bool = False, outputs=None) -> dict:
     """Extended MSE UFM with one extra linear / linear + ReLU layer (Tirer & Bruna 2022): NC at H and the last layer."""
     k, n, d, steps, seeds = (4, 10, 8, 3000, 3) if size == "full" else (3, 3, 4, 80, 1)
     keys = ("nc1", "etf_error_means")
@@ -220,10 +222,10 @@ def extended(out_dir, size: str = "full", seed: int = 0, progress: bool = False)
             ax.legend()
 
     data = {"experiment": "extended", "size": size, "classes": k, "per_class": n, "dim": d, "runs": runs}
-    return _save(out_dir, "extended", data, draw)
+    return _save(out_dir, "extended", data, draw, outputs)
 
 
-def fixed_classifiers(out_dir, size: str = "full", seed: int = 0, progress: bool = False) -> dict:
+def fixed_classifiers(out_dir, size: str = "full", seed: int = 0, progress: bool = False, outputs=None) -> dict:
     """CE with a fixed simplex ETF / d-cube / d-orthoplex classifier (Pernici et al. 2021): loss and margin."""
     k, n, d, steps, seeds = (10, 20, 9, 1000, 3) if size == "full" else (4, 3, 3, 60, 1)
     kinds = ("etf", "cube", "orthoplex")
@@ -253,10 +255,10 @@ def fixed_classifiers(out_dir, size: str = "full", seed: int = 0, progress: bool
 
     data = {"experiment": "fixed_classifiers", "size": size, "classes": k, "per_class": n, "dim": d,
             "lambda_h": problems[0].lambda_h, "geometries": table}
-    return _save(out_dir, "fixed_classifiers", data, draw)
+    return _save(out_dir, "fixed_classifiers", data, draw, outputs)
 
 
-def max_margin_direction(out_dir, size: str = "full", seed: int = 0, progress: bool = False) -> dict:
+def max_margin_direction(out_dir, size: str = "full", seed: int = 0, progress: bool = False, outputs=None) -> dict:
     """Unregularised CE GD without a bias vs the max-margin solution (Ji et al. 2022), balanced and imbalanced."""
     if size == "full":
         cases, d, checkpoints = ((5, 5, 5, 5), (10, 10, 2, 2)), 8, [10, 100, 1000, 10000]
@@ -285,19 +287,20 @@ def max_margin_direction(out_dir, size: str = "full", seed: int = 0, progress: b
 
     data = {"experiment": "max_margin", "size": size, "dim": d, "lr": 1.0, "solver": solutions[0]["solver"],
             "runs": runs}
-    return _save(out_dir, "max_margin", data, draw)
+    return _save(out_dir, "max_margin", data, draw, outputs)
 
 
 EXPERIMENTS = {"nc_dynamics": nc_dynamics, "minority_collapse": minority_collapse, "small_init": small_init,
                "extended": extended, "fixed_classifiers": fixed_classifiers, "max_margin": max_margin_direction}
 
 
-def run_experiment(name: str, out_dir, size: str = "full", seed: int = 0, progress: bool = False) -> dict:
+def run_experiment(name: str, out_dir, size: str = "full", seed: int = 0, progress: bool = False,
+                   outputs=None) -> dict:
     if name not in EXPERIMENTS:
         raise ValueError(f"unknown experiment {name!r}; choose one of {', '.join(EXPERIMENTS)}")
     if size not in SIZES:
         raise ValueError(f"size == {size!r}, must be one of {', '.join(SIZES)}")
-    return EXPERIMENTS[name](out_dir, size=size, seed=seed, progress=progress)
+    return EXPERIMENTS[name](out_dir, size=size, seed=seed, progress=progress, outputs=outputs)
 
 
 _PROBLEM_KEYS = {f.name for f in fields(UFMProblem)} | {"classes", "per_class"}

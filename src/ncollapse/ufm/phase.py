@@ -127,11 +127,12 @@ def collapse_threshold(k_majority: int, k_minority: int, lam: float, loss: str =
                                "only the limit R → ∞)"}
 
 
-def write_threshold(out_dir, data: dict) -> dict:
-    """``threshold.json`` and ``threshold.png`` (minority cosine vs R with R₀ marked) in ``out_dir``."""
+def write_threshold(out_dir, data: dict, outputs=None) -> dict:
+    """``threshold.json`` and ``threshold.png`` (minority cosine vs R with R₀ marked) in ``out_dir``, through
+    ``outputs`` (the command's ``io_safe.Outputs`` that claimed them) when given."""
     out = Path(out_dir)
     data = to_jsonable(data)
-    atomic_write_json(out / "threshold.json", data)
+    (atomic_write_json if outputs is None else outputs.write_json)(out / "threshold.json", data)
     fig, (ax,) = figure_row(6, 4)
     ax.plot(data["ratios"], data["minority_cosine"], "o-", ms=3, label="certified optimum")
     if data["R0"] is not None:
@@ -143,7 +144,7 @@ def write_threshold(out_dir, data: dict) -> dict:
            title=f"{data['loss'].upper()} UFM, K_A={data['k_majority']}, K_B={data['k_minority']}, "
                  f"λ={data['lambda']:g}, n_A={data['n_majority']}")
     ax.legend()
-    write_png(out / "threshold.png", fig)
+    write_png(out / "threshold.png", fig, outputs=outputs)
     return data
 
 
@@ -192,11 +193,12 @@ def phase_diagram(k_majority: int, k_minority: int, dim: int, ratios, lambdas, l
             "certify_seconds": seconds["certify"]}
 
 
-def write_phase_diagram(out_dir, data: dict) -> dict:
-    """``phase.json`` and ``phase.png`` (heat maps of minority cosine and |relative gap|) in ``out_dir``."""
+def write_phase_diagram(out_dir, data: dict, outputs=None) -> dict:
+    """``phase.json`` and ``phase.png`` (heat maps of minority cosine and |relative gap|) in ``out_dir``, through
+    ``outputs`` as in ``write_threshold``."""
     out = Path(out_dir)
     data = to_jsonable(data)
-    atomic_write_json(out / "phase.json", data)
+    (atomic_write_json if outputs is None else outputs.write_json)(out / "phase.json", data)
     fig, axes = figure_row(11, 4.2, ncols=2)
     extent = [math.log10(min(data["achieved_ratios"])), math.log10(max(data["achieved_ratios"])),
               math.log10(min(data["lambdas"])), math.log10(max(data["lambdas"]))]
@@ -206,5 +208,5 @@ def write_phase_diagram(out_dir, data: dict) -> dict:
         im = ax.imshow(np.asarray(values, dtype=float), origin="lower", aspect="auto", extent=extent, cmap=cmap)
         ax.set(xlabel="log10 R", ylabel="log10 λ", title=title)
         fig.colorbar(im, ax=ax)
-    write_png(out / "phase.png", fig)
+    write_png(out / "phase.png", fig, outputs=outputs)
     return data
