@@ -73,17 +73,22 @@ class NCCCounts(_Accumulator):
         """argmin_k ‖x − μ_k‖² = argmax_k (x·μ_k − ‖μ_k‖²/2)."""
         return self._tiled_argmax(x, self.means, 0.5 * self.sq_norms)
 
-    def update(self, features, labels) -> None:
+    def update(self, features, labels, predictions=None) -> None:
+        """Count one batch; ``predictions`` (B,) are the classifier's decisions argmax(W h + b) when the caller
+        already has them (a language model's logits), which skips the classifier search."""
         x, y = check_features_labels(features, labels, self.means.shape[0])
         if x.shape[1] != self.means.shape[1]:
             raise ValueError(f"features have dim {x.shape[1]}; the class means have dim {self.means.shape[1]}")
+        if predictions is not None and (self.W is None or tuple(predictions.shape) != (x.shape[0],)):
+            raise ValueError(f"predictions must be one class per sample ({x.shape[0]},) and need NCCCounts(W=...); "
+                             f"got shape {tuple(predictions.shape)}" + ("" if self.W is not None else " without W"))
         x, y = x.to(self.device, self.dtype), y.to(self.device)
         k = self.means.shape[0]
         ncc = self.predict_ncc(x)
         self.counts += torch.bincount(y, minlength=k)
         self.ncc_correct += torch.bincount(y[ncc == y], minlength=k)
         if self.W is not None:
-            net = self._tiled_argmax(x, self.W, -self.b)
+            net = self._tiled_argmax(x, self.W, -self.b) if predictions is None else predictions.to(self.device)
             self.agree += torch.bincount(y[ncc == net], minlength=k)
             self.net_correct += torch.bincount(y[net == y], minlength=k)
 

@@ -37,6 +37,7 @@ from .checkpoint import (RunLock, RunLockedError, TrainState, open_run_dir, read
                          save_torch, write_run_files)
 from .config import Config
 from .evaluate import accuracy_report, nc_report, nc_state, run_pass, smallest_class_gram
+from .lm import train_lm
 from .schedule import lr_at
 
 __all__ = ["train"]
@@ -92,6 +93,11 @@ def train(config: Config, out_dir, *, resume: bool = False, device: str = "auto"
             # 0. the run directory: owned by this process (run.lock), then a fresh one or a checkpoint written by
             #    this very config (before any other write)
             _lock_run_dir(out, ctx, resources)
+            if config.train.task == "lm":  # a GPT on text: the loop of train/lm.py, budgets in tokens
+                result = train_lm(config, out, ctx, stop, resources, resume=resume, command=command,
+                                  progress=progress)
+                distlib.barrier(ctx)
+                return result
             ckpt = open_run_dir(out, config, ctx, resume)
             if config.train.batch_size % ctx.world_size:
                 raise ValueError(f"train.batch_size == {config.train.batch_size} is not divisible by the "
