@@ -13,7 +13,7 @@ draws LM runs with the image runs' panels.
 
 The run directory is the image trainer's (``run.lock``, ``config.toml``, ``run.json``, ``metrics.jsonl``,
 ``checkpoint.pt``, ``summary.json``) plus ``tokenizer.json``. The checkpoint holds the model, optimiser, scaler,
-step, every rank's sampler generator and RNG state and the running loss sums, so a run stopped by SIGINT/SIGTERM
+step, every rank's sampler generator and dropout RNG state (``DropoutRNG``) and the running loss sums, so a run stopped by SIGINT/SIGTERM
 (checked after every step) resumes with ``resume=True`` bit-identically on CPU. DDP: every rank draws its own
 batches of ``batch_size / world_size`` windows; evaluation windows are sharded and the sums all-reduced.
 """
@@ -27,7 +27,7 @@ import math
 import signal
 import sys
 import time
-from contextlib import ExitStack, nullcontext
+from contextlib import ExitStack, contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -76,6 +76,35 @@ def lm_points(cfg: Config) -> tuple[int, int, list[int], set[int]]:
     return per_step, total, points, nc
 
 
+class DropoutRNG:
+    """Dropout draws from the global RNG; a run keeps its own state, seeded by (train.seed, rank), and swaps it in
+    around each training step, so its dropout masks depend on the seed alone and a resumed run draws the same."""
+
+    def __init__(self, seed: int, device: torch.device):
+        self.device = device
+        self.devices = [device] if device.type == "cuda" else []
+        with torch.random.fork_rng(devices=self.devices):
+            torch.random.default_generator.manual_seed(seed)
+            if self.devices:
+                torch.cuda.manual_seed(seed)
+            self.state = self._get()
+
+    def _get(self) -> dict:
+        state = {"cpu": torch.get_rng_state()}
+        if self.devices:
+            state["cuda"] = torch.cuda.get_rng_state(self.device)
+        return state
+
+    @contextmanager
+    def __call__(self):
+        with torch.random.fork_rng(devices=self.devices):
+            torch.set_rng_state(self.state["cpu"])
+            if self.devices:
+                torch.cuda.set_rng_state(self.state["cuda"], self.device)
+            yield
+            self.state = self._get()
+
+
 @dataclass
 class LMRun:
     """The pieces of one LM run on one rank; ``net`` is ``model`` wrapped for DDP when distributed."""
@@ -92,6 +121,7 @@ class LMRun:
     optimizer: torch.optim.Optimizer
     amp_dtype: torch.dtype | None
     scaler: torch.amp.GradScaler
+    dropout_rng: DropoutRNG | None
 
     def autocast(self):
         return torch.autocast(self.ctx.device.type, dtype=self.amp_dtype) if self.amp_dtype else nullcontext()
@@ -132,8 +162,9 @@ def build_lm_run(cfg: Config, ctx: distlib.DistContext, corpus: TextCorpus | Non
     scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
     net = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None) \
         if ctx.distributed else model
+    dropout_rng = DropoutRNG(cfg.train.seed * 1_000_003 + 7919 * (ctx.rank + 1), device) if lm.dropout else None
     return LMRun(cfg, ctx, corpus, sampler, val_rows, nc_rows, corpus.train_counts(), model, net, optimizer, dtype,
-                 scaler)
+                 scaler, dropout_rng)
 
 
 def train_lm(config: Config, out: Path, ctx: distlib.DistContext, stop, resources: ExitStack, *, resume: bool,
@@ -174,11 +205,12 @@ def _loop(run: LMRun, state: LMState, out: Path, stop, logger, progress: bool) -
             for group in run.optimizer.param_groups:
                 group["lr"] = lr
             x, y = run.sampler.next()
-            with run.autocast():
-                _, logits = run.net(x)
-                loss = F.cross_entropy(logits.flatten(0, 1), y.flatten())
-            run.optimizer.zero_grad(set_to_none=True)
-            run.scaler.scale(loss).backward()
+            with run.dropout_rng() if run.dropout_rng else nullcontext():
+                with run.autocast():
+                    _, logits = run.net(x)
+                    loss = F.cross_entropy(logits.flatten(0, 1), y.flatten())
+                run.optimizer.zero_grad(set_to_none=True)
+                run.scaler.scale(loss).backward()
             if cfg.lm.grad_clip:
                 run.scaler.unscale_(run.optimizer)
                 torch.nn.utils.clip_grad_norm_(run.model.parameters(), cfg.lm.grad_clip)
@@ -239,10 +271,9 @@ def _evaluate(run: LMRun, state: LMState, lr: float, nc: bool, per_step: int, pr
 
 def _save(path: Path, run: LMRun, state: LMState) -> None:
     """Every rank's sampler, RNG and sums gathered; rank 0 writes the checkpoint."""
-    rng = {"torch": torch.get_rng_state()}
-    if run.ctx.device.type == "cuda":
-        rng["cuda"] = torch.cuda.get_rng_state(run.ctx.device)
-    ranks = distlib.gather_objects({"sampler": run.sampler.state_dict(), "rng": rng, "sums": state.sums.cpu()}, run.ctx)
+    rng = run.dropout_rng.state if run.dropout_rng else None
+    ranks = distlib.gather_objects({"sampler": run.sampler.state_dict(), "dropout_rng": rng, "sums": state.sums.cpu()},
+                                   run.ctx)
     if run.ctx.is_main:
         save_torch(path, {"format": CHECKPOINT_FORMAT, "task": "lm", "config": run.cfg.to_dict(),
                           "world_size": run.ctx.world_size, "model": run.model.state_dict(),
@@ -260,9 +291,8 @@ def _restore(ckpt: dict, run: LMRun) -> LMState:
     run.scaler.load_state_dict(ckpt["scaler"])
     mine = ckpt["ranks"][run.ctx.rank]
     run.sampler.load_state_dict(mine["sampler"])
-    torch.set_rng_state(mine["rng"]["torch"])
-    if "cuda" in mine["rng"] and run.ctx.device.type == "cuda":
-        torch.cuda.set_rng_state(mine["rng"]["cuda"], run.ctx.device)
+    if run.dropout_rng is not None:
+        run.dropout_rng.state = mine["dropout_rng"]
     log.info("resuming at step %d (%d evaluation points written)", ckpt["step"], ckpt["epoch"])
     return LMState(mine["sums"].to(run.ctx.device), ckpt["step"], ckpt["epoch"], ckpt["wall_s"])
 
