@@ -313,6 +313,6 @@ def _write_run_files(out: Path, run: LMRun, *, resume: bool, points: int, comman
             "num_classes": run.corpus.vocab_size, "files": list(run.corpus.files), "corpus_sha256": run.corpus.key,
             "train_tokens": len(run.corpus.train), "val_tokens": len(run.corpus.val),
             "parameters": run.model.num_parameters(), "parameters_non_embedding": run.model.num_parameters(False),
-            "groups": {k: len(v) for k, v in class_groups(counts, tuple(cfg.lm.group_thresholds)).items()},
+            "group_sizes": {k: len(v) for k, v in class_groups(counts, tuple(cfg.lm.group_thresholds)).items()},
             "environment": _environment(run.ctx.device),
             "command": command if command is not None else " ".join(sys.argv)}))
