@@ -4,6 +4,7 @@ import json
 import os
 import signal
 import socket
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -14,6 +15,8 @@ pytest.importorskip("tokenizers", reason="the [lm] extra (Hugging Face tokenizer
 
 import ncollapse.train.lm as lm  # noqa: E402
 from ncollapse import measure  # noqa: E402
+from ncollapse.cli import main  # noqa: E402
+from ncollapse.data.text import load_corpus  # noqa: E402
 from ncollapse.stats import ClassStats, NCCCounts  # noqa: E402
 from ncollapse.train import load_checkpoint, load_config, train  # noqa: E402
 from ncollapse.train.dist import DistContext  # noqa: E402
@@ -34,6 +37,12 @@ def corpus(tmp_path_factory):
     return folder
 
 
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory):
+    """One token cache for the module: the corpus is tokenised once."""
+    return tmp_path_factory.mktemp("cache")
+
+
 def _overrides(corpus, cache, *extra):
     return ['train.task="lm"', 'optim.name="adamw"', "optim.lr=0.003", 'schedule.name="cosine"', "train.batch_size=8",
             "train.threads=1", "eval.batch_size=256", f'lm.text=["{corpus}"]', f'lm.cache_dir="{cache}"',
@@ -52,8 +61,8 @@ def _records(path):
     return out
 
 
-def test_lm_run_directory_and_metrics(tmp_path, corpus):
-    summary = train(load_config(None, _overrides(corpus, tmp_path / "cache")), tmp_path / "run", device="cpu")
+def test_lm_run_directory_and_metrics(tmp_path, corpus, cache):
+    summary = train(load_config(None, _overrides(corpus, cache)), tmp_path / "run", device="cpu")
     run = tmp_path / "run"
     assert summary["status"] == "finished" and summary["tokens"] == 4096 and summary["steps"] == 32
     records = _records(run / "metrics.jsonl")
@@ -67,13 +76,14 @@ def test_lm_run_directory_and_metrics(tmp_path, corpus):
     for key in ("nc1", "nc1_quotient", "cdnv", "gnc2_log_var", "unc3", "duality_cos_mean", "self_duality",
                 "ncc_agreement", "cdnv_head"):
         assert np.isfinite(last[f"nc/{key}"]) and np.isfinite(last[f"nc_test/{key}"]), key
+    assert main(["evaluate", "--run", str(run), "--device", "cpu"]) == 2  # LM runs: the report reads them
     info = json.loads((run / "run.json").read_text())
     assert info["task"] == "lm" and info["num_classes"] == 300 and (run / "tokenizer.json").is_file()
     assert summary["final_val_loss"] == last["val_loss"]
 
 
-def test_interrupted_lm_run_resumes_bit_identical(tmp_path, corpus, monkeypatch):
-    cfg = load_config(None, _overrides(corpus, tmp_path / "cache", "lm.dropout=0.1"))
+def test_interrupted_lm_run_resumes_bit_identical(tmp_path, corpus, cache, monkeypatch):
+    cfg = load_config(None, _overrides(corpus, cache, "lm.dropout=0.1"))
     torch.manual_seed(123)  # the global RNG's state must not matter: dropout draws from the run's own generator
     train(cfg, tmp_path / "whole", device="cpu")
     pending, real = {5, 17}, lm.lr_at
@@ -93,13 +103,13 @@ def test_interrupted_lm_run_resumes_bit_identical(tmp_path, corpus, monkeypatch)
     b = load_checkpoint(tmp_path / "cut" / "checkpoint.pt")["model"]
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert _records(tmp_path / "whole" / "metrics.jsonl") == _records(tmp_path / "cut" / "metrics.jsonl")
-    other = load_config(None, _overrides(corpus, tmp_path / "cache", "lm.width=32"))
+    other = load_config(None, _overrides(corpus, cache, "lm.width=32"))
     with pytest.raises(ValueError, match="another config .*lm.width"):
         train(other, tmp_path / "cut", device="cpu", resume=True)
 
 
-def test_nc_pass_equals_class_stats_of_the_same_features(tmp_path, corpus):
-    cfg = load_config(None, _overrides(corpus, tmp_path / "cache"))
+def test_nc_pass_equals_class_stats_of_the_same_features(tmp_path, corpus, cache):
+    cfg = load_config(None, _overrides(corpus, cache))
     ctx = DistContext(0, 1, torch.device("cpu"))
     run = lm.build_lm_run(cfg, ctx)
     rows = run.nc_rows["nc"]
@@ -128,7 +138,7 @@ def test_nc_pass_equals_class_stats_of_the_same_features(tmp_path, corpus):
     assert got["nc/token_share"] == pytest.approx(want["class_counts"][kept].sum() / len(y))
 
 
-def test_windows_and_bad_lm_configs(tmp_path, corpus):
+def test_windows_and_bad_lm_configs(tmp_path, corpus, cache):
     assert window_starts(100, 10, 35, spread=False).tolist() == [0, 10, 20, 30]
     assert window_starts(100, 10, 25, spread=True).tolist() == [0, 44, 89]
     assert window_starts(100, 10, 0, spread=False).tolist() == list(range(0, 90, 10))
@@ -145,7 +155,7 @@ def test_windows_and_bad_lm_configs(tmp_path, corpus):
         load_config(None, ['train.task="lm"', 'schedule.name="cosine"', "lm.vocab_size=100"])
     (tmp_path / "bin").mkdir()
     (tmp_path / "bin" / "x.txt").write_bytes(b"\x00\x01")
-    cfg = load_config(None, _overrides(tmp_path / "bin", tmp_path / "cache"))
+    cfg = load_config(None, _overrides(tmp_path / "bin", cache))
     with pytest.raises(ValueError, match="looks binary"):
         train(cfg, tmp_path / "run", device="cpu")
 
@@ -162,11 +172,11 @@ def _worker(rank, world, port, out, overrides):
     train(load_config(None, overrides), out, device="cpu")
 
 
-def test_two_process_ddp_lm_run_logs_the_nc_of_its_final_model(tmp_path, corpus):
+def test_two_process_ddp_lm_run_logs_the_nc_of_its_final_model(tmp_path, corpus, cache):
     """Two gloo ranks train (each its own batches) and shard the NC passes; the logged NC equals one process's
     pass over the final model, so the all-reduced statistics cover every window once."""
-    overrides = _overrides(corpus, tmp_path / "cache", "lm.tokens=2048")
-    train(load_config(None, overrides), tmp_path / "warm", device="cpu")  # tokenise once, before the ranks start
+    overrides = _overrides(corpus, cache, "lm.tokens=2048")
+    load_corpus([str(corpus)], 300, 0.1, cache_dir=cache)  # tokenise once, before the ranks start
     mp.spawn(_worker, args=(2, _free_port(), str(tmp_path / "ddp"), overrides), nprocs=2, join=True)
     last = _records(tmp_path / "ddp" / "metrics.jsonl")[-1]
     cfg = load_config(None, overrides)
@@ -177,3 +187,24 @@ def test_two_process_ddp_lm_run_logs_the_nc_of_its_final_model(tmp_path, corpus)
     one = lm_nc_report(nc_pass(run.model, run.nc_rows["nc"], ctx, 8, 3), run.train_counts, (200, 20), 3, "nc")
     for key in ("nc/num_samples", "nc/cdnv", "nc/nc1_quotient", "nc/unc3", "nc/ncc_agreement"):
         assert last[key] == pytest.approx(one[key], rel=1e-4), key
+
+
+def test_cli_lm_run_and_bad_text_exit_2(tmp_path, corpus, cache, capsys):
+    toml = tmp_path / "lm.toml"
+    toml.write_text('[train]\ntask = "lm"\n')
+    args = [a for o in _overrides(corpus, cache, "lm.tokens=512", "lm.nc_every=0")
+            if not o.startswith("train.task") for a in ("--set", o)]
+    assert main(["train", "--config", str(toml), *args, "--out", str(tmp_path / "run"), "--quiet"]) == 0
+    assert "final val loss" in capsys.readouterr().out
+    (tmp_path / "latin1.txt").write_bytes("na\u00efve".encode("latin-1"))
+    args += ["--set", f'lm.text=["{tmp_path / "latin1.txt"}"]']
+    assert main(["train", "--config", str(toml), *args, "--out", str(tmp_path / "bad"), "--quiet"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "latin1.txt is not UTF-8" in err[0]
+
+
+@pytest.mark.parametrize("path", sorted((Path(__file__).resolve().parents[1] / "configs" / "lm").glob("*.toml")),
+                         ids=lambda p: p.name)
+def test_lm_configs_load(path):
+    cfg = load_config(path)
+    assert cfg.train.task == "lm" and cfg.lm.tokens >= cfg.lm.eval_every and not cfg.lm.tied
