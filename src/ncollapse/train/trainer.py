@@ -7,7 +7,8 @@ the test split, every ``eval.nc_every`` epochs measure NC on the training featur
 
 The run is assembled by ``build.build_run``; the checkpoint (exact resume: an interrupted run saves mid-epoch
 and ``resume=True`` continues at the next batch, bit-identical on CPU) is ``checkpoint``'s; SIGINT/SIGTERM are
-checked after every step.
+checked after every step. ``train.task = "lm"`` hands the locked run directory to ``lm.train_lm`` (a GPT on text,
+budgets in tokens, NC at vocabulary size).
 """
 
 from __future__ import annotations
