@@ -182,6 +182,39 @@ def plain_words(done, corr: dict) -> str:
     return "\n".join(out)
 
 
+def vocabulary_words(done) -> str:
+    """The small model at K = 8192 (seed 0) against K = 32768, from the runs' last NC points."""
+    a, b = done.get(f"{BIG_SIZE}_v8192_s0"), done.get(f"{BIG_SIZE}_v{BIG_VOCAB}_s0")
+    if a is None or b is None:
+        return "The vocabulary-32768 run has not finished; no comparison yet."
+    rows = ["| small model, seed 0 | K = 8192 | K = 32768 |", "|---|---:|---:|"]
+    for key, label in (("vocab_share", "share of the vocabulary measured"), ("token_share", "share of tokens measured"),
+                       ("num_measured_classes", "tokens (classes) measured"), ("cdnv", "CDNV"),
+                       ("gnc2_log_var", "GNC2"), ("unc3", "UNC3"), ("duality_cos_mean", "mean duality cosine"),
+                       ("ncc_agreement", "NC4 agreement")):
+        rows.append(f"| {label} | {_fmt(_final(a, key))} | {_fmt(_final(b, key))} |")
+    rows.append(f"| final validation loss (nats per token of its own tokenizer) | "
+                f"{_fmt(a['summary']['final_val_loss'])} | {_fmt(b['summary']['final_val_loss'])} |")
+    return "\n".join(rows) + ("\n\nThe two tokenizers cut the text differently, so the losses are per token of "
+                               "different units and are not compared; with the same number of NC tokens the "
+                               "larger vocabulary leaves a smaller share of it measurable.")
+
+
+def loss_by_size(done) -> str:
+    """Whether the final validation loss falls with model size on the fixed budget (scale and generalisation
+    are confounded when it does not)."""
+    groups = _group(done)
+    if not all(s in groups for s in SIZES):
+        return "Not every size has finished; no statement on loss against size."
+    means = [float(np.mean([r["summary"]["final_val_loss"] for r in groups[s]])) for s in SIZES]
+    order = " → ".join(f"{m:.3f}" for m in means)
+    if all(np.diff(means) < 0):
+        return f"The final validation loss falls with size ({order}), so larger here also means better."
+    return (f"On this fixed budget the final validation loss does not fall with size ({order}, small → medium → "
+            "large): the larger models are further from convergence, so \"with scale\" and \"with "
+            "generalisation\" point in different directions here, and a metric cannot follow both.")
+
+
 def figures(done, fig_dir: Path) -> dict[str, str]:
     fig_dir.mkdir(parents=True, exist_ok=True)
     out = {}
@@ -290,6 +323,10 @@ excludes 0.
 
 ![NC metrics against final validation loss]({figs.get("scatter", "")})
 
+## Vocabulary 8192 against 32768
+
+{vocabulary_words(done)}
+
 ## Which of Wu & Papyan's findings hold here
 
 ★ = the three findings the issue names. "With training": last NC point against the first, per run; "with
@@ -301,5 +338,10 @@ report (a metric that falls with collapse should rise with validation loss).
 In plain words, at this scale:
 
 {plain_words(done, corr)}
+- {loss_by_size(done)}
+- NC4 agreement stays near 0 in every run: the nearest-class-mean rule searches every token present in the pass,
+  and most of them are seen once or twice, so their "means" are single features scattered among the data and
+  capture the nearest-mean decision, while the head's argmax picks frequent tokens. It is measured as defined
+  (design.md §3, NC4), but at this N it says little about collapse.
 """
     atomic_write_text(doc, text)

@@ -134,6 +134,8 @@ def test_nc_pass_equals_class_stats_of_the_same_features(tmp_path, corpus, cache
                 "nc1_quotient_tail"):
         assert got[f"nc/{key}"] == pytest.approx(want[key], rel=1e-4, abs=1e-7), key
     assert got["nc/classifier_accuracy"] == pytest.approx(float((logits.argmax(-1).reshape(-1) == y).double().mean()))
+    with pytest.raises(ValueError, match="predictions must be one class per sample"):
+        ncc.update(h[:4], y[:4], predictions=y[:3])
     kept = want["class_counts"] >= 3
     assert got["nc/token_share"] == pytest.approx(want["class_counts"][kept].sum() / len(y))
 
