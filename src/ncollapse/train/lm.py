@@ -192,6 +192,7 @@ def train_lm(config: Config, out: Path, ctx: distlib.DistContext, stop, resource
 def _loop(run: LMRun, state: LMState, out: Path, stop, logger, progress: bool) -> dict:
     cfg, ctx = run.cfg, run.ctx
     per_step, total, points, nc_steps = lm_points(cfg)
+    points = set(points)  # looked up after every step
     schedule = dataclasses.replace(cfg.schedule, warmup_epochs=float(round(cfg.lm.warmup_tokens / per_step)))
     ckpt_path, vocab = out / "checkpoint.pt", run.corpus.vocab_size
     state.t_start = time.perf_counter()
