@@ -279,7 +279,9 @@ small = 2 layers × d 128, medium = 3 × 192, large = 4 × 256 (configs in `conf
 0.9/0.95, weight decay 0.1), cosine schedule to 3e-4 after 20k warm-up tokens, gradient clipping at 1, batches
 of 8 random windows. Every run has the **same fixed budget of {budget} training tokens** (deterministic and
 resumable: the numbers do not depend on the machine's load; only the seconds do). Each run used 1 thread, two
-runs at a time, on a 2-core machine shared with other developers. NC is measured every 80k tokens on
+or three runs at a time (a second `lm_collapse.py --jobs 1` joined the first; the run directories' locks keep two
+processes off one run), on a 2-core machine shared with other developers (load average 7–14), so the seconds
+measure the load more than the models. NC is measured every 80k tokens on
 {nc_tokens} training tokens (windows spread over the training split) and {nc_tokens} held-out tokens: features =
 the final LayerNorm's output, labels = the next token, classifier = the LM head; only tokens seen at least 5
 times in a pass are measured (`min_count = 5`, their within-class scatter removed exactly), and the shares of
