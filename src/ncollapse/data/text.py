@@ -40,7 +40,7 @@ from .._io import atomic_write_bytes
 from ..validation import check_scalar
 
 __all__ = ["TextCorpus", "TokenSampler", "read_corpus", "train_tokenizer", "load_corpus", "token_dtype",
-           "corpus_files", "MAX_VOCAB", "MIN_VOCAB"]
+           "corpus_files", "default_cache_dir", "MAX_VOCAB", "MIN_VOCAB"]
 
 log = logging.getLogger(__name__)
 
