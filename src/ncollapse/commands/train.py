@@ -57,13 +57,17 @@ def run(args) -> int:
         return summary.get("signal", 0)
     if args.json:
         print(dumps_line(to_jsonable(summary)))
+    elif summary["status"] == "finished" and config.train.task == "lm":
+        print(f"final val loss {summary['final_val_loss']:.4f} (ppl {summary['final_val_ppl']:.2f}) after "
+              f"{summary['tokens']} tokens  {summary['wall_s']:.1f} s -> {args.out}")
     elif summary["status"] == "finished":
         print(f"final test acc {summary['final_test_acc']:.4f}  best {summary['best_test_acc']:.4f} "
               f"(epoch {summary['best_epoch']})  head {_f(summary['test_acc_head'])}  medium "
               f"{_f(summary['test_acc_medium'])}  tail {_f(summary['test_acc_tail'])}  "
               f"{summary['wall_s']:.1f} s -> {args.out}")
     else:
-        print(f"interrupted in epoch {summary['epoch'] + 1}; continue with: ncollapse train --config "
+        where = f"at step {summary['step']}" if "step" in summary else f"in epoch {summary['epoch'] + 1}"
+        print(f"interrupted {where}; continue with: ncollapse train --config "
               f"{args.out}/config.toml --out {args.out} --resume", file=sys.stderr)
     return summary.get("signal", 0)
 

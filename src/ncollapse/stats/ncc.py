@@ -87,15 +87,15 @@ class NCCCounts(_Accumulator):
         x, y = check_features_labels(features, labels, self.means.shape[0])
         if x.shape[1] != self.means.shape[1]:
             raise ValueError(f"features have dim {x.shape[1]}; the class means have dim {self.means.shape[1]}")
+        if decisions is not None and (self.W is None or tuple(decisions.shape) != (x.shape[0],)):
+            raise ValueError(f"decisions have shape {tuple(decisions.shape)}; expected ({x.shape[0]},), one per sample"
+                             + ("" if self.W is not None else ", and they need NCCCounts(W=...)"))
         x, y = x.to(self.device, self.dtype), y.to(self.device)
         k = self.means.shape[0]
         ncc = self.predict_ncc(x)
         self.counts += torch.bincount(y, minlength=k)
         self.ncc_correct += torch.bincount(y[ncc == y], minlength=k)
         if self.W is not None:
-            if decisions is not None and tuple(decisions.shape) != (x.shape[0],):
-                raise ValueError(f"decisions have shape {tuple(decisions.shape)}; expected ({x.shape[0]},), one per "
-                                 "sample")
             net = self._tiled_argmax(x, self.W, -self.b) if decisions is None else decisions.to(self.device)
             self.agree += torch.bincount(y[ncc == net], minlength=k)
             self.net_correct += torch.bincount(y[net == y], minlength=k)

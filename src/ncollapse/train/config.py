@@ -27,7 +27,7 @@ from ..nn.build import HEADS, MODELS
 from ..resources import SIDE_FILE_LIMIT, read_capped
 
 __all__ = ["Config", "DataConfig", "ModelConfig", "LossConfig", "OptimConfig", "ScheduleConfig",
-           "TrainConfig", "EvalConfig", "load_config", "read_toml", "config_from_dict", "parse_override", "dumps_toml"]
+           "TrainConfig", "EvalConfig", "LMConfig", "load_config", "read_toml", "config_from_dict", "parse_override", "dumps_toml"]
 
 
 def _choice(*values):
@@ -104,6 +104,7 @@ class TrainConfig:
     drop_last: bool = False  #: drop the last incomplete training batch
     amp: str = field(default="auto", metadata=_choice("auto", "off", "bf16", "fp16"))  #: CUDA only; auto = bf16 if supported else fp16
     threads: int = field(default=0, metadata=_bounds(0, 1024))  #: CPU threads (torch.set_num_threads, at most 1024); 0 = leave as is
+    task: str = field(default="classify", metadata=_choice("classify", "lm"))  #: "lm": a GPT on text, see [lm]
 
 
 @dataclass(frozen=True)
@@ -117,6 +118,31 @@ class EvalConfig:
 
 
 @dataclass(frozen=True)
+class LMConfig:
+    """``train.task = "lm"``: text, tokenizer, GPT shape, and budgets counted in tokens (``ncollapse.train.lm``)."""
+
+    text: tuple[str, ...] = ("data/text",)  #: text files or folders (*.txt, *.txt.gz), read as UTF-8
+    vocab_size: int = field(default=8192, metadata=_bounds(256, 2 ** 32))  #: byte-level BPE vocabulary = classes K
+    val_fraction: float = field(default=0.05, metadata=_bounds(0.0, 0.5, low_open=True))  #: held-out end of each file
+    cache_dir: str = ""  #: token-array cache; "" = $XDG_CACHE_HOME/ncollapse/text
+    context: int = field(default=128, metadata=_bounds(1))  #: tokens per sequence
+    layers: int = field(default=4, metadata=_bounds(1))
+    width: int = field(default=256, metadata=_bounds(1))  #: d, the feature dimension
+    heads: int = field(default=4, metadata=_bounds(1))
+    tied: bool = False  #: share the head with the token embedding (untied keeps NC3's classifier distinct)
+    dropout: float = field(default=0.0, metadata=_bounds(0.0, 1.0))
+    grad_clip: float = field(default=1.0, metadata=_bounds(0.0))  #: clip the gradient norm to this; 0 = off
+    tokens: int = field(default=5_000_000, metadata=_bounds(1))  #: training budget, tokens (steps = tokens / (batch·context))
+    warmup_tokens: int = field(default=100_000, metadata=_bounds(0))  #: linear learning-rate warm-up, tokens
+    eval_every: int = field(default=500_000, metadata=_bounds(1))  #: validation loss and a checkpoint every n tokens
+    val_tokens: int = field(default=131_072, metadata=_bounds(0))  #: held-out tokens for the validation loss; 0 = all
+    nc_every: int = field(default=0, metadata=_bounds(0))  #: NC passes every n tokens (at evaluation points) and at the end; 0 = end only
+    nc_tokens: int = field(default=131_072, metadata=_bounds(1))  #: N tokens per NC pass (held-out and training)
+    min_count: int = field(default=5, metadata=_bounds(1))  #: NC over tokens seen at least this often in the pass
+    group_thresholds: tuple[int, ...] = (10_000, 1_000)  #: head: training count > first, tail: < second
+
+
+@dataclass(frozen=True)
 class Config:
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -125,6 +151,7 @@ class Config:
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    lm: LMConfig = field(default_factory=LMConfig)
 
     def to_dict(self) -> dict:
         """Plain nested dict (tuples as lists), the form stored in checkpoints and config.toml."""
@@ -178,9 +205,25 @@ def _check_cross(cfg: Config, source: str) -> None:
         raise ValueError(f"{source}: schedule.milestones must be increasing; got {list(cfg.schedule.milestones)}")
     if cfg.optim.name == "adamw" and (len(cfg.optim.betas) != 2 or not all(0 <= b < 1 for b in cfg.optim.betas)):
         raise ValueError(f"{source}: optim.betas must be two numbers in [0, 1); got {list(cfg.optim.betas)}")
-    if cfg.schedule.warmup_epochs > cfg.train.epochs:
+    if cfg.train.task == "lm":
+        _check_lm(cfg, source)
+    elif cfg.schedule.warmup_epochs > cfg.train.epochs:
         raise ValueError(f"{source}: schedule.warmup_epochs == {cfg.schedule.warmup_epochs} exceeds "
                          f"train.epochs == {cfg.train.epochs}")
+
+
+def _check_lm(cfg: Config, source: str) -> None:
+    lm = cfg.lm
+    if lm.width % lm.heads:
+        raise ValueError(f"{source}: lm.width == {lm.width} is not divisible by lm.heads == {lm.heads}")
+    if cfg.schedule.name == "multistep":
+        raise ValueError(f"{source}: train.task = 'lm' takes schedule.name = 'cosine' or 'constant' (warm-up: "
+                         "lm.warmup_tokens); got 'multistep'")
+    if len(lm.group_thresholds) != 2 or lm.group_thresholds[0] < lm.group_thresholds[1]:
+        raise ValueError(f"{source}: lm.group_thresholds must be [head_min, tail_max] with head_min >= tail_max; "
+                         f"got {list(lm.group_thresholds)}")
+    if not lm.text:
+        raise ValueError(f"{source}: lm.text is empty; give text files or folders")
 
 
 def config_from_dict(raw: dict, source: str = "config") -> Config:

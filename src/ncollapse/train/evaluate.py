@@ -178,6 +178,9 @@ def evaluate_run(run_dir, split: str = "test", device: str = "auto", data_root=N
     path = Path(run_dir) / "checkpoint.pt"
     ckpt = load_checkpoint(path)
     cfg = config_from_dict(ckpt["config"], source=str(path))
+    if cfg.train.task == "lm":
+        raise ValueError(f"{run_dir} is a language-model run; its metrics.jsonl holds the validation loss and the NC "
+                         "passes (nc/*, nc_test/*): read it with ncollapse report --run")
     if data_root is not None:
         cfg = cfg.replace(data=dataclasses.replace(cfg.data, root=str(data_root)))
     ctx = DistContext(0, 1, resolve_device(device))

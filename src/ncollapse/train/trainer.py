@@ -7,7 +7,8 @@ the test split, every ``eval.nc_every`` epochs measure NC on the training featur
 
 The run is assembled by ``build.build_run``; the checkpoint (exact resume: an interrupted run saves mid-epoch
 and ``resume=True`` continues at the next batch, bit-identical on CPU) is ``checkpoint``'s; SIGINT/SIGTERM are
-checked after every step.
+checked after every step. ``train.task = "lm"`` hands the locked run directory to ``lm.train_lm`` (a GPT on text,
+budgets in tokens, NC at vocabulary size).
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ from .checkpoint import (RunLock, RunLockedError, TrainState, open_run_dir, read
                          save_torch, write_run_files)
 from .config import Config
 from .evaluate import accuracy_report, nc_report, nc_state, run_pass, smallest_class_gram
+from .lm import train_lm
 from .schedule import lr_at
 
 __all__ = ["train"]
@@ -98,6 +100,11 @@ def train(config: Config, out_dir, *, resume: bool = False, device: str = "auto"
             # 0. the run directory: owned by this process (run.lock), then a fresh one or a checkpoint written by
             #    this very config (before any other write)
             _lock_run_dir(out, ctx, resources)
+            if config.train.task == "lm":  # a GPT on text: the loop of train/lm.py, budgets in tokens
+                result = train_lm(config, out, ctx, stop, resources, resume=resume, command=command,
+                                  progress=progress)
+                distlib.barrier(ctx)
+                return result
             ckpt = open_run_dir(out, config, ctx, resume)
             # 1.-2. data on the device, model, loss, optimiser, precision; 3. their state from the checkpoint
             run = build_run(config, ctx, data)

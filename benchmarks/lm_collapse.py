@@ -1,0 +1,159 @@
+"""Linguistic collapse at CPU scale (issue 21): small GPTs on ../shared/data/text, NC at vocabulary size.
+
+    python benchmarks/lm_collapse.py                  # train what is missing (2 jobs x 1 thread), write page + jsonl
+    python benchmarks/lm_collapse.py --render-only    # page + jsonl from the finished run directories
+
+Every run is ``ncollapse train --config configs/lm/<size>.toml --set train.seed=<s> [--set lm.vocab_size=V]`` from
+the repo root (three sizes x two seeds at vocabulary 8192, the small size at 32768), each on the fixed token
+budget of its config, so a run's numbers do not depend on the machine's load. Runs that hold a ``summary.json``
+are kept and an interrupted one resumes (``--resume``), so a second invocation only trains what is missing. The
+page (docs/results/lm_collapse.md), its figures (docs/results/lm_collapse/) and
+docs/results/lm_collapse_runs.jsonl are rewritten from the run directories on every invocation.
+
+Statistics: Spearman's rank correlation (scipy.stats.spearmanr) between each NC metric at the end of training and
+the final validation loss across the vocabulary-8192 runs, with a 95% percentile bootstrap interval over runs
+(resampling runs with replacement, 2000 draws, seed 0; Efron & Tibshirani 1993, §13.3); per-size values are the
+mean over seeds with the two seeds' range.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "src"))
+
+import numpy as np  # noqa: E402
+from scipy import stats  # noqa: E402
+
+from ncollapse._io import atomic_write_text  # noqa: E402
+
+CONFIGS = Path("configs/lm")
+JSONL = Path("docs/results/lm_collapse_runs.jsonl")
+SIZES = ("small", "medium", "large")
+SEEDS = (0, 1)
+BIG_VOCAB, BIG_SIZE = 32768, "small"
+#: (metric key, label, direction that Wu & Papyan 2024 report as "more collapse")
+METRICS = (("cdnv", "CDNV (within-class variability)", "down"),
+           ("nc1_quotient", "NC1 quotient tr Σ_W / tr Σ_B", "down"),
+           ("nc1", "NC1 tr(Σ_W Σ_B⁺)/K", "down"),
+           ("gnc2_log_var", "GNC2: variance of log distances (uniformity)", "down"),
+           ("unc3", "UNC3: CoV of ⟨w_k, μ_k − μ_G⟩ (uniform duality)", "down"),
+           ("duality_cos_mean", "mean cos(w_k, μ_k − μ_G)", "up"),
+           ("self_duality", "self-duality error", "down"),
+           ("ncc_agreement", "NC4: NCC / argmax agreement", "up"))
+
+
+def plan() -> list[dict]:
+    """Every run in training order: seed 0 of each size first, so a cut-short benchmark still spans the sizes."""
+    runs = [{"name": f"{size}_v8192_s{seed}", "config": size, "seed": seed, "vocab": 8192}
+            for seed in SEEDS for size in reversed(SIZES)]
+    runs.insert(3, {"name": f"{BIG_SIZE}_v{BIG_VOCAB}_s0", "config": BIG_SIZE, "seed": 0, "vocab": BIG_VOCAB})
+    return runs
+
+
+def argv_of(run: dict) -> list[str]:
+    """The ``ncollapse`` arguments of a run (repo root, text under ../shared/data/text, no --out)."""
+    argv = ["train", "--config", str(CONFIGS / f"{run['config']}.toml"), "--set", f"train.seed={run['seed']}"]
+    return argv + (["--set", f"lm.vocab_size={run['vocab']}"] if run["vocab"] != 8192 else [])
+
+
+# ------------------------------------------------------------------------------------------ training
+
+def train_all(runs, out: Path, jobs: int) -> None:
+    """Train every run without a summary.json, ``jobs`` at a time (1 thread each), resuming interrupted ones."""
+    todo = [r for r in runs if not (out / r["name"] / "summary.json").is_file()]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "RAYON_NUM_THREADS": "1",
+           "PYTHONPATH": str(ROOT / "src")}
+
+    def one(run):
+        run_dir = out / run["name"]
+        cmd = [sys.executable, "-m", "ncollapse", *argv_of(run), "--out", str(run_dir), "--quiet"]
+        cmd += ["--resume"] if run_dir.exists() else []
+        t0 = time.perf_counter()
+        proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, env=env)
+        status = "ok" if proc.returncode == 0 else f"exit {proc.returncode}: {proc.stderr.strip()[-300:]}"
+        print(f"[{time.strftime('%H:%M:%S')}] {run['name']}: {status} ({time.perf_counter() - t0:.0f} s)",
+              file=sys.stderr, flush=True)
+        return proc.returncode
+
+    print(f"{len(todo)} of {len(runs)} runs to train, {jobs} at a time", file=sys.stderr, flush=True)
+    with ThreadPoolExecutor(max_workers=jobs) as pool:
+        failures = sum(1 for rc in pool.map(one, todo) if rc != 0)
+    if failures:
+        print(f"{failures} run(s) failed; the page lists them as missing", file=sys.stderr)
+
+
+# ------------------------------------------------------------------------------------------ reading runs
+
+def load(runs, out: Path) -> dict[str, dict]:
+    """name -> {run, metrics (one record per evaluation point), summary, info} for every finished run."""
+    done = {}
+    for run in runs:
+        d = out / run["name"]
+        if not (d / "summary.json").is_file():
+            continue
+        metrics = [json.loads(line) for line in (d / "metrics.jsonl").read_text().splitlines() if line.strip()]
+        done[run["name"]] = {"run": run, "metrics": metrics, "summary": json.loads((d / "summary.json").read_text()),
+                             "info": json.loads((d / "run.json").read_text())}
+    return done
+
+
+def jsonl_lines(runs, done) -> str:
+    lines = []
+    for run in runs:
+        if run["name"] not in done:
+            continue
+        r = done[run["name"]]
+        last = r["metrics"][-1]
+        numbers = {f"{split}/{key}": last.get(f"{split}/{key}") for split in ("nc", "nc_test")
+                   for key, _, _ in METRICS + (("token_share", "", ""), ("vocab_share", "", ""))}
+        lines.append(json.dumps({
+            "name": run["name"], "argv": argv_of(run), "threads": r["info"]["environment"]["threads"],
+            "tokens": r["summary"]["tokens"], "seconds": round(r["summary"]["wall_s"], 1),
+            "parameters": r["info"]["parameters"], "vocab_size": run["vocab"],
+            "final_val_loss": r["summary"]["final_val_loss"], "final_train_loss": r["summary"]["final_train_loss"],
+            **numbers}))
+    return "".join(f"{line}\n" for line in lines)
+
+
+def bootstrap_spearman(x, y, draws: int = 2000, seed: int = 0) -> tuple[float, float, float]:
+    """(ρ, 2.5%, 97.5%) of Spearman's ρ between x and y, percentile bootstrap over the pairs."""
+    x, y = np.asarray(x, float), np.asarray(y, float)
+    rho = float(stats.spearmanr(x, y).statistic)
+    rng = np.random.default_rng(seed)
+    boot = []
+    for _ in range(draws):
+        i = rng.integers(0, len(x), len(x))
+        if len(set(x[i])) > 1 and len(set(y[i])) > 1:
+            boot.append(stats.spearmanr(x[i], y[i]).statistic)
+    low, high = np.percentile(boot, [2.5, 97.5]) if boot else (float("nan"), float("nan"))
+    return rho, float(low), float(high)
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--out", type=Path, default=ROOT / "runs" / "lm_collapse", help="folder of the run directories")
+    p.add_argument("--doc", type=Path, default=ROOT / "docs" / "results" / "lm_collapse.md")
+    p.add_argument("--jobs", type=int, default=2)
+    p.add_argument("--render-only", action="store_true")
+    args = p.parse_args(argv)
+    runs, out = plan(), args.out.resolve()
+    if not args.render_only:
+        train_all(runs, out, args.jobs)
+    from lm_collapse_page import render  # the page: tables, figures and what holds (beside this script)
+    render(runs, load(runs, out), args.doc.resolve())
+    atomic_write_text(ROOT / JSONL, jsonl_lines(runs, load(runs, out)))
+    print(f"wrote {args.doc} and {JSONL}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
