@@ -20,20 +20,18 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import subprocess
 import sys
-import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
+sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import numpy as np  # noqa: E402
 from scipy import stats  # noqa: E402
 
 from ncollapse._io import atomic_write_text  # noqa: E402
+from page_runs import load, train_all  # noqa: E402
 
 CONFIGS = Path("configs/lm")
 JSONL = Path("docs/results/lm_collapse_runs.jsonl")
@@ -65,46 +63,7 @@ def argv_of(run: dict) -> list[str]:
     return argv + (["--set", f"lm.vocab_size={run['vocab']}"] if run["vocab"] != 8192 else [])
 
 
-# ------------------------------------------------------------------------------------------ training
-
-def train_all(runs, out: Path, jobs: int) -> None:
-    """Train every run without a summary.json, ``jobs`` at a time (1 thread each), resuming interrupted ones."""
-    todo = [r for r in runs if not (out / r["name"] / "summary.json").is_file()]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "RAYON_NUM_THREADS": "1",
-           "PYTHONPATH": str(ROOT / "src")}
-
-    def one(run):
-        run_dir = out / run["name"]
-        cmd = [sys.executable, "-m", "ncollapse", *argv_of(run), "--out", str(run_dir), "--quiet"]
-        cmd += ["--resume"] if run_dir.exists() else []
-        t0 = time.perf_counter()
-        proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, env=env)
-        status = "ok" if proc.returncode == 0 else f"exit {proc.returncode}: {proc.stderr.strip()[-300:]}"
-        print(f"[{time.strftime('%H:%M:%S')}] {run['name']}: {status} ({time.perf_counter() - t0:.0f} s)",
-              file=sys.stderr, flush=True)
-        return proc.returncode
-
-    print(f"{len(todo)} of {len(runs)} runs to train, {jobs} at a time", file=sys.stderr, flush=True)
-    with ThreadPoolExecutor(max_workers=jobs) as pool:
-        failures = sum(1 for rc in pool.map(one, todo) if rc != 0)
-    if failures:
-        print(f"{failures} run(s) failed; the page lists them as missing", file=sys.stderr)
-
-
 # ------------------------------------------------------------------------------------------ reading runs
-
-def load(runs, out: Path) -> dict[str, dict]:
-    """name -> {run, metrics (one record per evaluation point), summary, info} for every finished run."""
-    done = {}
-    for run in runs:
-        d = out / run["name"]
-        if not (d / "summary.json").is_file():
-            continue
-        metrics = [json.loads(line) for line in (d / "metrics.jsonl").read_text().splitlines() if line.strip()]
-        done[run["name"]] = {"run": run, "metrics": metrics, "summary": json.loads((d / "summary.json").read_text()),
-                             "info": json.loads((d / "run.json").read_text())}
-    return done
-
 
 def jsonl_lines(runs, done) -> str:
     lines = []
@@ -147,7 +106,7 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     runs, out = plan(), args.out.resolve()
     if not args.render_only:
-        train_all(runs, out, args.jobs)
+        train_all(runs, out, args.jobs, argv_of)
     from lm_collapse_page import render  # the page: tables, figures and what holds (beside this script)
     render(runs, load(runs, out), args.doc.resolve())
     atomic_write_text(ROOT / JSONL, jsonl_lines(runs, load(runs, out)))

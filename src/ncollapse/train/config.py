@@ -298,9 +298,15 @@ def _toml_value(value) -> str:
 
 
 def dumps_toml(cfg: Config) -> str:
-    """The resolved config as TOML (every key, defaults included); ``load_config`` reads it back unchanged."""
+    """The resolved config as TOML (every key, defaults included); ``load_config`` reads it back unchanged. An image
+    run's config (``train.task = "classify"``, the default) leaves out the task key and the ``[lm]`` section, so it
+    reads as it did before language models existed."""
     lines = []
     for section, values in cfg.to_dict().items():
+        if cfg.train.task == "classify" and section in ("train", "lm"):
+            if section == "lm":
+                continue
+            values = {key: value for key, value in values.items() if key != "task"}
         lines.append(f"[{section}]")
         lines.extend(f"{key} = {_toml_value(value)}" for key, value in values.items())
         lines.append("")
