@@ -32,7 +32,7 @@ from ncollapse._io import atomic_write_text  # noqa: E402
 from ncollapse.report.figures import figure, write_png  # noqa: E402
 from ncollapse.report.page_panels import line_panels  # noqa: E402
 
-from lm_collapse import BIG_SIZE, BIG_VOCAB, JSONL, METRICS, SIZES, argv_of, bootstrap_spearman  # noqa: E402
+from lm_collapse_plan import BIG_SIZE, BIG_VOCAB, JSONL, METRICS, SIZES, argv_of, bootstrap_spearman  # noqa: E402
 
 FINDINGS = ("cdnv", "gnc2_log_var", "unc3")  # the three the issue names
 COLORS = {"small": "#1f77b4", "medium": "#ff7f0e", "large": "#2ca02c", f"{BIG_SIZE}_v{BIG_VOCAB}": "#d62728"}
