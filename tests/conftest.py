@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import signal
 from pathlib import Path
 
 import numpy as np
@@ -68,3 +69,17 @@ def bench():
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+def interrupt_at(monkeypatch, loop_module, steps) -> None:
+    """Deliver SIGINT to this process when ``loop_module``'s loop asks ``lr_at`` for one of the given global steps
+    (the trainer's and the LM loop's resume tests)."""
+    pending, real = set(steps), loop_module.lr_at
+
+    def lr_at(step, *args):
+        if step in pending:
+            pending.discard(step)
+            signal.raise_signal(signal.SIGINT)
+        return real(step, *args)
+
+    monkeypatch.setattr(loop_module, "lr_at", lr_at)

@@ -2,7 +2,6 @@
 
 import json
 import os
-import signal
 import socket
 from pathlib import Path
 
@@ -21,6 +20,7 @@ from ncollapse.stats import ClassStats, NCCCounts  # noqa: E402
 from ncollapse.train import load_checkpoint, load_config, train  # noqa: E402
 from ncollapse.train.dist import DistContext  # noqa: E402
 from ncollapse.train.lm_eval import lm_nc_report, nc_pass, window_starts, windows  # noqa: E402
+from conftest import interrupt_at  # noqa: E402
 
 WORDS = ("a b c the of and to in is was he that it for on with as his they be at one have this from or had by "
          "word but what some we can out other were all there when up use your how said an each she which").split()
@@ -86,15 +86,7 @@ def test_interrupted_lm_run_resumes_bit_identical(tmp_path, corpus, cache, monke
     cfg = load_config(None, _overrides(corpus, cache, "lm.dropout=0.1"))
     torch.manual_seed(123)  # the global RNG's state must not matter: dropout draws from the run's own generator
     train(cfg, tmp_path / "whole", device="cpu")
-    pending, real = {5, 17}, lm.lr_at
-
-    def lr_at(step, *args):
-        if step in pending:
-            pending.discard(step)
-            signal.raise_signal(signal.SIGINT)
-        return real(step, *args)
-
-    monkeypatch.setattr(lm, "lr_at", lr_at)
+    interrupt_at(monkeypatch, lm, [5, 17])
     first = train(cfg, tmp_path / "cut", device="cpu")
     assert first["status"] == "interrupted" and first["step"] == 6 and first["signal"] == 130
     assert train(cfg, tmp_path / "cut", device="cpu", resume=True)["step"] == 18

@@ -1,14 +1,13 @@
 """Training end to end on scikit-learn's digits: the run directory, exact resume, refusal of bad resumes."""
 
 import json
-import signal
 
 import pytest
 import torch
 
 import ncollapse.train.trainer as trainer
 from ncollapse.train import load_checkpoint, load_config, train
-from conftest import file_contents
+from conftest import file_contents, interrupt_at
 
 BASE = ["data.name=\"digits\"", "data.imbalance=0.1", "data.pad=1", "model.name=\"mlp\"",
         "model.options={widths=[32, 32]}", "train.epochs=3", "train.batch_size=32", "data.augment=[]", "train.threads=1",
@@ -26,20 +25,6 @@ def _lines(path):
         record.pop("time_s")
         out.append(record)
     return out
-
-
-def _interrupt_at(monkeypatch, steps):
-    """Deliver SIGINT to this process when the loop asks for the learning rate of the given global steps."""
-    pending = set(steps)
-    real = trainer.lr_at
-
-    def lr_at(step, *args):
-        if step in pending:
-            pending.discard(step)
-            signal.raise_signal(signal.SIGINT)
-        return real(step, *args)
-
-    monkeypatch.setattr(trainer, "lr_at", lr_at)
 
 
 def test_run_directory_contract(tmp_path):
@@ -74,7 +59,7 @@ def test_interrupted_run_resumes_to_identical_weights(tmp_path, monkeypatch):
     cfg = _cfg("train.mixup_alpha=0.4", "data.augment=[\"crop\", \"flip\"]")
     train(cfg, tmp_path / "whole", device="cpu")
     steps_per_epoch = load_checkpoint(tmp_path / "whole" / "checkpoint.pt")["step"] // 3
-    _interrupt_at(monkeypatch, [steps_per_epoch + 3, 2 * steps_per_epoch - 1])
+    interrupt_at(monkeypatch, trainer, [steps_per_epoch + 3, 2 * steps_per_epoch - 1])
     first = train(cfg, tmp_path / "cut", device="cpu")
     assert first == {"status": "interrupted", "signal": 130, "epoch": 1, "batch_in_epoch": 4}
     with pytest.raises(ValueError, match="already holds a run"):
@@ -93,7 +78,7 @@ def test_interrupted_run_resumes_to_identical_weights(tmp_path, monkeypatch):
 
 def test_bad_resumes_change_nothing(tmp_path, monkeypatch):
     cfg = _cfg("train.epochs=2")
-    _interrupt_at(monkeypatch, [25])
+    interrupt_at(monkeypatch, trainer, [25])
     assert train(cfg, tmp_path, device="cpu")["status"] == "interrupted"
     files = file_contents(tmp_path)
     with pytest.raises(ValueError, match=r"another config \(optim.lr: 0.05 in the checkpoint, 0.1 now"):
@@ -122,7 +107,7 @@ def test_metrics_beyond_the_checkpoint_are_dropped_on_resume(tmp_path):
 def test_resume_of_a_checkpoint_from_before_a_config_key_was_added(tmp_path, monkeypatch):
     """A key added to the schema later (here eval.decision) counts at its default, not as a different config."""
     cfg = _cfg("train.epochs=2")
-    _interrupt_at(monkeypatch, [25])
+    interrupt_at(monkeypatch, trainer, [25])
     assert train(cfg, tmp_path, device="cpu")["status"] == "interrupted"
     ckpt = torch.load(tmp_path / "checkpoint.pt", weights_only=False)
     del ckpt["config"]["eval"]["decision"]

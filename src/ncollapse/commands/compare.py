@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
-import warnings
+
+from . import warnings_as_lines, write_or_print
 
 DESCRIPTION = """\
 METHOD − each other method, per setting and metric, paired by seed: the mean of the same-seed differences
@@ -54,16 +54,9 @@ def run(args) -> int:
     with Outputs(force=args.force, inputs=args.runs) as outputs:
         if args.out:
             outputs.claim(args.out, "comparison")  # refused before any run is read
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
+        with warnings_as_lines("ncollapse compare: warning: "):
             result = compare_runs(args.runs, args.method, args.against, args.metric, args.level)
-        for w in caught:
-            print(f"ncollapse compare: warning: {w.message}", file=sys.stderr)
         text = (json.dumps(to_json(result), allow_nan=False) + "\n" if args.json
                 else f"{caption(result)}\n\n{render_markdown(result)}")
-        if args.out:
-            outputs.write_text(args.out, text)
-            print(f"wrote {args.out}", file=sys.stderr)
-        else:
-            sys.stdout.write(text)
+        write_or_print(outputs, args.out, text)
     return 0

@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import argparse
-import sys
-import warnings
 
-from . import show_progress
+from . import show_progress, warnings_as_lines
 from .._io import dumps_line
 from ..serialize import format_report, to_jsonable
 
@@ -72,8 +70,7 @@ def run(args) -> int:
     from ..metrics import measure_stream, stream_stats
 
     source = open_features(args.features)
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
+    with warnings_as_lines("warning: "):
         ood = None
         if args.ood is not None:
             ood_source = open_features(args.ood, labels=False)
@@ -85,8 +82,6 @@ def run(args) -> int:
                                 rtol=args.rtol, scale=args.scale, min_count=args.min_count, ood=ood,
                                 cdnv_exponent=args.cdnv_exponent, tile_size=args.tile_size,
                                 ood_centering=args.ood_centering)
-    for w in caught:
-        print(f"warning: {w.message}", file=sys.stderr)
     if args.json:
         print(dumps_line(to_jsonable(report)))
     else:

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import argparse
-import sys
-import warnings
+
+from . import warnings_as_lines, write_or_print
 
 EXAMPLES = """layouts: auto (default: one row per method, mixup, f and θ found in the runs' configs, one column per
 data set and imbalance τ); ncmc-table1 … ncmc-table7 (the paper's Tables 1–7); cpu, cpu-ncmc, cpu-grid
@@ -53,15 +53,7 @@ def run(args) -> int:
     with Outputs(force=args.force, inputs=args.runs) as outputs:
         if args.out:
             outputs.claim(args.out, "table")
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
+        with warnings_as_lines("ncollapse table: warning: "):
             table = build_table(args.layout, load_runs(args.runs), args.metric)
-        for w in caught:
-            print(f"ncollapse table: warning: {w.message}", file=sys.stderr)
-        text = render(table, args.format)
-        if args.out:
-            outputs.write_text(args.out, text)
-            print(f"wrote {args.out}", file=sys.stderr)
-        else:
-            print(text)
+        write_or_print(outputs, args.out, render(table, args.format), end="\n")
     return 0
